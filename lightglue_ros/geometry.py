@@ -1,0 +1,462 @@
+"""Robust relative pose between two calibrated views, and small rotation/translation helpers."""
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import cv2
+import numpy as np
+
+from lightglue_ros.camera import CameraModel
+from lightglue_ros.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+PoseMethod = Literal['poselib', 'opencv_ransac', 'opencv_magsac']
+FailureReason = Literal['', 'too_few_matches', 'low_parallax', 'ransac_failed',
+                        'cheirality_failed']
+
+# Chosen by benchmarks/bench_pose.py (docs/pose_estimators.md): PoseLib's LO-RANSAC with
+# non-linear refinement is 5-6x more accurate than OpenCV on synthetic scenes with exact
+# ground truth and the most consistent on the Freiburg pairs, at MAGSAC's CPU time. (MAGSAC
+# scores higher on the 15 wide-baseline ScanNet pairs, mostly through one pair.)
+DEFAULT_METHOD: PoseMethod = 'poselib'
+# Used when poselib is not installed: the more accurate of the two OpenCV estimators.
+FALLBACK_METHOD: PoseMethod = 'opencv_magsac'
+
+MIN_SOLVER_MATCHES = 5  # the five-point solver's minimal sample
+# Below this median rotation-free parallax the translation direction is not observable:
+# pure rotation measures ~0.08 deg (0.5 px noise, f = 535 px), and from 0.24 deg on the
+# translation direction error is < 2 deg at the 90th percentile (docs/pose_estimators.md).
+DEFAULT_MIN_PARALLAX_DEG = 0.25
+# Cheirality: at least this fraction of the inliers that have measurable parallax must
+# triangulate in front of both cameras, or the pose is rejected.
+_MIN_FRONT_FRACTION = 0.5
+# PoseLib runs at least this many RANSAC iterations before its adaptive stopping criterion may
+# end the loop. Its own default, 1000, costs 3.8x the time on the Freiburg pairs for the same
+# accuracy there and on synthetic scenes (docs/pose_estimators.md).
+POSELIB_MIN_ITERATIONS = 100
+# A-contrario check of the essential-matrix support: random matches agree with some model
+# among the many that RANSAC tries (up to ~1e5: 10 000 samples with up to 10 solutions each),
+# so the inliers beyond the 5-point sample must be less likely than this under chance alone
+# (expected false alarms <= 0.01). Random input then fails instead of returning a pose.
+_CHANCE_PROBABILITY = 1e-7
+
+_ROTATION_MAX_HYPOTHESES = 256  # see _rotation_ransac
+
+_poselib_missing_warned = False
+
+
+@dataclass(frozen=True, eq=False)
+class RelativePose:
+    """Relative pose of the current view with respect to the keyframe, from 2D matches.
+
+    success:        True when R_kf_to_cur (and t_kf_to_cur unless rotation_only) is usable.
+    reason:         '' on success, else a stable machine-readable code (FailureReason):
+                    'too_few_matches'   fewer than min_matches finite correspondences;
+                    'ransac_failed'     no essential matrix, or one whose inliers do not
+                                        beat chance (random matches give ~2% inliers);
+                    'low_parallax'      parallax is negligible and no rotation fits either;
+                    'cheirality_failed' most inliers triangulate behind a camera.
+    R_kf_to_cur:    [3 x 3] float64 rotation, x_cur = R_kf_to_cur @ x_kf + t_kf_to_cur (OpenCV
+                    recoverPose with points1 = keyframe, points2 = current). Identity on failure.
+    t_kf_to_cur:    [3] float64 translation direction, unit norm (monocular scale is unknown);
+                    zeros when rotation_only or on failure.
+    inlier_mask:    [N] bool over the *input* rows; rows with NaN/inf are never inliers.
+                    Full pose: the estimator's epipolar inliers (Sampson error < threshold).
+                    rotation_only: matches that the rotation alone maps to within
+                    sqrt(3) * threshold (the 2-DOF equivalent of the 1-DOF Sampson test).
+    num_matches:    finite correspondences used (input rows minus NaN/inf rows).
+    num_inliers:    inlier_mask.sum(); inlier_ratio = num_inliers / num_matches (0 if none).
+    median_parallax_deg: median over the epipolar inliers of the angle between matched
+                    bearing vectors after removing the robustly fitted pure rotation (the
+                    rotation-only fit below): the part of the motion that only a translation
+                    explains. About 0.08 deg for pure rotation with 0.5 px noise at f = 500 px.
+                    NaN when the estimate failed before it could be measured.
+    rotation_only:  True when median_parallax_deg < min_parallax_deg: the translation is not
+                    observable, so instead of the (degenerate) essential-matrix decomposition
+                    R comes from a robust rotation-only fit (2-point RANSAC + Kabsch on the
+                    bearing vectors, inlier angle sqrt(3) * threshold) and t is zeros.
+                    success stays True and reason '': the rotation is valid.
+    method:         the estimator that ran (after any fallback).
+    elapsed_ms:     wall time of the whole call, undistortion included.
+    """
+
+    success: bool
+    reason: str
+    R_kf_to_cur: np.ndarray
+    t_kf_to_cur: np.ndarray
+    inlier_mask: np.ndarray
+    num_matches: int
+    num_inliers: int
+    inlier_ratio: float
+    median_parallax_deg: float
+    rotation_only: bool
+    method: str
+    elapsed_ms: float
+
+
+# ==================================================================== small helpers
+
+
+def rotation_angle_deg(R: np.ndarray) -> float:
+    """Angle of the rotation R in degrees, in [0, 180]."""
+    R = np.asarray(R, dtype=np.float64)
+    # arctan2 of (sine, cosine) stays accurate near 0 deg where arccos loses half the digits.
+    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    sin = 0.5 * float(np.linalg.norm(axis))
+    cos = 0.5 * (float(np.trace(R)) - 1.0)
+    return math.degrees(math.atan2(sin, cos))
+
+
+def angle_between_deg(t0: np.ndarray, t1: np.ndarray) -> float:
+    """Angle between two 3-vectors in degrees, in [0, 180]; NaN if either is zero."""
+    a = np.asarray(t0, dtype=np.float64).reshape(3)
+    b = np.asarray(t1, dtype=np.float64).reshape(3)
+    if not (np.any(a != 0.0) and np.any(b != 0.0)):
+        return math.nan
+    return math.degrees(math.atan2(float(np.linalg.norm(np.cross(a, b))), float(a @ b)))
+
+
+def pose_error_deg(R_est: np.ndarray, t_est: np.ndarray, R_gt: np.ndarray, t_gt: np.ndarray,
+                   *, ignore_gt_t_norm: float = 0.0) -> tuple[float, float]:
+    """(rotation error, translation direction error) in degrees, as SuperGlue evaluates.
+
+    The translation error is min(e, 180 - e) for the angle e between the directions, because
+    an essential matrix fixes t only up to sign. A zero t_est (rotation-only or failed
+    estimate) counts as 90 deg, the worst sign-free error; when |t_gt| <= ignore_gt_t_norm the
+    direction is undefined and the error is 0 (SuperGlue's ignore_gt_t_thr).
+    """
+    rot_err = rotation_angle_deg(np.asarray(R_est) @ np.asarray(R_gt).T)
+    if float(np.linalg.norm(t_gt)) <= ignore_gt_t_norm:
+        return rot_err, 0.0
+    e = angle_between_deg(t_est, t_gt)
+    if math.isnan(e):
+        return rot_err, 90.0
+    return rot_err, min(e, 180.0 - e)
+
+
+def pose_auc(errors: Iterable[float], thresholds: Sequence[float] = (5, 10, 20)) -> list[float]:
+    """Area under the recall-vs-error curve up to each threshold, normalised to [0, 1].
+
+    The SuperGlue/LightGlue definition: errors are usually max(rot_err, trans_err) per pair;
+    failures count as inf (NaN is treated as inf). Multiply by 100 for the papers' percent.
+    """
+    err = np.asarray(list(errors), dtype=np.float64)
+    if err.size == 0:
+        return [0.0 for _ in thresholds]
+    err = np.sort(np.where(np.isnan(err), np.inf, err))
+    recall = np.arange(1, len(err) + 1) / len(err)
+    err = np.r_[0.0, err]
+    recall = np.r_[0.0, recall]
+    aucs = []
+    for thr in thresholds:
+        last = int(np.searchsorted(err, thr))
+        r = np.r_[recall[:last], recall[last - 1]]
+        e = np.r_[err[:last], thr]
+        aucs.append(float(np.sum((r[1:] + r[:-1]) * np.diff(e)) / 2.0 / thr))
+    return aucs
+
+
+def compose(R_ab: np.ndarray, t_ab: np.ndarray, R_bc: np.ndarray,
+            t_bc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R_ac, t_ac) with x_c = R_ac x_a + t_ac, given x_b = R_ab x_a + t_ab and
+    x_c = R_bc x_b + t_bc."""
+    R_ab, R_bc = np.asarray(R_ab, np.float64), np.asarray(R_bc, np.float64)
+    t_ab, t_bc = np.asarray(t_ab, np.float64).reshape(3), np.asarray(t_bc, np.float64).reshape(3)
+    return R_bc @ R_ab, R_bc @ t_ab + t_bc
+
+
+def invert(R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R_ba, t_ba) of the inverse transform of x_b = R x_a + t."""
+    R = np.asarray(R, np.float64)
+    t = np.asarray(t, np.float64).reshape(3)
+    return R.T, -R.T @ t
+
+
+# ==================================================================== internals
+
+
+def _bearings(x: np.ndarray) -> np.ndarray:
+    """[N x 2] normalised image coordinates -> [N x 3] unit bearing vectors."""
+    f = np.c_[x, np.ones(len(x))]
+    return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+
+def _kabsch(f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
+    """Rotation(s) R minimising sum |f1 - R f0|^2; f0, f1: [..., N, 3] -> [..., 3, 3]."""
+    H = np.swapaxes(f0, -1, -2) @ f1
+    U, _, Vt = np.linalg.svd(H)
+    V = np.swapaxes(Vt, -1, -2)
+    d = np.sign(np.linalg.det(V @ np.swapaxes(U, -1, -2)))
+    S = np.broadcast_to(np.eye(3), H.shape).copy()
+    S[..., 2, 2] = d
+    return V @ S @ np.swapaxes(U, -1, -2)
+
+
+def _angles(R: np.ndarray, f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
+    """Angle in radians between R f0 and f1 for each row."""
+    a = f0 @ np.swapaxes(R, -1, -2)
+    return np.arctan2(np.linalg.norm(np.cross(a, f1), axis=-1), np.sum(a * f1, axis=-1))
+
+
+def _rotation_ransac(f0: np.ndarray, f1: np.ndarray, thr_rad: float, confidence: float,
+                     max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Robust pure-rotation fit f1 ~ R f0: 2-point RANSAC + Kabsch refinement on the inliers.
+
+    A match is an inlier when the angle between R f0 and f1 is below thr_rad. Returns
+    (R, inlier mask); seeded, so results are reproducible.
+    """
+    n = len(f0)
+    cos_thr = math.cos(thr_rad)  # score with dot products: cheaper than angles, same order
+    rng = np.random.default_rng(0)
+    best_R, best_mask, best_count = np.eye(3), np.zeros(n, bool), -1
+    # Capped: with 2-point samples 256 hypotheses find a rotation even among 75 % outliers
+    # (miss probability < 1e-5); under real translation no rotation fits well and it would
+    # otherwise spin until max_iterations for nothing.
+    max_iterations = min(max_iterations, _ROTATION_MAX_HYPOTHESES)
+    needed, done, batch = max_iterations, 0, 32
+    while done < min(needed, max_iterations):
+        k = min(batch, max_iterations - done)
+        i = rng.integers(0, n, size=k)
+        j = (i + rng.integers(1, n, size=k)) % n  # a second, different index
+        R = _kabsch(np.stack([f0[i], f0[j]], 1), np.stack([f1[i], f1[j]], 1))
+        masks = np.einsum('kab,nb,na->kn', R, f0, f1, optimize=True) > cos_thr
+        counts = masks.sum(1)
+        b = int(np.argmax(counts))
+        if counts[b] > best_count:
+            best_R, best_mask, best_count = R[b], masks[b], int(counts[b])
+            w2 = (best_count / n) ** 2  # probability that a 2-point sample is all inliers
+            needed = (0 if w2 >= 1.0 else max_iterations if w2 < 1e-12 else
+                      math.ceil(math.log1p(-confidence) / math.log1p(-w2)))
+        done += k
+    for _ in range(3):  # local optimisation: refit on the inliers until the set is stable
+        if best_count < 2:
+            break
+        R = _kabsch(f0[best_mask], f1[best_mask])
+        mask = np.sum((f0 @ R.T) * f1, axis=1) > cos_thr
+        if mask.sum() < best_count:
+            break
+        changed = bool(np.any(mask != best_mask))
+        best_R, best_mask, best_count = R, mask, int(mask.sum())
+        if not changed:
+            break
+    return best_R, best_mask
+
+
+def _front_fraction(R: np.ndarray, t: np.ndarray, f0: np.ndarray, f1: np.ndarray,
+                    min_angle_rad: float) -> tuple[int, int]:
+    """(points in front of both cameras, points with measurable parallax) for x1 = R x0 + t.
+
+    Points whose rays are closer than min_angle_rad to parallel are left out: their depth sign
+    is decided by noise (points near infinity), not by the pose.
+    """
+    a = f0 @ R.T
+    c = np.sum(a * f1, axis=1)
+    measurable = _angles(R, f0, f1) > min_angle_rad
+    denom = 1.0 - c * c
+    at, bt = a @ t, f1 @ t
+    with np.errstate(divide='ignore', invalid='ignore'):
+        d0 = (c * bt - at) / denom
+        d1 = (bt - c * at) / denom
+    front = measurable & (d0 > 0.0) & (d1 > 0.0)
+    return int(front.sum()), int(measurable.sum())
+
+
+def _log_binomial_tail(n: int, p: float, m: int) -> float:
+    """log P(X >= m) for X ~ Binomial(n, p)."""
+    if m <= 0:
+        return 0.0
+    if m > n:
+        return -math.inf
+    logs = [math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
+            + j * math.log(p) + (n - j) * math.log1p(-p) for j in range(m, min(n, m + 200) + 1)]
+    top = max(logs)
+    return top + math.log(sum(math.exp(v - top) for v in logs))
+
+
+def _beats_chance(num_inliers: int, num_matches: int, camera: CameraModel,
+                  threshold_px: float) -> bool:
+    """True when num_inliers epipolar inliers are unlikely to be random agreement.
+
+    A random match is an inlier of a given model with probability about the area of a band
+    of +-threshold_px around an epipolar line over the image area (upper bound: the line is
+    as long as the image diagonal).
+    """
+    w, h = camera.width, camera.height
+    p = min(0.5, 2.0 * threshold_px * math.hypot(w, h) / (w * h))
+    extra = num_inliers - MIN_SOLVER_MATCHES
+    return _log_binomial_tail(num_matches - MIN_SOLVER_MATCHES, p, extra) \
+        < math.log(_CHANCE_PROBABILITY)
+
+
+def _resolve_method(method: str) -> tuple[str, object | None]:
+    global _poselib_missing_warned
+    if method not in get_args(PoseMethod):
+        raise ConfigError(f'unknown pose method {method!r}; '
+                          f'choose one of {", ".join(get_args(PoseMethod))}')
+    if method != 'poselib':
+        return method, None
+    try:
+        return method, importlib.import_module('poselib')
+    except ImportError:
+        if not _poselib_missing_warned:
+            logger.warning("poselib is not installed (pip install 'lightglue_ros[pose]'); "
+                           'falling back to %s for relative pose', FALLBACK_METHOD)
+            _poselib_missing_warned = True
+        return FALLBACK_METHOD, None
+
+
+def _essential_poselib(poselib: object, x0: np.ndarray, x1: np.ndarray, thr: float,
+                       confidence: float, max_iterations: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    # Normalised coordinates with an identity camera: the threshold is already in normalised
+    # units, exactly as for OpenCV, so all methods share one inlier definition.
+    identity = {'model': 'PINHOLE', 'width': 2, 'height': 2, 'params': [1.0, 1.0, 0.0, 0.0]}
+    ransac = {'max_epipolar_error': thr, 'success_prob': confidence,
+              'max_iterations': max_iterations,
+              'min_iterations': min(max_iterations, POSELIB_MIN_ITERATIONS)}
+    pose, info = poselib.estimate_relative_pose(x0, x1, identity, identity, ransac, {})
+    mask = np.asarray(info.get('inliers', []), dtype=bool)
+    if mask.shape != (len(x0),) or mask.sum() < MIN_SOLVER_MATCHES:
+        return None
+    return np.asarray(pose.R, np.float64), np.asarray(pose.t, np.float64).reshape(3), mask
+
+
+def _essential_opencv(flag: int, x0: np.ndarray, x1: np.ndarray, thr: float,
+                      confidence: float, max_iterations: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    E, mask = cv2.findEssentialMat(x0, x1, np.eye(3), method=flag, prob=confidence,
+                                   threshold=thr, maxIters=max_iterations)
+    if E is None or mask is None or E.shape[0] < 3 or E.shape[0] % 3 or E.shape[1] != 3:
+        return None
+    # With a minimal sample OpenCV may stack several solutions; the first one is its best.
+    E = np.ascontiguousarray(E[:3])
+    mask = mask.reshape(-1).astype(bool)
+    if mask.sum() < MIN_SOLVER_MATCHES:
+        return None
+    # recoverPose only picks the decomposition (cheirality on the inliers); its output mask
+    # also drops points farther than 50 baselines, which are valid matches, so it is unused.
+    _, R, t, _ = cv2.recoverPose(E, x0, x1, np.eye(3), mask=mask.astype(np.uint8).copy())
+    return np.asarray(R, np.float64), np.asarray(t, np.float64).reshape(3), mask
+
+
+# ==================================================================== main entry point
+
+
+def estimate_relative_pose(points_kf_px: np.ndarray, points_cur_px: np.ndarray,
+                           camera_kf: CameraModel, camera_cur: CameraModel, *,
+                           method: str = DEFAULT_METHOD, threshold_px: float = 1.0,
+                           confidence: float = 0.99999, max_iterations: int = 2000,
+                           min_matches: int = 8,
+                           min_parallax_deg: float = DEFAULT_MIN_PARALLAX_DEG) -> RelativePose:
+    """Relative pose (R, t) with x_cur = R x_kf + t from matched pixels of two views.
+
+    points_kf_px, points_cur_px: [N x 2] pixels (u, v) of the raw (distorted) images; row i
+        of one matches row i of the other. Rows with NaN/inf are dropped (never inliers).
+    camera_kf, camera_cur: the two views' cameras (they may differ).
+    method: 'poselib' (LO-RANSAC + non-linear refinement; OpenCV MAGSAC is used with a logged
+        warning if poselib is missing), 'opencv_ransac' (findEssentialMat RANSAC +
+        recoverPose) or 'opencv_magsac' (USAC_MAGSAC + recoverPose).
+    threshold_px: inlier threshold on the Sampson epipolar error in pixels; divided by the
+        mean focal length of the two cameras to get normalised image units.
+    confidence, max_iterations: RANSAC stopping criteria.
+    min_matches: fewer finite matches than this gives reason 'too_few_matches' (>= 5).
+    min_parallax_deg: median rotation-free parallax below which the result is rotation_only.
+
+    Degenerate input is reported in the result (success False and a reason), never raised;
+    ConfigError is raised for invalid options and ValueError for mis-shaped arrays.
+    """
+    start = time.perf_counter()
+    if isinstance(min_matches, bool) or not isinstance(min_matches, (int, np.integer)) \
+            or min_matches < MIN_SOLVER_MATCHES:
+        raise ConfigError(f'min_matches must be an integer >= {MIN_SOLVER_MATCHES} (the '
+                          f'five-point solver), got {min_matches!r}')
+    if not (math.isfinite(threshold_px) and threshold_px > 0.0):
+        raise ConfigError(f'threshold_px must be positive, got {threshold_px!r}')
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f'confidence must be in (0, 1), got {confidence!r}')
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) \
+            or max_iterations < 1:
+        raise ConfigError(f'max_iterations must be a positive integer, got {max_iterations!r}')
+    if not (math.isfinite(min_parallax_deg) and min_parallax_deg >= 0.0):
+        raise ConfigError(f'min_parallax_deg must be >= 0, got {min_parallax_deg!r}')
+    method, poselib = _resolve_method(method)
+
+    p0 = np.asarray(points_kf_px, dtype=np.float64)
+    p1 = np.asarray(points_cur_px, dtype=np.float64)
+    if p0.ndim != 2 or p0.shape[1] != 2 or p0.shape != p1.shape:
+        raise ValueError(f'points must be two [N x 2] arrays of equal length, got shapes '
+                         f'{p0.shape} and {p1.shape}')
+    n_in = len(p0)
+
+    def result(reason: str, *, mask: np.ndarray | None = None, R: np.ndarray | None = None,
+               t: np.ndarray | None = None, parallax: float = math.nan,
+               rotation_only: bool = False, used: int = 0) -> RelativePose:
+        full = np.zeros(n_in, bool) if mask is None else mask
+        R_out = np.eye(3) if R is None else np.array(R, np.float64)
+        t_out = np.zeros(3) if t is None else np.array(t, np.float64)
+        for a in (full, R_out, t_out):
+            a.flags.writeable = False
+        n_inl = int(full.sum())
+        return RelativePose(
+            success=reason == '', reason=reason, R_kf_to_cur=R_out, t_kf_to_cur=t_out,
+            inlier_mask=full, num_matches=used, num_inliers=n_inl,
+            inlier_ratio=n_inl / used if used else 0.0, median_parallax_deg=float(parallax),
+            rotation_only=rotation_only, method=method,
+            elapsed_ms=(time.perf_counter() - start) * 1e3)
+
+    x0 = np.full_like(p0, np.nan)
+    x1 = np.full_like(p1, np.nan)
+    finite = np.all(np.isfinite(p0), axis=1) & np.all(np.isfinite(p1), axis=1)
+    x0[finite] = camera_kf.undistort_points(p0[finite])
+    x1[finite] = camera_cur.undistort_points(p1[finite])
+    idx = np.flatnonzero(np.all(np.isfinite(x0), axis=1) & np.all(np.isfinite(x1), axis=1))
+    used = len(idx)
+    if used < min_matches:
+        return result('too_few_matches', used=used)
+    x0, x1 = np.ascontiguousarray(x0[idx]), np.ascontiguousarray(x1[idx])
+
+    def full_mask(sub: np.ndarray) -> np.ndarray:
+        m = np.zeros(n_in, bool)
+        m[idx[sub]] = True
+        return m
+
+    thr = threshold_px / (0.5 * (camera_kf.mean_focal + camera_cur.mean_focal))
+    if method == 'poselib':
+        est = _essential_poselib(poselib, x0, x1, thr, confidence, max_iterations)
+    else:
+        flag = cv2.RANSAC if method == 'opencv_ransac' else cv2.USAC_MAGSAC
+        est = _essential_opencv(flag, x0, x1, thr, confidence, max_iterations)
+    if est is None:
+        return result('ransac_failed', used=used)
+    R, t, inl = est
+    t_norm = float(np.linalg.norm(t))
+    if not (t_norm > 0.0 and _beats_chance(int(inl.sum()), used, camera_cur, threshold_px)):
+        return result('ransac_failed', used=used)
+    t = t / t_norm
+
+    f0, f1 = _bearings(x0), _bearings(x1)
+    # Parallax without trusting R: for (near) pure rotation every t fits the epipolar
+    # constraint, so the essential matrix also collects outliers and its decomposition may be
+    # the wrong one of the twisted pair. A robust rotation-only fit is immune to both.
+    # Its inlier angle: the residual in one image carries the noise of both (x sqrt 2) and
+    # has two degrees of freedom where the Sampson error has one (x 1.22 at equal
+    # confidence), so sqrt(3) times the epipolar threshold.
+    R_rot, rot_inl = _rotation_ransac(f0, f1, math.sqrt(3.0) * thr, confidence, max_iterations)
+    parallax = math.degrees(float(np.median(_angles(R_rot, f0[inl], f1[inl]))))
+    if parallax < min_parallax_deg:
+        if rot_inl.sum() < min_matches:
+            return result('low_parallax', parallax=parallax, used=used)
+        return result('', mask=full_mask(rot_inl), R=_kabsch(f0[rot_inl], f1[rot_inl]),
+                      parallax=parallax, rotation_only=True, used=used)
+
+    front, measurable = _front_fraction(R, t, f0[inl], f1[inl], math.atan(thr))
+    if front < max(MIN_SOLVER_MATCHES, _MIN_FRONT_FRACTION * measurable):
+        return result('cheirality_failed', parallax=parallax, used=used)
+    return result('', mask=full_mask(inl), R=R, t=t, parallax=parallax, used=used)

@@ -1,0 +1,481 @@
+"""LightGlue (Lindenberger, Sarlin, Pollefeys, ICCV 2023): attention matcher with adaptive depth and width.
+
+Our own implementation of the published architecture, numerically equal to the cvg reference
+(and to kornia's and transformers' ports) and organised for speed:
+- all attention goes through ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels on
+  CPU and CUDA); the reference CPU cross-attention materialises two softmaxes and costs ~4x more;
+- when both images hold the same number of points the two images run as one batch of two;
+- the keyframe side of a match (input projection, rotary positional encoding) is prepared once by
+  ``prepare`` and reused for every frame matched against it.
+
+Weights (Apache-2.0, cvg/LightGlue): both key layouts of released files (``self_attn.N.*`` /
+``cross_attn.N.*`` and ``transformers.N.*``) and the Hugging Face ``ETH-CVG/lightglue_*`` layout
+(separate q/k/v projections) are converted by ``convert_state_dict``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightglue_ros.errors import CheckpointError, ConfigError
+from lightglue_ros.features import Features
+from lightglue_ros.models.checkpoints import StateDict, load_into, load_state_dict_file
+
+# Feature configurations: descriptor size that each extractor produces.
+FEATURE_CONFIGS: dict[str, dict[str, Any]] = {
+    'superpoint': {'input_dim': 256},
+    'disk': {'input_dim': 128},
+    'aliked': {'input_dim': 128},
+}
+
+# Point pruning gathers tensors, which costs more than it saves for few points: prune only images
+# holding more points than this (the reference's thresholds; the CUDA path uses fused attention).
+PRUNING_MIN_POINTS = {'cpu': -1, 'mps': -1, 'cuda': 1536}
+
+_PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class PreparedFeatures:
+    """One image's matcher inputs, computed once (the keyframe cache).
+
+    descriptors: [1 x N x C] float, after the input projection.
+    encoding:    [2 x 1 x 1 x N x C/H] float, cos and sin of the rotary positional encoding.
+    """
+
+    descriptors: torch.Tensor
+    encoding: torch.Tensor
+
+    @property
+    def num_points(self) -> int:
+        return int(self.descriptors.shape[1])
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Matches between image 0 and image 1.
+
+    matches:    [K x 2] long, (index in image 0, index in image 1).
+    scores:     [K] float, match confidence in (filter_threshold, 1].
+    stop_layer: number of transformer layers that ran (adaptive depth); 0 when none ran.
+    layers0/1:  [M] / [N] long, for each point the number of layers it took part in
+                (smaller than stop_layer for points removed by width pruning).
+    """
+
+    matches: torch.Tensor
+    scores: torch.Tensor
+    stop_layer: int
+    layers0: torch.Tensor
+    layers1: torch.Tensor
+
+    @property
+    def num_pruned0(self) -> int:
+        return int((self.layers0 < self.stop_layer).sum())
+
+    @property
+    def num_pruned1(self) -> int:
+        return int((self.layers1 < self.stop_layer).sum())
+
+    def __len__(self) -> int:
+        return int(self.matches.shape[0])
+
+
+def normalize_keypoints(keypoints: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """Map pixels to about [-1, 1] along the longer image side.
+
+    keypoints: [... x N x 2] pixels (x, y); image_size: (width, height).
+    """
+    size = keypoints.new_tensor(image_size)
+    return (keypoints - size / 2) / (size.max() / 2)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive pairs (x0, x1) -> (-x1, x0) along the last dimension."""
+    x = x.unflatten(-1, (-1, 2))
+    return torch.stack((-x[..., 1], x[..., 0]), dim=-1).flatten(-2)
+
+
+def apply_rotary(encoding: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x: [B x H x N x d]; encoding: [2 x B x 1 x N x d] (cos, sin)."""
+    return x * encoding[0] + rotate_half(x) * encoding[1]
+
+
+class LearnableFourierPositionalEncoding(nn.Module):
+    def __init__(self, dim_in: int, head_dim: int) -> None:
+        super().__init__()
+        self.Wr = nn.Linear(dim_in, head_dim // 2, bias=False)
+
+    def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
+        """keypoints: [B x N x 2] normalised -> [2 x B x 1 x N x head_dim] (cos, sin)."""
+        projected = self.Wr(keypoints)
+        encoding = torch.stack([projected.cos(), projected.sin()], 0).unsqueeze(-3)
+        return encoding.repeat_interleave(2, dim=-1)
+
+
+def _feed_forward(dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(2 * dim, 2 * dim), nn.LayerNorm(2 * dim, elementwise_affine=True), nn.GELU(),
+        nn.Linear(2 * dim, dim))
+
+
+class SelfBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        # Rows are interleaved per head as (head, channel, q|k|v), the reference layout.
+        self.Wqkv = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.ffn = _feed_forward(dim)
+
+    def forward(self, x: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
+        """x: [B x N x C]; encoding: [2 x B x 1 x N x C/H]."""
+        qkv = self.Wqkv(x).unflatten(-1, (self.num_heads, -1, 3)).transpose(1, 2)
+        q, k, v = qkv.unbind(-1)  # [B x H x N x d] each
+        q, k = apply_rotary(encoding, q), apply_rotary(encoding, k)
+        # The fused CPU kernel needs unit stride in the last dimension, else torch falls back
+        # to the unfused path that costs ~3x more.
+        context = F.scaled_dot_product_attention(q, k, v.contiguous())
+        message = self.out_proj(context.transpose(1, 2).flatten(-2))
+        return x + self.ffn(torch.cat([x, message], -1))
+
+
+class CrossBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        # Queries and keys share one projection: attention 0->1 is the transpose of 1->0.
+        self.to_qk = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.to_out = nn.Linear(dim, dim)
+        self.ffn = _feed_forward(dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def _update(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        message = self.to_out(context.transpose(1, 2).flatten(-2))
+        return x + self.ffn(torch.cat([x, message], -1))
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x0: [B x M x C], x1: [B x N x C]."""
+        if x0.shape == x1.shape:
+            # One batch of two: image i attends to image 1-i.
+            x = torch.cat([x0, x1])
+            qk, v = self._heads(self.to_qk(x)), self._heads(self.to_v(x))
+            swapped = torch.tensor([1, 0], device=x.device)
+            context = F.scaled_dot_product_attention(qk, qk[swapped], v[swapped])
+            return self._update(x, context).chunk(2)
+        qk0, qk1 = self._heads(self.to_qk(x0)), self._heads(self.to_qk(x1))
+        v0, v1 = self._heads(self.to_v(x0)), self._heads(self.to_v(x1))
+        context0 = F.scaled_dot_product_attention(qk0, qk1, v1)
+        context1 = F.scaled_dot_product_attention(qk1, qk0, v0)
+        return self._update(x0, context0), self._update(x1, context1)
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.self_attn = SelfBlock(dim, num_heads)
+        self.cross_attn = CrossBlock(dim, num_heads)
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor, encoding0: torch.Tensor,
+                encoding1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x0.shape == x1.shape:
+            x = self.self_attn(torch.cat([x0, x1]), torch.cat([encoding0, encoding1], 1))
+            x0, x1 = x.chunk(2)
+        else:
+            x0, x1 = self.self_attn(x0, encoding0), self.self_attn(x1, encoding1)
+        return self.cross_attn(x0, x1)
+
+
+class MatchAssignment(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.matchability = nn.Linear(dim, 1)
+        self.final_proj = nn.Linear(dim, dim)
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """x0: [B x M x C], x1: [B x N x C] -> log assignment [B x M+1 x N+1] (last row/col: unmatched)."""
+        scale = x0.shape[-1] ** -0.25
+        m0, m1 = self.final_proj(x0) * scale, self.final_proj(x1) * scale
+        sim = m0 @ m1.transpose(-1, -2)
+        z0, z1 = self.matchability(x0), self.matchability(x1)
+        b, m, n = sim.shape
+        scores = sim.new_zeros((b, m + 1, n + 1))
+        scores[:, :m, :n] = (F.log_softmax(sim, 2) + F.log_softmax(sim, 1)
+                             + F.logsigmoid(z0) + F.logsigmoid(z1).transpose(1, 2))
+        scores[:, :-1, -1] = F.logsigmoid(-z0.squeeze(-1))
+        scores[:, -1, :-1] = F.logsigmoid(-z1.squeeze(-1))
+        return scores
+
+    def matchability_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.matchability(x)).squeeze(-1)
+
+
+class TokenConfidence(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.token = nn.Sequential(nn.Linear(dim, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.token(x).squeeze(-1)
+
+
+def filter_matches(scores: torch.Tensor, threshold: float
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mutual nearest neighbours above ``threshold`` from a log assignment [B x M+1 x N+1].
+
+    Returns matches0 [B x M] (index in image 1, or -1 = unmatched) and their scores [B x M].
+    """
+    inner = scores[:, :-1, :-1]
+    max0, max1 = inner.max(2), inner.max(1)
+    m0, m1 = max0.indices, max1.indices
+    mutual0 = torch.arange(m0.shape[1], device=m0.device)[None] == m1.gather(1, m0)
+    mscores0 = torch.where(mutual0, max0.values.exp(), max0.values.new_zeros(()))
+    valid0 = mutual0 & (mscores0 > threshold)
+    return torch.where(valid0, m0, -1), mscores0
+
+
+def _rename_layer_keys(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """Older cvg releases name layers ``self_attn.N.*`` / ``cross_attn.N.*``."""
+    pattern = re.compile(r'^(self_attn|cross_attn)\.(\d+)\.')
+    return {pattern.sub(r'transformers.\2.\1.', k): v for k, v in state_dict.items()}
+
+
+def _from_hugging_face(state_dict: Mapping[str, torch.Tensor], num_heads: int) -> StateDict:
+    """Convert the transformers ``LightGlueForKeypointMatching`` layout to ours."""
+    out: StateDict = {}
+    sd = {k.removeprefix('lightglue.'): v for k, v in state_dict.items()
+          if not k.startswith('keypoint_detector.')}
+    renames = [
+        (r'^input_projection\.', 'input_proj.'),
+        (r'^positional_encoder\.projector\.', 'posenc.Wr.'),
+        (r'^transformer_layers\.(\d+)\.self_attention\.o_proj\.', r'transformers.\1.self_attn.out_proj.'),
+        (r'^transformer_layers\.(\d+)\.cross_attention\.v_proj\.', r'transformers.\1.cross_attn.to_v.'),
+        (r'^transformer_layers\.(\d+)\.cross_attention\.o_proj\.', r'transformers.\1.cross_attn.to_out.'),
+        (r'^transformer_layers\.(\d+)\.self_mlp\.', r'transformers.\1.self_attn.ffn.'),
+        (r'^transformer_layers\.(\d+)\.cross_mlp\.', r'transformers.\1.cross_attn.ffn.'),
+        (r'^match_assignment_layers\.(\d+)\.final_projection\.', r'log_assignment.\1.final_proj.'),
+        (r'^match_assignment_layers\.(\d+)\.matchability\.', r'log_assignment.\1.matchability.'),
+        (r'^token_confidence\.(\d+)\.token\.', r'token_confidence.\1.token.0.'),
+    ]
+    mlp = {'fc1.': '0.', 'layer_norm.': '1.', 'fc2.': '3.'}
+    for key, value in sd.items():
+        new = key
+        for pattern, repl in renames:
+            new = re.sub(pattern, repl, new)
+        if '.ffn.' in new:
+            head, _, tail = new.partition('.ffn.')
+            for old, idx in mlp.items():
+                if tail.startswith(old):
+                    new = f'{head}.ffn.{idx}{tail[len(old):]}'
+        out[new] = value
+    layers = sorted({int(m.group(1)) for k in sd
+                     if (m := re.match(r'^transformer_layers\.(\d+)\.', k))})
+    for i in layers:
+        prefix = f'transformer_layers.{i}.'
+        for suffix in ('weight', 'bias'):
+            q, k, v = (sd.get(f'{prefix}self_attention.{p}_proj.{suffix}') for p in 'qkv')
+            if q is not None and k is not None and v is not None:
+                # ours: rows ordered (head, channel, q|k|v); theirs: three (head, channel) blocks.
+                stacked = torch.stack([t.unflatten(0, (num_heads, -1)) for t in (q, k, v)], 2)
+                out[f'transformers.{i}.self_attn.Wqkv.{suffix}'] = stacked.flatten(0, 2)
+            for p in 'qkv':
+                out.pop(f'{prefix}self_attention.{p}_proj.{suffix}', None)
+            q, k = (sd.get(f'{prefix}cross_attention.{p}_proj.{suffix}') for p in 'qk')
+            if q is not None and k is not None:
+                if not torch.equal(q, k):
+                    raise CheckpointError(
+                        f'{prefix}cross_attention: q_proj and k_proj differ, but LightGlue shares '
+                        'one projection for cross-attention queries and keys')
+                out[f'transformers.{i}.cross_attn.to_qk.{suffix}'] = q
+            for p in 'qk':
+                out.pop(f'{prefix}cross_attention.{p}_proj.{suffix}', None)
+    return out
+
+
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor], num_heads: int = 4) -> StateDict:
+    """Bring any released LightGlue key layout to this module's layout."""
+    if any(k.startswith(('transformer_layers.', 'lightglue.transformer_layers.'))
+           for k in state_dict):
+        return _from_hugging_face(state_dict, num_heads)
+    # xfeat-style wrappers nest the matcher under 'matcher.'; early releases carry an unused
+    # training scalar `log_assignment.N.r` that no inference code reads.
+    sd = {k.removeprefix('matcher.'): v for k, v in state_dict.items()
+          if not re.fullmatch(r'log_assignment\.\d+\.r', k)}
+    return _rename_layer_keys(sd)
+
+
+class LightGlue(nn.Module):
+    default_conf: dict[str, Any] = {
+        'input_dim': 256,  # descriptor size of the extractor (set by `features`)
+        'descriptor_dim': 256,  # width of the transformer
+        'n_layers': 9,  # transformer layers (self + cross attention each)
+        'num_heads': 4,  # attention heads
+        'depth_confidence': 0.95,  # early stop when this share of points is confident; -1 = off
+        'width_confidence': 0.99,  # prune points whose matchability is below 1 - this; -1 = off
+        'filter_threshold': 0.1,  # minimum match score
+        'precision': 'fp32',  # fp32 | fp16 | bf16 (autocast on CUDA only; CPU is always fp32)
+    }
+
+    def __init__(self, features: str = 'superpoint', *, weights: str | Path | None = None,
+                 **conf: Any) -> None:
+        """features: superpoint | disk | aliked; weights: checkpoint file in any released layout."""
+        super().__init__()
+        if features not in FEATURE_CONFIGS:
+            raise ConfigError(f'unknown features {features!r}; choose one of '
+                              f'{", ".join(FEATURE_CONFIGS)}')
+        unknown = set(conf) - set(self.default_conf)
+        if unknown:
+            raise ConfigError(f'unknown LightGlue option(s): {", ".join(sorted(unknown))}')
+        self.features = features
+        self.conf = {**self.default_conf, **FEATURE_CONFIGS[features], **conf}
+        if self.conf['precision'] not in _PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(_PRECISIONS)}, "
+                              f"got {self.conf['precision']!r}")
+        d, h, n = self.conf['descriptor_dim'], self.conf['num_heads'], self.conf['n_layers']
+        if self.conf['input_dim'] != d:
+            self.input_proj: nn.Module = nn.Linear(self.conf['input_dim'], d)
+        else:
+            self.input_proj = nn.Identity()
+        self.posenc = LearnableFourierPositionalEncoding(2, d // h)
+        self.transformers = nn.ModuleList([TransformerLayer(d, h) for _ in range(n)])
+        self.log_assignment = nn.ModuleList([MatchAssignment(d) for _ in range(n)])
+        self.token_confidence = nn.ModuleList([TokenConfidence(d) for _ in range(n - 1)])
+        self.confidence_thresholds = [
+            min(max(0.8 + 0.1 * math.exp(-4.0 * i / n), 0.0), 1.0) for i in range(n)]
+        if weights is not None:
+            self.load_weights(weights)
+        self.eval()
+
+    # -- weights ---------------------------------------------------------------------------
+    def load_weights(self, source: str | Path | Mapping[str, torch.Tensor]) -> None:
+        """Load a checkpoint file or state dict in any supported layout (strict)."""
+        if isinstance(source, Mapping):
+            name, state_dict = 'state dict', dict(source)
+        else:
+            name, state_dict = str(source), load_state_dict_file(source)
+        converted = convert_state_dict(state_dict, self.conf['num_heads'])
+        load_into(self, converted, source=name, ignore=('confidence_thresholds',))
+
+    # -- thresholds that may change at run time --------------------------------------------
+    def set_thresholds(self, *, depth_confidence: float | None = None,
+                       width_confidence: float | None = None,
+                       filter_threshold: float | None = None) -> None:
+        for key, value in (('depth_confidence', depth_confidence),
+                           ('width_confidence', width_confidence),
+                           ('filter_threshold', filter_threshold)):
+            if value is not None:
+                self.conf[key] = float(value)
+
+    # -- inference -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def prepare(self, keypoints: torch.Tensor, descriptors: torch.Tensor,
+                image_size: tuple[int, int]) -> PreparedFeatures:
+        """The per-image work that does not depend on the other image.
+
+        keypoints: [N x 2] or [1 x N x 2] pixels (x, y); descriptors: [N x D] or [1 x N x D];
+        image_size: (width, height).
+        """
+        if keypoints.dim() == 2:
+            keypoints, descriptors = keypoints[None], descriptors[None]
+        if descriptors.shape[-1] != self.conf['input_dim']:
+            raise ConfigError(f"descriptors have {descriptors.shape[-1]} channels, LightGlue for "
+                              f"{self.features} expects {self.conf['input_dim']}")
+        weight = self.posenc.Wr.weight
+        keypoints = normalize_keypoints(keypoints.to(weight), image_size)
+        with self._autocast(weight.device):
+            return PreparedFeatures(self.input_proj(descriptors.to(weight)),
+                                    self.posenc(keypoints))
+
+    def prepare_features(self, features: Features) -> PreparedFeatures:
+        return self.prepare(features.keypoints, features.descriptors, features.image_size)
+
+    def match(self, features0: Features, features1: Features) -> MatchResult:
+        return self.match_prepared(self.prepare_features(features0),
+                                   self.prepare_features(features1))
+
+    @torch.inference_mode()
+    def match_prepared(self, prepared0: PreparedFeatures, prepared1: PreparedFeatures
+                       ) -> MatchResult:
+        """Match two prepared images (adaptive depth and width per ``conf``)."""
+        device = prepared0.descriptors.device
+        with self._autocast(device):
+            return self._match(prepared0, prepared1)
+
+    def _autocast(self, device: torch.device) -> torch.autocast:
+        dtype = _PRECISIONS[self.conf['precision']]
+        return torch.autocast(device_type=device.type, dtype=dtype,
+                              enabled=dtype is not None and device.type == 'cuda')
+
+    def _match(self, prepared0: PreparedFeatures, prepared1: PreparedFeatures) -> MatchResult:
+        x0, x1 = prepared0.descriptors, prepared1.descriptors
+        enc0, enc1 = prepared0.encoding, prepared1.encoding
+        m, n = x0.shape[1], x1.shape[1]
+        device = x0.device
+        n_layers = self.conf['n_layers']
+        ind0 = torch.arange(m, device=device)
+        ind1 = torch.arange(n, device=device)
+        # Layers each point took part in; pruned points keep the count they reached.
+        layers0 = torch.zeros(m, dtype=torch.long, device=device)
+        layers1 = torch.zeros(n, dtype=torch.long, device=device)
+        if m == 0 or n == 0:
+            return self._empty(layers0, layers1, stop_layer=0)
+        do_early_stop = self.conf['depth_confidence'] > 0
+        do_pruning = self.conf['width_confidence'] > 0
+        pruning_min = PRUNING_MIN_POINTS.get(device.type, -1)
+        layer = 0
+        for layer in range(n_layers):
+            x0, x1 = self.transformers[layer](x0, x1, enc0, enc1)
+            if layer == n_layers - 1:
+                break  # no early stop or pruning after the last layer
+            token0 = token1 = None
+            if do_early_stop:
+                token0 = self.token_confidence[layer](x0)
+                token1 = self.token_confidence[layer](x1)
+                if self._confident(token0, token1, layer, m + n):
+                    break
+            if do_pruning and x0.shape[1] > pruning_min:
+                keep0 = self._keep(token0, x0, layer)
+                layers0[ind0[~keep0]] = layer + 1
+                ind0, x0, enc0 = ind0[keep0], x0[:, keep0], enc0[:, :, :, keep0]
+            if do_pruning and x1.shape[1] > pruning_min:
+                keep1 = self._keep(token1, x1, layer)
+                layers1[ind1[~keep1]] = layer + 1
+                ind1, x1, enc1 = ind1[keep1], x1[:, keep1], enc1[:, :, :, keep1]
+            if x0.shape[1] == 0 or x1.shape[1] == 0:
+                return self._empty(layers0, layers1, stop_layer=layer + 1)
+        layers0[ind0] = layer + 1
+        layers1[ind1] = layer + 1
+        scores = self.log_assignment[layer](x0, x1)
+        matches0, mscores0 = filter_matches(scores, self.conf['filter_threshold'])
+        valid = matches0[0] > -1
+        matches = torch.stack([ind0[valid], ind1[matches0[0][valid]]], -1)
+        return MatchResult(matches, mscores0[0][valid].float(), layer + 1, layers0, layers1)
+
+    def _confident(self, token0: torch.Tensor, token1: torch.Tensor, layer: int,
+                   num_points: int) -> bool:
+        threshold = self.confidence_thresholds[layer]
+        unconfident = (token0 < threshold).sum() + (token1 < threshold).sum()
+        return bool(1.0 - unconfident.float() / num_points > self.conf['depth_confidence'])
+
+    def _keep(self, token: torch.Tensor | None, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """[N] bool: the points of one image [1 x N x C] that stay after this layer."""
+        keep = self.log_assignment[layer].matchability_prob(x) > 1 - self.conf['width_confidence']
+        if token is not None:  # low-confidence points are never pruned
+            keep |= token <= self.confidence_thresholds[layer]
+        return keep[0]
+
+    @staticmethod
+    def _empty(layers0: torch.Tensor, layers1: torch.Tensor, *, stop_layer: int) -> MatchResult:
+        device = layers0.device
+        return MatchResult(torch.zeros(0, 2, dtype=torch.long, device=device),
+                           torch.zeros(0, device=device), stop_layer, layers0, layers1)

@@ -1,0 +1,285 @@
+"""Plain-Python helpers of the matcher node: the frame queue, log throttling and statistics.
+
+Nothing here imports ROS; the node feeds these from its callbacks and worker thread, and the
+diagnostics timer reads ``NodeStats.report``. All classes are thread-safe.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+__all__ = ['FrameQueue', 'Throttle', 'NodeStats', 'Report', 'DROP_SUPERSEDED',
+           'DROP_OVERFLOW', 'SKIP_INVALID_IMAGE', 'SKIP_TIMESTAMP', 'SKIP_CALIBRATION',
+           'SKIP_ERROR', 'LEVEL_OK', 'LEVEL_WARN', 'LEVEL_ERROR']
+
+T = TypeVar('T')
+
+# Why a frame never reached the tracker's result (diagnostics keys dropped.* / skipped.*).
+DROP_SUPERSEDED = 'superseded'  # latest mode: a newer frame replaced it while the worker was busy
+DROP_OVERFLOW = 'queue_overflow'  # lossless mode: the queue was full, the oldest frame went
+# Skip reasons share their names with the bag replay's summary (lightglue_ros.replay).
+SKIP_INVALID_IMAGE = 'invalid_image'  # unknown encoding, truncated data, zero size, bad JPEG
+SKIP_TIMESTAMP = 'non_increasing_stamp'  # header stamp not after the last processed frame's
+SKIP_CALIBRATION = 'calibration_mismatch'  # camera_info does not fit the image size
+SKIP_ERROR = 'processing_error'  # the extractor or matcher raised (e.g. CUDA out of memory)
+
+LEVEL_OK, LEVEL_WARN, LEVEL_ERROR = 0, 1, 2
+
+
+class FrameQueue(Generic[T]):
+    """Frames waiting for the worker, at most ``capacity``; putting into a full queue evicts
+    the oldest (capacity 1: the newest frame replaces the waiting one). Like queue.Queue,
+    ``get`` marks a frame in flight until ``task_done``, and ``join`` waits for both."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f'capacity must be >= 1, got {capacity}')
+        self.capacity = capacity
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._in_flight = 0
+
+    def put(self, item: T) -> T | None:
+        """Enqueue ``item``; returns the frame it evicted (None when there was room)."""
+        with self._cond:
+            evicted = self._items.popleft() if len(self._items) >= self.capacity else None
+            self._items.append(item)
+            self._cond.notify_all()
+            return evicted
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """The oldest waiting frame; None after ``timeout`` seconds or once closed."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items or self._closed, timeout):
+                return None
+            if self._closed:
+                return None
+            self._in_flight += 1
+            return self._items.popleft()
+
+    def task_done(self) -> None:
+        """The frame from the last ``get`` is finished."""
+        with self._cond:
+            self._in_flight = max(0, self._in_flight - 1)
+            self._cond.notify_all()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until no frame waits or is in flight; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._items and not self._in_flight,
+                                       timeout)
+
+    def close(self) -> None:
+        """Wake the worker and make every later ``get`` return None."""
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class Throttle:
+    """At most one message per key every ``period_s`` seconds.
+
+    ``throttle(key)`` returns None when the message is to be suppressed, else the number of
+    messages of that key suppressed since the last one that passed.
+    """
+
+    def __init__(self, period_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.period_s = period_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str) -> int | None:
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.period_s:
+                self._suppressed[key] += 1
+                return None
+            self._last[key] = now
+            return self._suppressed.pop(key, 0)
+
+
+@dataclass(frozen=True)
+class Report:
+    """One diagnostics status: level (0 OK, 1 WARN, 2 ERROR), message and key-values."""
+
+    level: int
+    message: str
+    values: dict[str, Any]
+
+
+def _percentiles(samples: list[float], prefix: str) -> dict[str, float]:
+    if not samples:
+        return {f'{prefix}_p50_ms': float('nan'), f'{prefix}_p90_ms': float('nan'),
+                f'{prefix}_p99_ms': float('nan'), f'{prefix}_max_ms': float('nan')}
+    p50, p90, p99 = np.percentile(np.asarray(samples), [50, 90, 99])
+    return {f'{prefix}_p50_ms': float(p50), f'{prefix}_p90_ms': float(p90),
+            f'{prefix}_p99_ms': float(p99), f'{prefix}_max_ms': float(max(samples))}
+
+
+class NodeStats:
+    """Counters and sliding windows behind the node's /diagnostics status.
+
+    Rates count events of the last ``rate_window_s`` seconds; latency percentiles cover the
+    last ``latency_samples`` processed frames. ``report`` also says what changed since the
+    previous report (drops, skips, errors), which sets the status level.
+    """
+
+    def __init__(self, *, rate_window_s: float = 5.0, latency_samples: int = 100,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.rate_window_s = rate_window_s
+        self.started = clock()
+        self.received = 0
+        self.processed = 0
+        self.dropped: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.pose_unavailable: Counter[str] = Counter()  # processed frames without a pose
+        self.keyframes: Counter[str] = Counter()  # keyframe changes by reason
+        self.camera_info_received = 0
+        self.camera_info_invalid = 0
+        self.debug_images = 0
+        self.tracker_resets = 0
+        self.last_error = ''
+        self.last: dict[str, Any] = {}  # per-frame numbers of the last processed frame
+        self._inputs: deque[float] = deque()
+        self._outputs: deque[float] = deque()
+        self._latency: deque[float] = deque(maxlen=latency_samples)
+        self._stamp_age: deque[float] = deque(maxlen=latency_samples)
+        self._core: deque[float] = deque(maxlen=latency_samples)
+        self._reported: dict[str, int] = {}
+
+    # -- events ---------------------------------------------------------------------------
+    def on_input(self) -> None:
+        with self._lock:
+            self.received += 1
+            self._inputs.append(self._clock())
+
+    def on_drop(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self.dropped[reason] += count
+
+    def on_skip(self, reason: str, error: str = '') -> None:
+        with self._lock:
+            self.skipped[reason] += 1
+            if error:
+                self.last_error = f'{reason}: {error}'
+
+    def on_camera_info(self, valid: bool) -> None:
+        with self._lock:
+            self.camera_info_received += 1
+            self.camera_info_invalid += 0 if valid else 1
+
+    def on_reset(self) -> None:
+        with self._lock:
+            self.tracker_resets += 1
+
+    def on_debug_image(self) -> None:
+        with self._lock:
+            self.debug_images += 1
+
+    def on_result(self, *, latency_ms: float, stamp_age_ms: float, core_ms: float,
+                  pose_reason: str, keyframe_reasons: tuple[str, ...],
+                  values: dict[str, Any]) -> None:
+        """A processed frame whose outputs are published. pose_reason: '' with a pose."""
+        with self._lock:
+            self.processed += 1
+            self._outputs.append(self._clock())
+            self._latency.append(latency_ms)
+            self._stamp_age.append(stamp_age_ms)
+            self._core.append(core_ms)
+            if pose_reason:
+                self.pose_unavailable[pose_reason] += 1
+            for reason in keyframe_reasons:
+                self.keyframes[reason] += 1
+            self.last = dict(values)
+
+    # -- reading --------------------------------------------------------------------------
+    def _rate(self, times: deque[float], now: float) -> float:
+        while times and times[0] < now - self.rate_window_s:
+            times.popleft()
+        span = min(self.rate_window_s, now - self.started)
+        return len(times) / span if span > 0 else 0.0
+
+    def latencies_ms(self) -> list[float]:
+        with self._lock:
+            return list(self._latency)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every diagnostics value, in a stable order."""
+        now = self._clock()
+        with self._lock:
+            values: dict[str, Any] = {
+                'input_rate_hz': self._rate(self._inputs, now),
+                'output_rate_hz': self._rate(self._outputs, now),
+            }
+            values.update(_percentiles(list(self._latency), 'latency'))
+            values.update(_percentiles(list(self._stamp_age), 'stamp_age'))
+            values['core_p50_ms'] = (float(np.median(self._core)) if self._core
+                                     else float('nan'))
+            values['core_max_ms'] = max(self._core) if self._core else float('nan')
+            values.update({
+                'frames_received': self.received,
+                'frames_processed': self.processed,
+                'frames_dropped': sum(self.dropped.values()),
+                'frames_skipped': sum(self.skipped.values()),
+            })
+            values.update({f'dropped.{k}': v for k, v in sorted(self.dropped.items())})
+            values.update({f'skipped.{k}': v for k, v in sorted(self.skipped.items())})
+            values.update({f'pose_unavailable.{k}': v
+                           for k, v in sorted(self.pose_unavailable.items())})
+            values['keyframes'] = sum(self.keyframes.values())
+            values.update({f'keyframes.{k}': v for k, v in sorted(self.keyframes.items())})
+            values.update({
+                'camera_info_received': self.camera_info_received,
+                'camera_info_invalid': self.camera_info_invalid,
+                'tracker_resets': self.tracker_resets,
+                'debug_images': self.debug_images,
+            })
+            values.update(self.last)
+            values['last_error'] = self.last_error
+            return values
+
+    def report(self, static: dict[str, Any] | None = None) -> Report:
+        """The diagnostics status now; the level reflects what happened since the last call:
+        ERROR after processing errors, WARN after drops, skips, invalid camera_info or frames
+        without a pose, OK otherwise."""
+        values = dict(static or {})
+        values.update(self.snapshot())
+        with self._lock:
+            counts = {
+                'dropped': sum(self.dropped.values()),
+                'skipped': sum(self.skipped.values()) - self.skipped.get(SKIP_ERROR, 0),
+                'errors': self.skipped.get(SKIP_ERROR, 0),
+                'invalid camera_info': self.camera_info_invalid,
+                'without pose': sum(self.pose_unavailable.values()),
+            }
+            new = {k: v - self._reported.get(k, 0) for k, v in counts.items()}
+            self._reported = counts
+        news = [f'{n} {what}' for what, n in new.items() if n > 0]
+        if new['errors']:
+            level = LEVEL_ERROR
+        elif news:
+            level = LEVEL_WARN
+        else:
+            level = LEVEL_OK
+        if self.received == 0:
+            message = 'waiting for images'
+        else:
+            message = ('ok' if not news else ', '.join(news) + ' since the last report')
+        return Report(level, message, values)

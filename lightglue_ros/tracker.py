@@ -1,0 +1,457 @@
+"""Keyframe tracker: one extractor and one matcher pass per frame against a cached keyframe.
+
+Feed frames one at a time with ``Tracker.process(image, stamp_ns, camera)``; each call returns a
+``FrameResult``. The ROS node and the rosbag replay are thin wrappers around this class.
+
+Keyframe policy (see docs/tracker.md): a frame *tracks well* when its matches and pose inliers
+to the keyframe reach ``keyframe_min_matches`` / ``keyframe_min_inliers`` times
+``keyframe_hysteresis``. When a frame falls below the thresholds themselves, the last frame that
+tracked well becomes the keyframe (its features, its pose and its track ids are at hand) and the
+current frame is matched once more against it; only when no such frame exists does the current
+frame become the keyframe. The band between the two levels keeps a borderline frame from being
+promoted and then dropped again at once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lightglue_ros.camera import CameraModel
+from lightglue_ros.errors import CalibrationError, ConfigError, TimestampError
+from lightglue_ros.features import Features
+from lightglue_ros.geometry import RelativePose, compose, estimate_relative_pose, invert
+from lightglue_ros.image import image_to_tensor, validate_image
+from lightglue_ros.models.extractors import EXTRACTORS, build_extractor
+from lightglue_ros.models.lightglue import LightGlue, MatchResult, PreparedFeatures
+
+logger = logging.getLogger(__name__)
+
+UNMATCHED = -1  # the track id / index that means "no correspondence"
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """All tracker settings; ``TrackerConfig.from_dict`` rejects unknown keys."""
+
+    extractor: str = 'superpoint'  # superpoint | disk | aliked
+    extractor_weights: str | None = None  # file; None = resolve by name (lightglue_ros.weights)
+    matcher_weights: str | None = None  # file; None = resolve by name
+    max_keypoints: int = 1024  # strongest keypoints kept per frame
+    resize: int | None = 1024  # longer image side the extractor sees (None = native)
+    detection_threshold: float | None = None  # None = the extractor's default
+    device: str = 'auto'  # auto | cpu | cuda | cuda:N
+    precision: str = 'fp32'  # fp32 | fp16 | bf16 (CUDA autocast; CPU is always fp32)
+    depth_confidence: float = 0.95  # LightGlue early exit; -1 = off
+    width_confidence: float = 0.99  # LightGlue point pruning; -1 = off
+    filter_threshold: float = 0.1  # minimum match score
+    keyframe_min_matches: int = 200  # a frame with fewer matches ends the keyframe
+    keyframe_min_inliers: int = 150  # a frame with fewer pose inliers ends the keyframe
+    keyframe_hysteresis: float = 1.25  # a frame tracks well at this multiple of the minimums
+    pose_method: str = 'poselib'  # poselib | opencv_ransac | opencv_magsac
+    ransac_threshold_px: float = 1.0  # epipolar inlier threshold (pixels)
+    ransac_confidence: float = 0.99999
+    min_pose_matches: int = 8  # fewer matches: no pose (reason too_few_matches); >= 5
+    min_parallax_deg: float = 0.25  # below: rotation-only estimate
+
+    def __post_init__(self) -> None:
+        if self.extractor not in EXTRACTORS:
+            raise ConfigError(f'extractor must be one of {", ".join(EXTRACTORS)}, '
+                              f'got {self.extractor!r}')
+        if self.max_keypoints < 1:
+            raise ConfigError(f'max_keypoints must be >= 1, got {self.max_keypoints}')
+        if self.min_pose_matches < 5:
+            raise ConfigError(f'min_pose_matches must be >= 5, got {self.min_pose_matches}')
+        if self.keyframe_min_matches < 0 or self.keyframe_min_inliers < 0:
+            raise ConfigError('keyframe thresholds must be >= 0')
+        if self.keyframe_hysteresis < 1.0:
+            raise ConfigError(f'keyframe_hysteresis must be >= 1, got {self.keyframe_hysteresis}')
+        if not self.ransac_threshold_px > 0:
+            raise ConfigError(f'ransac_threshold_px must be > 0, got {self.ransac_threshold_px}')
+        if not (0.0 <= self.filter_threshold < 1.0):
+            raise ConfigError(f'filter_threshold must be in [0, 1), got {self.filter_threshold}')
+        for name in ('depth_confidence', 'width_confidence'):
+            value = getattr(self, name)
+            if not (value == -1 or 0.0 < value <= 1.0):
+                raise ConfigError(f'{name} must be in (0, 1] or -1 (off), got {value}')
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrackerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f'unknown tracker option(s): {", ".join(sorted(unknown))}')
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FrameTimings:
+    extract_ms: float = 0.0
+    match_ms: float = 0.0
+    pose_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class KeyframeEvent:
+    """The keyframe changed at this frame."""
+
+    frame_index: int  # frame that became the keyframe
+    stamp_ns: int
+    previous_index: int  # previous keyframe's frame index (-1 for the first)
+    reason: str  # first_frame | low_matches | low_inliers | pose_failed | image_size_changed
+    detail: str  # human-readable numbers behind the reason
+    inherited_tracks: int  # keypoints of the new keyframe that kept an existing track id
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the tracker found for one frame. Arrays are numpy, one row per match.
+
+    Points are pixels (x, y) of the original images; ``kf_points[i]`` matches ``points[i]``.
+    The matches relate this frame to keyframe ``keyframe_index``; when ``keyframe_events``
+    says this frame became the keyframe, later frames match against it.
+    ``pose`` is the relative pose keyframe -> current (x_cur = R x_kf + t); ``R_world_cam`` /
+    ``t_world_cam`` place the camera in the first keyframe's frame (monocular: keyframe steps
+    have unit length, see docs/tracker.md). ``points_norm`` are undistorted normalised
+    coordinates (NaN without calibration); ``velocity_norm`` their change per second for
+    tracks seen in the previous frame (zero for new tracks).
+    """
+
+    index: int
+    stamp_ns: int
+    ok: bool
+    reason: str  # '' | too_few_keypoints | first_frame | no_calibration | pose failure reason
+    keyframe_index: int
+    keyframe_stamp_ns: int
+    num_keypoints: int
+    points: np.ndarray  # [K x 2] float32
+    kf_points: np.ndarray  # [K x 2] float32
+    scores: np.ndarray  # [K] float32
+    track_ids: np.ndarray  # [K] int64
+    inliers: np.ndarray  # [K] bool (all False without a pose)
+    points_norm: np.ndarray  # [K x 2] float32
+    velocity_norm: np.ndarray  # [K x 2] float32
+    pose: RelativePose | None
+    R_world_cam: np.ndarray | None
+    t_world_cam: np.ndarray | None
+    stop_layer: int
+    pruned_kf: int
+    pruned_cur: int
+    keyframe_events: tuple[KeyframeEvent, ...]  # keyframe changes at this frame (usually none)
+    timings: FrameTimings = field(default_factory=FrameTimings)
+
+    @property
+    def num_matches(self) -> int:
+        return int(self.points.shape[0])
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+
+@dataclass
+class _View:
+    """A processed frame whose features may serve as keyframe."""
+
+    index: int
+    stamp_ns: int
+    features: Features
+    camera: CameraModel | None
+    track_ids: np.ndarray  # [N] int64 per keypoint, UNMATCHED where none yet
+    R_world_cam: np.ndarray
+    t_world_cam: np.ndarray
+    prepared: PreparedFeatures | None = None
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when available; 'cuda' without a GPU raises ConfigError."""
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f'invalid device {device!r}: {err}') from err
+    if resolved.type == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError(f'device {device!r} requested but CUDA is not available')
+    return resolved
+
+
+class Tracker:
+    """Streams frames through extractor -> LightGlue (keyframe cache) -> relative pose."""
+
+    def __init__(self, config: TrackerConfig | None = None, *,
+                 extractor: torch.nn.Module | None = None,
+                 matcher: LightGlue | None = None) -> None:
+        """Models are built from ``config`` unless given (tests and benchmarks share them)."""
+        self.config = config or TrackerConfig()
+        self.device = resolve_device(self.config.device)
+        self.extractor = extractor if extractor is not None else self._build_extractor()
+        self.matcher = matcher if matcher is not None else self._build_matcher()
+        self.reset()
+
+    # -- construction ---------------------------------------------------------------------
+    def _build_extractor(self) -> torch.nn.Module:
+        from lightglue_ros.weights import resolve_weights
+
+        cfg = self.config
+        options: dict[str, Any] = {'max_keypoints': cfg.max_keypoints, 'resize': cfg.resize}
+        if cfg.detection_threshold is not None:
+            options['detection_threshold'] = cfg.detection_threshold
+        weights = resolve_weights(cfg.extractor, cfg.extractor_weights)
+        return build_extractor(cfg.extractor, weights=weights, device=self.device, **options)
+
+    def _build_matcher(self) -> LightGlue:
+        from lightglue_ros.weights import resolve_weights
+
+        cfg = self.config
+        weights = resolve_weights(f'{cfg.extractor}_lightglue', cfg.matcher_weights)
+        matcher = LightGlue(cfg.extractor, weights=weights, depth_confidence=cfg.depth_confidence,
+                            width_confidence=cfg.width_confidence,
+                            filter_threshold=cfg.filter_threshold, precision=cfg.precision)
+        return matcher.to(self.device)
+
+    def reset(self) -> None:
+        """Forget the keyframe and trajectory; the next good frame starts a new map."""
+        self._keyframe: _View | None = None
+        self._candidate: _View | None = None  # last frame that tracked well
+        self._frame_index = 0
+        self._last_stamp_ns: int | None = None
+        self._next_track_id = 0
+        self._previous_norm: dict[int, np.ndarray] = {}
+        self._previous_stamp_ns: int | None = None
+
+    def update_thresholds(self, **values: Any) -> None:
+        """Change run-time thresholds (validated like the config; models stay)."""
+        new = replace(self.config, **values)  # __post_init__ validates
+        self.config = new
+        self.matcher.set_thresholds(depth_confidence=new.depth_confidence,
+                                    width_confidence=new.width_confidence,
+                                    filter_threshold=new.filter_threshold)
+
+    @property
+    def keyframe_index(self) -> int:
+        return self._keyframe.index if self._keyframe is not None else -1
+
+    # -- per frame ------------------------------------------------------------------------
+    def process(self, image: np.ndarray, stamp_ns: int,
+                camera: CameraModel | None = None) -> FrameResult:
+        """Track one frame.
+
+        image: (H, W) or (H, W, 3|4) uint8/uint16 (RGB order); any size.
+        stamp_ns: capture time in nanoseconds, strictly increasing.
+        camera: intrinsics for the pose (None: matches only, reason 'no_calibration').
+        Raises InvalidImageError, TimestampError or CalibrationError before any state changes.
+        """
+        start = time.perf_counter()
+        validate_image(image)
+        if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
+            raise TimestampError(f'timestamp {stamp_ns} ns does not increase (previous '
+                                 f'{self._last_stamp_ns} ns)')
+        height, width = image.shape[:2]
+        if camera is not None and (camera.width, camera.height) != (width, height):
+            raise CalibrationError(
+                f'camera model is for {camera.width}x{camera.height} but the image is '
+                f'{width}x{height}')
+        index = self._frame_index
+        t0 = time.perf_counter()
+        features = self.extractor.extract(image_to_tensor(image, device=self.device))
+        extract_ms = (time.perf_counter() - t0) * 1e3
+        self._frame_index += 1
+        self._last_stamp_ns = stamp_ns
+
+        keyframe = self._keyframe
+        if len(features) < self.config.min_pose_matches:
+            # Textureless or black frames: nothing to track, and no keyframe material.
+            return self._unmatched(index, stamp_ns, 'too_few_keypoints', features, start,
+                                   FrameTimings(extract_ms=extract_ms))
+        if keyframe is None or keyframe.features.image_size != features.image_size:
+            reason = 'first_frame' if keyframe is None else 'image_size_changed'
+            view = self._new_view(index, stamp_ns, features, camera, keyframe)
+            event = self._promote(view, reason, f'{len(features)} keypoints')
+            return self._unmatched(index, stamp_ns, reason, features, start,
+                                   FrameTimings(extract_ms=extract_ms), event=event)
+
+        t0 = time.perf_counter()
+        prepared = self.matcher.prepare_features(features)
+        match = self.matcher.match_prepared(self._keyframe_cache(keyframe), prepared)
+        match_ms = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        pose = self._estimate_pose(keyframe, features, camera, match)
+        pose_ms = (time.perf_counter() - t0) * 1e3
+
+        events: list[KeyframeEvent] = []
+        weak = self._weakness(match, pose)
+        candidate = self._candidate
+        if weak and candidate is not None and candidate.index != keyframe.index:
+            # The last frame that tracked well becomes the keyframe; match once more against it.
+            events.append(self._promote(candidate, *weak))
+            keyframe = candidate
+            t0 = time.perf_counter()
+            match = self.matcher.match_prepared(self._keyframe_cache(keyframe), prepared)
+            match_ms += (time.perf_counter() - t0) * 1e3
+            t0 = time.perf_counter()
+            pose = self._estimate_pose(keyframe, features, camera, match)
+            pose_ms += (time.perf_counter() - t0) * 1e3
+            weak = self._weakness(match, pose)
+        view = self._track(index, stamp_ns, features, camera, keyframe, match, pose)
+        if weak:
+            # No keyframe holds on to this frame: tracking restarts from it.
+            reason, detail = weak
+            events.append(self._promote(view, reason, f'{detail}; restarting from this frame'))
+        elif self._tracks_well(match, pose):
+            self._candidate = view
+        timings = FrameTimings(extract_ms, match_ms, pose_ms,
+                               (time.perf_counter() - start) * 1e3)
+        return self._result(index, stamp_ns, features, keyframe, match, pose, view,
+                            tuple(events), timings)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _keyframe_cache(self, view: _View) -> PreparedFeatures:
+        if view.prepared is None:
+            view.prepared = self.matcher.prepare_features(view.features)
+        return view.prepared
+
+    def _estimate_pose(self, keyframe: _View, features: Features, camera: CameraModel | None,
+                       match: MatchResult) -> RelativePose | None:
+        if camera is None or keyframe.camera is None:
+            return None
+        cfg = self.config
+        idx = match.matches.cpu().numpy()
+        return estimate_relative_pose(
+            keyframe.features.keypoints.cpu().numpy()[idx[:, 0]],
+            features.keypoints.cpu().numpy()[idx[:, 1]], keyframe.camera, camera,
+            method=cfg.pose_method, threshold_px=cfg.ransac_threshold_px,
+            confidence=cfg.ransac_confidence, min_matches=cfg.min_pose_matches,
+            min_parallax_deg=cfg.min_parallax_deg)
+
+    def _weakness(self, match: MatchResult, pose: RelativePose | None) -> tuple[str, str] | None:
+        """(reason, detail) when this frame no longer holds on to its keyframe, else None."""
+        cfg = self.config
+        if len(match) < cfg.keyframe_min_matches:
+            return 'low_matches', f'{len(match)} matches < {cfg.keyframe_min_matches}'
+        if pose is not None and not pose.success:
+            return 'pose_failed', f'pose failed: {pose.reason}'
+        if pose is not None and pose.num_inliers < cfg.keyframe_min_inliers:
+            return 'low_inliers', f'{pose.num_inliers} inliers < {cfg.keyframe_min_inliers}'
+        return None
+
+    def _tracks_well(self, match: MatchResult, pose: RelativePose | None) -> bool:
+        cfg = self.config
+        h = cfg.keyframe_hysteresis
+        if len(match) < cfg.keyframe_min_matches * h:
+            return False
+        return pose is None or (pose.success and pose.num_inliers >= cfg.keyframe_min_inliers * h)
+
+    def _new_view(self, index: int, stamp_ns: int, features: Features,
+                  camera: CameraModel | None, previous: _View | None) -> _View:
+        # A restart continues the trajectory from the previous keyframe's pose.
+        R = previous.R_world_cam if previous is not None else np.eye(3)
+        t = previous.t_world_cam if previous is not None else np.zeros(3)
+        return _View(index, stamp_ns, features, camera,
+                     np.full(len(features), UNMATCHED, dtype=np.int64), R.copy(), t.copy())
+
+    def _promote(self, view: _View, reason: str, detail: str) -> KeyframeEvent:
+        inherited = int((view.track_ids != UNMATCHED).sum())
+        fresh = view.track_ids == UNMATCHED
+        view.track_ids = view.track_ids.copy()
+        view.track_ids[fresh] = np.arange(self._next_track_id,
+                                          self._next_track_id + int(fresh.sum()))
+        self._next_track_id += int(fresh.sum())
+        previous = self.keyframe_index
+        self._keyframe = view
+        self._candidate = None
+        logger.info('keyframe %d -> %d (%s: %s)', previous, view.index, reason, detail)
+        return KeyframeEvent(view.index, view.stamp_ns, previous, reason, detail, inherited)
+
+    def _track(self, index: int, stamp_ns: int, features: Features, camera: CameraModel | None,
+               keyframe: _View, match: MatchResult, pose: RelativePose | None) -> _View:
+        """This frame as a possible future keyframe: track ids and world pose."""
+        idx = match.matches.cpu().numpy()
+        track_ids = np.full(len(features), UNMATCHED, dtype=np.int64)
+        # Only geometrically verified matches pass their id on (when a pose exists).
+        keep = pose.inlier_mask if pose is not None and pose.success else np.ones(len(idx), bool)
+        track_ids[idx[keep, 1]] = keyframe.track_ids[idx[keep, 0]]
+        R_wc, t_wc = keyframe.R_world_cam, keyframe.t_world_cam
+        if pose is not None and pose.success:
+            # pose maps keyframe camera -> current camera; its inverse maps current -> keyframe,
+            # and the keyframe's world pose maps keyframe -> world.
+            R_kc, t_kc = invert(pose.R_kf_to_cur, pose.t_kf_to_cur)
+            R_wc, t_wc = compose(R_kc, t_kc, R_wc, t_wc)
+        return _View(index, stamp_ns, features, camera, track_ids, R_wc, t_wc)
+
+    def _result(self, index: int, stamp_ns: int, features: Features, keyframe: _View,
+                match: MatchResult, pose: RelativePose | None, view: _View,
+                events: tuple[KeyframeEvent, ...], timings: FrameTimings) -> FrameResult:
+        idx = match.matches.cpu().numpy()
+        points = features.keypoints.cpu().numpy()[idx[:, 1]].astype(np.float32)
+        kf_points = keyframe.features.keypoints.cpu().numpy()[idx[:, 0]].astype(np.float32)
+        track_ids = keyframe.track_ids[idx[:, 0]]
+        inliers = pose.inlier_mask.copy() if pose is not None else np.zeros(len(idx), bool)
+        points_norm, velocity = self._normalised(points, track_ids, view.camera, stamp_ns)
+        has_pose = pose is not None and pose.success
+        reason = '' if has_pose else ('no_calibration' if pose is None else pose.reason)
+        return FrameResult(
+            index=index, stamp_ns=stamp_ns, ok=has_pose, reason=reason,
+            keyframe_index=keyframe.index, keyframe_stamp_ns=keyframe.stamp_ns,
+            num_keypoints=len(features), points=points, kf_points=kf_points,
+            scores=match.scores.cpu().numpy().astype(np.float32), track_ids=track_ids,
+            inliers=inliers, points_norm=points_norm, velocity_norm=velocity, pose=pose,
+            R_world_cam=view.R_world_cam if has_pose else None,
+            t_world_cam=view.t_world_cam if has_pose else None,
+            stop_layer=match.stop_layer, pruned_kf=match.num_pruned0,
+            pruned_cur=match.num_pruned1, keyframe_events=events, timings=timings)
+
+    def _normalised(self, points: np.ndarray, track_ids: np.ndarray,
+                    camera: CameraModel | None, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        if camera is None:
+            nan = np.full((len(points), 2), np.nan, dtype=np.float32)
+            self._previous_norm, self._previous_stamp_ns = {}, None
+            return nan, np.zeros((len(points), 2), np.float32)
+        norm = camera.undistort_points(points).astype(np.float32)
+        velocity = np.zeros_like(norm)
+        if self._previous_stamp_ns is not None:
+            dt = (stamp_ns - self._previous_stamp_ns) * 1e-9
+            for row, track in enumerate(track_ids):
+                previous = self._previous_norm.get(int(track))
+                if previous is not None:
+                    velocity[row] = (norm[row] - previous) / dt
+        self._previous_norm = {int(t): p for t, p in zip(track_ids, norm)}
+        self._previous_stamp_ns = stamp_ns
+        return norm, velocity
+
+    def _unmatched(self, index: int, stamp_ns: int, reason: str, features: Features,
+                   start: float, timings: FrameTimings, *,
+                   event: KeyframeEvent | None = None) -> FrameResult:
+        keyframe = self._keyframe
+        empty2 = np.zeros((0, 2), np.float32)
+        is_keyframe = event is not None
+        R = keyframe.R_world_cam if is_keyframe and keyframe is not None else None
+        t = keyframe.t_world_cam if is_keyframe and keyframe is not None else None
+        self._previous_norm, self._previous_stamp_ns = {}, None
+        return FrameResult(
+            index=index, stamp_ns=stamp_ns, ok=is_keyframe, reason=reason,
+            keyframe_index=self.keyframe_index,
+            keyframe_stamp_ns=keyframe.stamp_ns if keyframe is not None else -1,
+            num_keypoints=len(features), points=empty2, kf_points=empty2.copy(),
+            scores=np.zeros(0, np.float32), track_ids=np.zeros(0, np.int64),
+            inliers=np.zeros(0, bool), points_norm=empty2.copy(), velocity_norm=empty2.copy(),
+            pose=None, R_world_cam=R, t_world_cam=t, stop_layer=0, pruned_kf=0, pruned_cur=0,
+            keyframe_events=(event,) if event is not None else (),
+            timings=replace(timings, total_ms=(time.perf_counter() - start) * 1e3))
+
+
+def load_tracker_config(path: str | Path) -> TrackerConfig:
+    """A TrackerConfig from a YAML mapping (strict keys)."""
+    import yaml
+
+    with open(path, encoding='utf-8') as handle:
+        values = yaml.safe_load(handle) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f'{path}: expected a mapping of tracker options')
+    return TrackerConfig.from_dict(values)

@@ -1,0 +1,739 @@
+"""Tests of lightglue_ros.ros.conversions: images, camera info and output messages."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip('sensor_msgs.msg')
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from sensor_msgs.msg import (  # noqa: E402
+    CameraInfo, CompressedImage, Image, PointCloud2, PointField)
+from std_msgs.msg import Header  # noqa: E402
+
+from lightglue_ros.errors import CalibrationError, InvalidImageError  # noqa: E402
+from lightglue_ros.ros import conversions as conv  # noqa: E402
+
+RNG = np.random.default_rng(1234)
+H, W = 6, 10
+
+
+def _rgb(h: int = H, w: int = W) -> np.ndarray:
+    return RNG.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def _msg(data: bytes, encoding: str, width: int, height: int, step: int,
+         big: bool = False) -> Image:
+    msg = Image()
+    msg.height, msg.width, msg.step = height, width, step
+    msg.encoding = encoding
+    msg.is_bigendian = int(big)
+    msg.data = data
+    return msg
+
+
+def _packed(pixels: np.ndarray, encoding: str, big: bool = False) -> Image:
+    """A message whose rows are the pixels' bytes exactly (no padding)."""
+    h, w = pixels.shape[:2]
+    if pixels.dtype == np.uint16:
+        pixels = pixels.astype('>u2' if big else '<u2')
+    data = np.ascontiguousarray(pixels).tobytes()
+    return _msg(data, encoding, w, h, len(data) // h, big)
+
+
+# ------------------------------------------------------------------------------------------------
+# Raw images.
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('encoding', ['mono8', '8UC1'])
+def test_mono8(encoding):
+    gray = RNG.integers(0, 256, size=(H, W), dtype=np.uint8)
+    out = conv.image_msg_to_array(_packed(gray, encoding))
+    assert out.dtype == np.uint8 and out.shape == (H, W)
+    np.testing.assert_array_equal(out, gray)
+
+
+@pytest.mark.parametrize('encoding', ['mono16', '16UC1'])
+def test_mono16_endianness(encoding):
+    gray = RNG.integers(0, 65536, size=(H, W), dtype=np.uint16)
+    gray[0, 0] = 0x0102  # asymmetric bytes: a swap would show
+    little = _packed(gray, encoding, big=False)
+    big = _packed(gray, encoding, big=True)
+    assert bytes(little.data) != bytes(big.data)
+    for msg in (little, big):
+        out = conv.image_msg_to_array(msg)
+        assert out.dtype == np.uint16 and out.shape == (H, W)
+        assert out.dtype.byteorder in ('=', '|') or out.dtype.isnative
+        np.testing.assert_array_equal(out, gray)
+
+
+def test_rgb8():
+    rgb = _rgb()
+    out = conv.image_msg_to_array(_packed(rgb, 'rgb8'))
+    assert out.dtype == np.uint8 and out.shape == (H, W, 3)
+    np.testing.assert_array_equal(out, rgb)
+
+
+@pytest.mark.parametrize('encoding', ['bgr8', '8UC3'])
+def test_bgr8_gives_rgb(encoding):
+    rgb = _rgb()
+    bgr_bytes = np.ascontiguousarray(rgb[:, :, ::-1])
+    out = conv.image_msg_to_array(_packed(bgr_bytes, encoding))
+    np.testing.assert_array_equal(out, rgb)
+
+
+@pytest.mark.parametrize('encoding,order', [('rgba8', [0, 1, 2]), ('bgra8', [2, 1, 0]),
+                                            ('8UC4', [2, 1, 0])])
+def test_alpha_is_dropped(encoding, order):
+    rgb = _rgb()
+    alpha = RNG.integers(0, 256, size=(H, W, 1), dtype=np.uint8)
+    four = np.concatenate([rgb[:, :, order], alpha], axis=2)
+    out = conv.image_msg_to_array(_packed(four, encoding))
+    assert out.shape == (H, W, 3)
+    np.testing.assert_array_equal(out, rgb)
+
+
+@pytest.mark.parametrize('encoding,order', [('rgb16', [0, 1, 2]), ('bgr16', [2, 1, 0]),
+                                            ('rgba16', [0, 1, 2, 3]), ('bgra16', [2, 1, 0, 3])])
+@pytest.mark.parametrize('big', [False, True])
+def test_16bit_colour_scaled_to_rgb8(encoding, order, big):
+    rgb16 = RNG.integers(0, 65536, size=(H, W, 4), dtype=np.uint16)
+    rgb16[0, 0, :3] = [0, 65535, 257 * 100 + 128]  # ends of the range and a rounding case
+    pixels = np.ascontiguousarray(rgb16[:, :, order])
+    out = conv.image_msg_to_array(_packed(pixels, encoding, big=big))
+    expected = np.rint(rgb16[:, :, :3] / 257.0).astype(np.uint8)
+    assert out.dtype == np.uint8 and out.shape == (H, W, 3)
+    np.testing.assert_array_equal(out, expected)
+    assert out[0, 0].tolist() == [0, 255, 100]
+
+
+def _patches(h: int, w: int) -> tuple[np.ndarray, list[tuple[slice, slice, tuple]]]:
+    """An RGB image of four flat, differently coloured quadrants and their interiors."""
+    colours = [(200, 40, 10), (10, 180, 60), (30, 70, 220), (120, 120, 120)]
+    image = np.zeros((h, w, 3), np.uint8)
+    interiors = []
+    for i, colour in enumerate(colours):
+        ys = slice((i // 2) * h // 2, (i // 2 + 1) * h // 2)
+        xs = slice((i % 2) * w // 2, (i % 2 + 1) * w // 2)
+        image[ys, xs] = colour
+        # Demosaicing mixes neighbours within a few pixels of an edge; test well inside.
+        interiors.append((slice(ys.start + 3, ys.stop - 3), slice(xs.start + 3, xs.stop - 3),
+                          colour))
+    return image, interiors
+
+
+def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """Sample an RGB image by the ROS definition: pattern names the top-left 2x2 row-wise."""
+    channel = {'r': 0, 'g': 1, 'b': 2}
+    out = np.zeros(rgb.shape[:2], rgb.dtype)
+    for k, letter in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        out[dy::2, dx::2] = rgb[dy::2, dx::2, channel[letter]]
+    return out
+
+
+@pytest.mark.parametrize('pattern', ['rggb', 'bggr', 'gbrg', 'grbg'])
+def test_bayer8_recovers_flat_colours(pattern):
+    image, interiors = _patches(24, 32)
+    out = conv.image_msg_to_array(_packed(_mosaic(image, pattern), f'bayer_{pattern}8'))
+    assert out.dtype == np.uint8 and out.shape == (24, 32, 3)
+    for ys, xs, colour in interiors:
+        assert np.abs(out[ys, xs].astype(int) - colour).max() <= 1, (pattern, colour)
+
+
+@pytest.mark.parametrize('pattern', ['rggb', 'bggr', 'gbrg', 'grbg'])
+def test_bayer16_recovers_flat_colours(pattern):
+    image, interiors = _patches(24, 32)
+    mosaic16 = _mosaic(image, pattern).astype(np.uint16) * 257
+    out = conv.image_msg_to_array(_packed(mosaic16, f'bayer_{pattern}16', big=True))
+    assert out.dtype == np.uint8 and out.shape == (24, 32, 3)
+    for ys, xs, colour in interiors:
+        assert np.abs(out[ys, xs].astype(int) - colour).max() <= 1, (pattern, colour)
+
+
+@pytest.mark.parametrize('encoding,luma_at', [('yuv422', 1), ('uyvy', 1),
+                                              ('yuv422_yuy2', 0), ('yuyv', 0)])
+def test_yuv422_luma_position_and_grey(encoding, luma_at):
+    # With neutral chroma (128) the output is grey and follows Y pixel by pixel.
+    luma = np.tile(np.linspace(20, 230, W).astype(np.uint8), (H, 1))
+    packed = np.full((H, W, 2), 128, np.uint8)
+    packed[:, :, luma_at] = luma
+    out = conv.image_msg_to_array(_packed(packed, encoding))
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :, 0], out[:, :, 1])
+    np.testing.assert_array_equal(out[:, :, 0], out[:, :, 2])
+    assert np.all(np.diff(out[0, :, 0].astype(int)) > 0)
+
+
+@pytest.mark.parametrize('encoding', ['mono8', 'rgb8', 'bgr8', 'mono16', 'bgra8', 'bayer_rggb8',
+                                      'rgb16', 'yuv422'])
+@pytest.mark.parametrize('pad', [1, 3, 8])
+def test_step_padding_is_ignored(encoding, pad):
+    reference = _packed_reference(encoding)
+    expected = conv.image_msg_to_array(reference)
+    row = reference.step
+    rows = np.frombuffer(bytes(reference.data), np.uint8).reshape(reference.height, row)
+    junk = RNG.integers(0, 256, size=(reference.height, pad), dtype=np.uint8)
+    padded = np.concatenate([rows, junk], axis=1)
+    msg = _msg(padded.tobytes(), encoding, reference.width, reference.height, row + pad,
+               bool(reference.is_bigendian))
+    np.testing.assert_array_equal(conv.image_msg_to_array(msg), expected)
+
+
+def _packed_reference(encoding: str) -> Image:
+    channels, depth, _ = conv._ENCODINGS[encoding]
+    dtype = np.uint16 if depth == 2 else np.uint8
+    high = 65536 if depth == 2 else 256
+    shape = (8, 12) if channels == 1 else (8, 12, channels)
+    return _packed(RNG.integers(0, high, size=shape, dtype=dtype), encoding, big=depth == 2)
+
+
+def test_extra_data_beyond_step_times_height_is_ignored():
+    gray = RNG.integers(0, 256, size=(H, W), dtype=np.uint8)
+    msg = _msg(gray.tobytes() + b'\xff' * 7, 'mono8', W, H, W)
+    np.testing.assert_array_equal(conv.image_msg_to_array(msg), gray)
+
+
+@pytest.mark.parametrize('encoding', ['mono8', 'rgb8', 'mono16', 'bayer_rggb8'])
+def test_result_does_not_alias_the_message(encoding):
+    msg = _packed_reference(encoding)
+    out = conv.image_msg_to_array(msg)
+    before = out.copy()
+    assert out.flags.writeable and out.flags.c_contiguous
+    assert not np.shares_memory(out, np.frombuffer(msg.data, np.uint8))
+    msg.data[0] ^= 0xFF  # the node may reuse the buffer
+    np.testing.assert_array_equal(out, before)
+    out[...] = 0  # and writing into the result leaves the message alone
+    again = conv.image_msg_to_array(msg)
+    assert again.reshape(-1)[-1] == before.reshape(-1)[-1] and again.any()
+
+
+def test_unknown_encoding_is_named_and_supported_listed():
+    msg = _msg(bytes(H * W * 4), '32FC1', W, H, W * 4)
+    with pytest.raises(InvalidImageError, match=r"'32FC1'.*supported.*mono8.*bayer_rggb8"):
+        conv.image_msg_to_array(msg)
+
+
+@pytest.mark.parametrize('width,height', [(0, H), (W, 0), (0, 0)])
+def test_empty_image(width, height):
+    with pytest.raises(InvalidImageError, match='empty image'):
+        conv.image_msg_to_array(_msg(b'', 'mono8', width, height, width))
+
+
+def test_truncated_data():
+    msg = _msg(bytes(W * 3 * H - 1), 'rgb8', W, H, W * 3)
+    with pytest.raises(InvalidImageError, match=r'truncated.*179 bytes.*180'):
+        conv.image_msg_to_array(msg)
+
+
+def test_truncated_last_row_padding_counts():
+    # step * height is the documented size; a missing pad on the last row is truncation.
+    msg = _msg(bytes((W + 2) * H - 2), 'mono8', W, H, W + 2)
+    with pytest.raises(InvalidImageError, match='truncated'):
+        conv.image_msg_to_array(msg)
+
+
+@pytest.mark.parametrize('encoding,step', [('rgb8', W * 3 - 1), ('mono16', W), ('mono8', 0)])
+def test_step_too_small(encoding, step):
+    msg = _msg(bytes(W * H * 8), encoding, W, H, step)
+    with pytest.raises(InvalidImageError, match='step .* smaller than one row'):
+        conv.image_msg_to_array(msg)
+
+
+def test_yuv_odd_width():
+    msg = _msg(bytes(5 * 2 * H), 'yuv422', 5, H, 10)
+    with pytest.raises(InvalidImageError, match='even width'):
+        conv.image_msg_to_array(msg)
+
+
+# ------------------------------------------------------------------------------------------------
+# Compressed images.
+# ------------------------------------------------------------------------------------------------
+
+def _compressed(data: bytes, fmt: str) -> CompressedImage:
+    msg = CompressedImage()
+    msg.format = fmt
+    msg.data = data
+    return msg
+
+
+def _smooth_rgb(h: int = 48, w: int = 64) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([200 + 0 * x, 40 + x, 20 + y], axis=2).astype(np.uint8)
+
+
+def test_jpeg_colour_is_rgb():
+    rgb = _smooth_rgb()
+    ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    out = conv.compressed_msg_to_array(_compressed(jpeg.tobytes(), 'bgr8; jpeg compressed bgr8'))
+    assert out.dtype == np.uint8 and out.shape == rgb.shape
+    assert np.abs(out.astype(int) - rgb).mean() < 3
+    assert out[..., 0].mean() > 190 and out[..., 2].mean() < 60  # red stayed red
+
+
+def test_jpeg_mono():
+    gray = _smooth_rgb()[:, :, 1]
+    ok, jpeg = cv2.imencode('.jpg', gray, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    out = conv.compressed_msg_to_array(_compressed(jpeg.tobytes(), 'jpeg'))
+    assert out.shape == gray.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - gray).mean() < 3
+
+
+def test_png_colour_exact():
+    rgb = _rgb(20, 30)
+    ok, png = cv2.imencode('.png', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = conv.compressed_msg_to_array(_compressed(png.tobytes(), 'png'))
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_png_16bit_mono_survives():
+    gray = RNG.integers(0, 65536, size=(20, 30), dtype=np.uint16)
+    ok, png = cv2.imencode('.png', gray)
+    out = conv.compressed_msg_to_array(_compressed(png.tobytes(), 'mono16; png compressed mono16'))
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, gray)
+
+
+def test_png_bayer_format_is_demosaiced():
+    image, interiors = _patches(24, 32)
+    ok, png = cv2.imencode('.png', _mosaic(image, 'gbrg'))
+    out = conv.compressed_msg_to_array(
+        _compressed(png.tobytes(), 'bayer_gbrg8; png compressed mono8'))
+    assert out.shape == (24, 32, 3)
+    for ys, xs, colour in interiors:
+        assert np.abs(out[ys, xs].astype(int) - colour).max() <= 1
+
+
+@pytest.mark.parametrize('data,match', [(b'', 'empty'), (b'not an image at all', 'cannot decode'),
+                                        (b'\xff\xd8\xff\xe0' + bytes(40), 'cannot decode')])
+def test_bad_compressed(data, match):
+    with pytest.raises(InvalidImageError, match=match):
+        conv.compressed_msg_to_array(_compressed(data, 'jpeg'))
+
+
+def test_compressed_depth_rejected():
+    ok, png = cv2.imencode('.png', np.zeros((4, 4), np.uint16))
+    with pytest.raises(InvalidImageError, match='compressedDepth'):
+        conv.compressed_msg_to_array(
+            _compressed(bytes(12) + png.tobytes(), '16UC1; compressedDepth png'))
+
+
+# ------------------------------------------------------------------------------------------------
+# Images out.
+# ------------------------------------------------------------------------------------------------
+
+def test_array_to_image_msg_layouts():
+    header = Header(stamp=Time(sec=3, nanosec=4), frame_id='cam')
+    rgb = _rgb()
+    msg = conv.array_to_image_msg(rgb, header=header)
+    assert (msg.encoding, msg.height, msg.width, msg.step) == ('rgb8', H, W, 3 * W)
+    assert bytes(msg.data) == rgb.tobytes()
+    assert msg.header.frame_id == 'cam' and msg.header.stamp.nanosec == 4
+    header.frame_id = 'changed'
+    assert msg.header.frame_id == 'cam'  # the header was copied
+
+    bgr = conv.array_to_image_msg(rgb, encoding='bgr8')
+    assert bgr.encoding == 'bgr8' and bytes(bgr.data) == rgb[:, :, ::-1].tobytes()
+    np.testing.assert_array_equal(conv.image_msg_to_array(bgr), rgb)
+
+    gray16 = np.array([[0x0102, 0xA0B0]], np.uint16)
+    msg16 = conv.array_to_image_msg(gray16)
+    assert (msg16.encoding, msg16.is_bigendian, msg16.step) == ('mono16', 0, 4)
+    assert bytes(msg16.data) == b'\x02\x01\xb0\xa0'
+    np.testing.assert_array_equal(conv.image_msg_to_array(msg16), gray16)
+
+    gray = RNG.integers(0, 256, size=(H, W, 1), dtype=np.uint8)
+    msg8 = conv.array_to_image_msg(gray[:, ::-1])  # non-contiguous input
+    assert msg8.encoding == 'mono8'
+    np.testing.assert_array_equal(conv.image_msg_to_array(msg8), gray[:, ::-1, 0])
+
+
+@pytest.mark.parametrize('array,encoding,match', [
+    (np.zeros((4, 4), np.float32), None, 'cannot publish'),
+    (np.zeros((4, 4, 4), np.uint8), None, 'cannot publish'),
+    (np.zeros((4, 4), np.uint8), 'rgb8', 'does not fit'),
+    (np.zeros((4, 4, 3), np.uint8), 'mono8', 'does not fit'),
+    (np.zeros((0, 4), np.uint8), None, 'empty'),
+])
+def test_array_to_image_msg_rejects(array, encoding, match):
+    with pytest.raises(InvalidImageError, match=match):
+        conv.array_to_image_msg(array, encoding=encoding)
+
+
+# ------------------------------------------------------------------------------------------------
+# Camera info.
+# ------------------------------------------------------------------------------------------------
+
+def _camera_info(fx=500.0, fy=510.0, cx=320.0, cy=240.0, model='plumb_bob',
+                 d=(0.1, -0.05, 0.001, 0.002, 0.01)) -> CameraInfo:
+    msg = CameraInfo()
+    msg.width, msg.height = 640, 480
+    msg.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    msg.distortion_model = model
+    msg.d = list(d)
+    return msg
+
+
+def _camera_module():
+    return pytest.importorskip('lightglue_ros.camera')
+
+
+@pytest.mark.parametrize('model,d,expected,expected_d', [
+    ('plumb_bob', (0.1, -0.05, 0.001, 0.002, 0.01), 'plumb_bob', None),
+    ('plumb_bob', (0.1, -0.05, 0.001, 0.002), 'plumb_bob', None),
+    ('rational_polynomial', (0.1, -0.05, 0.001, 0.002, 0.01, 0.1, 0.0, 0.02),
+     'rational_polynomial', None),
+    ('equidistant', (0.1, -0.02, 0.003, -0.001), 'equidistant', None),
+    ('fisheye', (0.1, -0.02, 0.003, -0.001), 'equidistant', None),
+    ('equidistant', (), 'equidistant', (0.0,) * 4),  # no coefficients is still not pinhole
+    ('plumb_bob', (0.0,) * 5, 'plumb_bob', None),  # as CameraModel.from_yaml keeps it
+    ('plumb_bob', (0.1, 0.2, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0), 'plumb_bob', (0.1, 0.2, 0, 0, 0.3)),
+    ('plumb_bob', (), 'none', ()),
+    ('', (), 'none', ()),
+    ('', (0.0,) * 5, 'none', ()),
+    ('none', (), 'none', ()),
+])
+def test_camera_info_models(model, d, expected, expected_d):
+    _camera_module()
+    cam = conv.camera_info_to_camera_model(_camera_info(model=model, d=d))
+    assert (cam.width, cam.height) == (640, 480)
+    assert cam.distortion_model == expected
+    np.testing.assert_array_equal(cam.K, [[500, 0, 320], [0, 510, 240], [0, 0, 1]])
+    np.testing.assert_array_equal(cam.D, d if expected_d is None else expected_d)
+
+
+def test_camera_info_matches_from_intrinsics():
+    camera = _camera_module()
+    d = (0.1, -0.05, 0.001, 0.002, 0.01)
+    expected = camera.CameraModel.from_intrinsics(500.0, 510.0, 320.0, 240.0, 640, 480,
+                                                  distortion_model='plumb_bob', D=d)
+    assert conv.camera_info_to_camera_model(_camera_info(d=d)) == expected
+
+
+def test_camera_info_binning_and_roi():
+    _camera_module()
+    msg = _camera_info(model='plumb_bob', d=(0.0,) * 5)
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = 100, 40, 401, 300
+    msg.binning_x, msg.binning_y = 2, 4
+    cam = conv.camera_info_to_camera_model(msg)
+    assert (cam.width, cam.height) == (200, 75)
+    # Pixel-centre convention: binned pixel i is centred on full pixel b * i + (b - 1) / 2.
+    np.testing.assert_allclose(cam.K, [[250, 0, (220 - 0.5) / 2], [0, 127.5, (200 - 1.5) / 4],
+                                       [0, 0, 1]])
+
+
+@pytest.mark.parametrize('model,d', [('plumb_bob', (0.1,) * 6), ('equidistant', (0.1,) * 5),
+                                     ('rational_polynomial', (0.1,) * 5)])
+def test_camera_info_wrong_coefficient_count(model, d):
+    _camera_module()
+    with pytest.raises(CalibrationError, match='coefficients'):
+        conv.camera_info_to_camera_model(_camera_info(model=model, d=d))
+
+
+@pytest.mark.parametrize('kwargs', [{'fx': 0.0}, {'fy': 0.0}, {'fx': float('nan')},
+                                    {'fx': 0.0, 'fy': 0.0, 'cx': 0.0, 'cy': 0.0}])
+def test_camera_info_bad_focal(kwargs):
+    _camera_module()
+    with pytest.raises(CalibrationError):
+        conv.camera_info_to_camera_model(_camera_info(**kwargs))
+
+
+def test_camera_info_unknown_model_named():
+    _camera_module()
+    with pytest.raises(CalibrationError, match="'double_sphere'"):
+        conv.camera_info_to_camera_model(_camera_info(model='double_sphere'))
+
+
+def test_camera_info_empty_model_with_distortion():
+    _camera_module()
+    with pytest.raises(CalibrationError, match='non-zero'):
+        conv.camera_info_to_camera_model(_camera_info(model='', d=(0.1, 0, 0, 0, 0)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Matches cloud.
+# ------------------------------------------------------------------------------------------------
+
+def _matches(n: int = 50) -> dict[str, np.ndarray]:
+    return dict(
+        u_cur=RNG.uniform(0, 640, n).astype(np.float32),
+        v_cur=RNG.uniform(0, 480, n),  # float64 in: stored as float32
+        u_kf=RNG.uniform(0, 640, n).astype(np.float32),
+        v_kf=RNG.uniform(0, 480, n).astype(np.float32),
+        score=RNG.uniform(0, 1, n).astype(np.float32),
+        track_id=RNG.integers(-2**31, 2**31, n, dtype=np.int64),
+        kf_index=RNG.integers(0, 100, n),
+        inlier=RNG.uniform(size=n) > 0.3,
+    )
+
+
+def test_matches_cloud_round_trip_exact():
+    m = _matches()
+    header = Header(stamp=Time(sec=10, nanosec=20), frame_id='cam0')
+    msg = conv.make_matches_cloud(header, **m)
+    assert (msg.height, msg.width, msg.is_dense, msg.is_bigendian) == (1, 50, True, False)
+    assert msg.point_step == 32 and msg.row_step == 32 * 50 and len(msg.data) == 32 * 50
+    assert [f.name for f in msg.fields] == ['u', 'v', 'kf_u', 'kf_v', 'score', 'track_id',
+                                            'kf_index', 'inlier']
+    types = {f.name: f.datatype for f in msg.fields}
+    assert types['u'] == PointField.FLOAT32 and types['track_id'] == PointField.INT32
+    assert types['inlier'] == PointField.UINT8 and types['kf_index'] == PointField.INT32
+    assert msg.header.frame_id == 'cam0'
+    back = conv.read_matches_cloud(msg)
+    pairs = {'u': 'u_cur', 'v': 'v_cur', 'kf_u': 'u_kf', 'kf_v': 'v_kf', 'score': 'score',
+             'track_id': 'track_id', 'kf_index': 'kf_index'}
+    for field, key in pairs.items():
+        expected = m[key].astype(back[field].dtype)
+        np.testing.assert_array_equal(back[field], expected)
+        assert back[field].dtype == (np.int32 if field in ('track_id', 'kf_index')
+                                     else np.float32)
+    assert back['inlier'].dtype == np.uint8
+    np.testing.assert_array_equal(back['inlier'], m['inlier'].astype(np.uint8))
+
+
+def test_matches_cloud_bytes_are_little_endian_at_offsets():
+    msg = conv.make_matches_cloud(Header(), u_cur=[1.5], v_cur=[2.0], u_kf=[3.0], v_kf=[4.0],
+                                  score=[0.5], track_id=[0x01020304], kf_index=7, inlier=[True])
+    data = bytes(msg.data)
+    offsets = {f.name: f.offset for f in msg.fields}
+    assert data[offsets['u']:offsets['u'] + 4] == np.float32(1.5).astype('<f4').tobytes()
+    assert data[offsets['track_id']:offsets['track_id'] + 4] == b'\x04\x03\x02\x01'
+    assert data[offsets['kf_index']:offsets['kf_index'] + 4] == b'\x07\x00\x00\x00'
+    assert data[offsets['inlier']] == 1
+
+
+def test_matches_cloud_empty_and_nan():
+    empty = conv.make_matches_cloud(Header(), u_cur=[], v_cur=[], u_kf=[], v_kf=[], score=[],
+                                    track_id=np.zeros(0, np.int32), kf_index=0, inlier=[])
+    assert empty.width == 0 and len(empty.data) == 0
+    assert all(v.size == 0 for v in conv.read_matches_cloud(empty).values())
+    nan = conv.make_matches_cloud(Header(), u_cur=[np.nan], v_cur=[0], u_kf=[0], v_kf=[0],
+                                  score=[1], track_id=[1], kf_index=0, inlier=[0])
+    assert nan.is_dense is False
+
+
+@pytest.mark.parametrize('change,match', [
+    ({'v_cur': np.zeros(3)}, 'v_cur has 3 entries'),
+    ({'track_id': np.array([2**31] * 50)}, 'track_id does not fit'),
+    ({'track_id': np.zeros(50, np.float32)}, 'track_id must be integer'),
+    ({'score': np.zeros((50, 1))}, 'one-dimensional'),
+])
+def test_matches_cloud_rejects(change, match):
+    m = _matches()
+    m.update(change)
+    with pytest.raises(ValueError, match=match):
+        conv.make_matches_cloud(Header(), **m)
+
+
+def test_read_cloud_big_endian_padded_rows():
+    # A foreign cloud: big-endian, 2 rows with padding, a count-2 float64 field.
+    dtype = np.dtype({'names': ['a', 'b'], 'formats': ['>i2', ('>f8', (2,))],
+                      'offsets': [0, 4], 'itemsize': 24})
+    points = np.zeros((2, 3), dtype)
+    points['a'] = np.arange(6).reshape(2, 3) - 3
+    points['b'] = RNG.normal(size=(2, 3, 2))
+    rows = [points[r].tobytes() + b'\xee' * 5 for r in range(2)]
+    msg = PointCloud2(height=2, width=3, is_bigendian=True, point_step=24, row_step=3 * 24 + 5)
+    msg.fields = [PointField(name='a', offset=0, datatype=PointField.INT16, count=1),
+                  PointField(name='b', offset=4, datatype=PointField.FLOAT64, count=2)]
+    msg.data = b''.join(rows)
+    back = conv.read_matches_cloud(msg)
+    np.testing.assert_array_equal(back['a'], points['a'].reshape(-1))
+    np.testing.assert_array_equal(back['b'], points['b'].reshape(-1, 2))
+    assert back['a'].dtype.isnative and back['b'].shape == (6, 2)
+    msg.data = msg.data[:-1]
+    with pytest.raises(ValueError, match='truncated'):
+        conv.read_matches_cloud(msg)
+
+
+# ------------------------------------------------------------------------------------------------
+# VINS features.
+# ------------------------------------------------------------------------------------------------
+
+def test_vins_features_layout():
+    n = 7
+    ids = np.arange(n) * 3 + 1
+    ids[-1] = 2**24 + 5  # wraps to 5
+    x, y = RNG.normal(size=n), RNG.normal(size=n)
+    u, v = RNG.uniform(0, 640, n), RNG.uniform(0, 480, n)
+    vx, vy = RNG.normal(size=n), RNG.normal(size=n)
+    header = Header(stamp=Time(sec=1, nanosec=2), frame_id='world')
+    msg = conv.make_vins_features(header, track_id=ids, x_norm=x, y_norm=y, u=u, v=v,
+                                  velocity_x=vx, velocity_y=vy)
+    assert msg.header.frame_id == 'world' and msg.header.stamp.sec == 1
+    assert [c.name for c in msg.channels] == ['id_of_point', 'u_of_point', 'v_of_point',
+                                              'velocity_x', 'velocity_y']
+    assert len(msg.points) == n and all(len(c.values) == n for c in msg.channels)
+    np.testing.assert_allclose([p.x for p in msg.points], x.astype(np.float32))
+    np.testing.assert_allclose([p.y for p in msg.points], y.astype(np.float32))
+    assert all(p.z == 1.0 for p in msg.points)
+    got_ids = np.array(msg.channels[0].values)
+    np.testing.assert_array_equal(got_ids, np.r_[ids[:-1], 5])
+    # The estimator reads the id back as int(value + 0.5): must be exact.
+    assert [int(i + 0.5) for i in got_ids] == list(np.r_[ids[:-1], 5])
+    for channel, expected in zip(msg.channels[1:], (u, v, vx, vy)):
+        np.testing.assert_array_equal(np.array(channel.values, np.float32),
+                                      expected.astype(np.float32))
+
+
+def test_vins_features_rejects():
+    with pytest.raises(ValueError, match='non-negative'):
+        conv.make_vins_features(Header(), track_id=[-1], x_norm=[0], y_norm=[0], u=[0], v=[0],
+                                velocity_x=[0], velocity_y=[0])
+    with pytest.raises(ValueError, match='u has 2 entries'):
+        conv.make_vins_features(Header(), track_id=[1], x_norm=[0], y_norm=[0], u=[0, 1],
+                                v=[0], velocity_x=[0], velocity_y=[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Rotations and poses.
+# ------------------------------------------------------------------------------------------------
+
+def _rodrigues(axis, angle) -> np.ndarray:
+    rvec = np.asarray(axis, np.float64) / np.linalg.norm(axis) * angle
+    return cv2.Rodrigues(rvec.reshape(3, 1))[0]
+
+
+def _axis_angle_quaternion(axis, angle) -> np.ndarray:
+    axis = np.asarray(axis, np.float64) / np.linalg.norm(axis)
+    return np.r_[axis * math.sin(angle / 2), math.cos(angle / 2)]
+
+
+def _same_rotation_quaternion(q1, q2, atol=1e-9) -> bool:
+    return np.allclose(q1, q2, atol=atol) or np.allclose(q1, -np.asarray(q2), atol=atol)
+
+
+def test_known_quaternion():
+    q = conv.rotation_to_quaternion(_rodrigues([0, 0, 1], math.pi / 2))
+    np.testing.assert_allclose(q, [0, 0, math.sqrt(0.5), math.sqrt(0.5)], atol=1e-12)
+    np.testing.assert_allclose(conv.rotation_to_quaternion(np.eye(3)), [0, 0, 0, 1])
+    R = conv.quaternion_to_rotation([0, 0, math.sqrt(0.5), math.sqrt(0.5)])
+    np.testing.assert_allclose(R @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+
+
+@pytest.mark.parametrize('seed', range(20))
+def test_quaternion_round_trip_random(seed):
+    rng = np.random.default_rng(seed)
+    axis, angle = rng.normal(size=3), rng.uniform(0, math.pi)
+    R = _rodrigues(axis, angle)
+    q = conv.rotation_to_quaternion(R)
+    assert q.shape == (4,) and q[3] >= 0 and abs(np.linalg.norm(q) - 1) < 1e-12
+    assert _same_rotation_quaternion(q, _axis_angle_quaternion(axis, angle))
+    np.testing.assert_allclose(conv.quaternion_to_rotation(q), R, atol=1e-12)
+    q_in = rng.normal(size=4) * 3  # unnormalised input
+    R2 = conv.quaternion_to_rotation(q_in)
+    np.testing.assert_allclose(R2 @ R2.T, np.eye(3), atol=1e-12)
+    assert _same_rotation_quaternion(conv.rotation_to_quaternion(R2), q_in / np.linalg.norm(q_in))
+
+
+@pytest.mark.parametrize('axis', [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, -2, 3],
+                                  [-0.3, 0.2, -5]])
+@pytest.mark.parametrize('angle', [math.pi, math.pi - 1e-9, math.pi - 1e-4])
+def test_quaternion_near_180_degrees(axis, angle):
+    R = _rodrigues(axis, angle)
+    q = conv.rotation_to_quaternion(R)
+    assert _same_rotation_quaternion(q, _axis_angle_quaternion(axis, angle), atol=1e-7)
+    np.testing.assert_allclose(conv.quaternion_to_rotation(q), R, atol=1e-12)
+
+
+def test_quaternion_of_slightly_non_orthonormal_matrix():
+    R = _rodrigues([1, 2, 3], 1.0)
+    q = conv.rotation_to_quaternion(R + 1e-6 * RNG.normal(size=(3, 3)))
+    assert _same_rotation_quaternion(q, _axis_angle_quaternion([1, 2, 3], 1.0), atol=1e-5)
+
+
+@pytest.mark.parametrize('bad', [np.diag([1.0, 1.0, -1.0]), np.zeros((3, 3)), np.eye(4),
+                                 np.full((3, 3), np.nan)])
+def test_rotation_to_quaternion_rejects(bad):
+    with pytest.raises(ValueError):
+        conv.rotation_to_quaternion(bad)
+
+
+@pytest.mark.parametrize('bad', [[0, 0, 0, 0], [1, 0, 0], [np.nan, 0, 0, 1]])
+def test_quaternion_to_rotation_rejects(bad):
+    with pytest.raises(ValueError):
+        conv.quaternion_to_rotation(bad)
+
+
+def test_pose_with_covariance_known_and_unknown():
+    header = Header(stamp=Time(sec=5, nanosec=6), frame_id='map')
+    R, t = _rodrigues([0, 1, 0], 0.3), np.array([1.0, -2.0, 3.5])
+    cov = np.diag(np.arange(1.0, 7.0))
+    cov[0, 1] = cov[1, 0] = 0.25
+    msg = conv.make_pose_with_covariance(header, R=R, t=t, covariance=cov)
+    pose = msg.pose.pose
+    assert msg.header.frame_id == 'map' and msg.header.stamp.nanosec == 6
+    assert [pose.position.x, pose.position.y, pose.position.z] == [1.0, -2.0, 3.5]
+    q = [pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w]
+    np.testing.assert_allclose(conv.quaternion_to_rotation(q), R, atol=1e-12)
+    np.testing.assert_array_equal(np.asarray(msg.pose.covariance).reshape(6, 6), cov)
+
+    unknown = conv.make_pose_with_covariance(header, R=R, t=t, covariance=None)
+    flat = np.asarray(unknown.pose.covariance)
+    assert flat[0] == -1.0 and not np.any(flat[1:])
+    with pytest.raises(ValueError, match='6x6'):
+        conv.make_pose_with_covariance(header, R=R, t=t, covariance=np.eye(3))
+    with pytest.raises(ValueError, match='3-vector'):
+        conv.make_pose_with_covariance(header, R=R, t=[1, 2], covariance=None)
+
+
+def test_odometry():
+    header = Header(stamp=Time(sec=5), frame_id='odom')
+    R = _rodrigues([1, 1, 1], 2.0)
+    msg = conv.make_odometry(header, 'camera', R=R, t=[0.5, 0, 0], covariance=np.eye(6) * 0.01)
+    assert msg.header.frame_id == 'odom' and msg.child_frame_id == 'camera'
+    o = msg.pose.pose.orientation
+    np.testing.assert_allclose(conv.quaternion_to_rotation([o.x, o.y, o.z, o.w]), R, atol=1e-12)
+    assert msg.pose.covariance[0] == 0.01 and msg.pose.covariance[7] == 0.01
+    assert msg.twist.covariance[0] == -1.0  # twist not estimated
+    unknown = conv.make_odometry(header, 'camera', R=R, t=[0, 0, 0], covariance=None)
+    assert unknown.pose.covariance[0] == -1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Diagnostics and time.
+# ------------------------------------------------------------------------------------------------
+
+def test_diagnostic_array():
+    stamp = Time(sec=12, nanosec=34)
+    msg = conv.make_diagnostic_array(
+        stamp, name='lightglue/tracker', hardware_id='cam0', level=1, message='few matches',
+        values={'matches': 12, 'fps': 29.97123456, 'device': 'cuda', 'ok': np.bool_(True),
+                'n': np.int64(3)})
+    assert msg.header.stamp.sec == 12 and msg.header.stamp.nanosec == 34
+    (status,) = msg.status
+    assert status.level == DiagnosticStatus.WARN
+    assert (status.name, status.hardware_id, status.message) == ('lightglue/tracker', 'cam0',
+                                                                 'few matches')
+    assert {kv.key: kv.value for kv in status.values} == {
+        'matches': '12', 'fps': '29.9712', 'device': 'cuda', 'ok': 'True', 'n': '3'}
+    by_bytes = conv.make_diagnostic_array(10**9 + 5, name='x', hardware_id='', level=b'\x02',
+                                          message='', values={})
+    assert by_bytes.status[0].level == DiagnosticStatus.ERROR
+    assert (by_bytes.header.stamp.sec, by_bytes.header.stamp.nanosec) == (1, 5)
+    with pytest.raises(ValueError, match='level'):
+        conv.make_diagnostic_array(stamp, name='x', hardware_id='', level=4, message='',
+                                   values={})
+
+
+@pytest.mark.parametrize('ns', [0, 1, 999_999_999, 1_000_000_000, 1_700_000_000_123_456_789,
+                                -1, -1_500_000_000])
+def test_stamp_round_trip(ns):
+    stamp = conv.ns_to_stamp(ns)
+    assert 0 <= stamp.nanosec < 1_000_000_000
+    assert stamp.sec * 1_000_000_000 + stamp.nanosec == ns
+    assert conv.stamp_to_ns(stamp) == ns
+
+
+def test_stamp_examples_and_limits():
+    assert conv.stamp_to_ns(Time(sec=3, nanosec=7)) == 3_000_000_007
+    stamp = conv.ns_to_stamp(-1)
+    assert (stamp.sec, stamp.nanosec) == (-1, 999_999_999)
+    with pytest.raises(ValueError):
+        conv.ns_to_stamp(2**31 * 1_000_000_000)

@@ -1,0 +1,351 @@
+"""Tests of lightglue_ros.geometry on synthetic scenes with exact ground truth."""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from lightglue_ros import geometry
+from lightglue_ros.camera import CameraModel
+from lightglue_ros.errors import ConfigError
+from lightglue_ros.geometry import (angle_between_deg, compose, estimate_relative_pose, invert,
+                                    pose_auc, pose_error_deg, rotation_angle_deg)
+
+METHODS = ('poselib', 'opencv_ransac', 'opencv_magsac')
+CAMERA = CameraModel.from_intrinsics(500.0, 500.0, 319.5, 239.5, 640, 480)
+DISTORTED = {
+    'plumb_bob': CameraModel.from_intrinsics(
+        450.0, 452.0, 320.5, 239.5, 640, 480, distortion_model='plumb_bob',
+        D=(-0.3, 0.1, 2e-4, -1e-4, -0.02)),
+    'rational_polynomial': CameraModel.from_intrinsics(
+        450.0, 452.0, 320.5, 239.5, 640, 480, distortion_model='rational_polynomial',
+        D=(2.0, 0.5, 1e-4, -2e-4, 0.01, 2.3, 1.0, 0.1)),
+    'equidistant': CameraModel.from_intrinsics(
+        280.0, 281.0, 320.5, 239.5, 640, 480, distortion_model='equidistant',
+        D=(-0.01, 0.05, -0.08, 0.04)),
+}
+SEEDS = range(10)
+
+# Pose error bounds (rotation, translation direction) in degrees. Measured on these seeds
+# (max over scenes, pinhole / distorted / two cameras): poselib 0.25 / 1.32, opencv_ransac
+# 0.95 / 5.2, opencv_magsac 0.59 / 2.9; medians 0.06 / 0.54, 0.26 / 1.97, 0.17 / 1.51.
+# OpenCV's RANSAC/MAGSAC return the best minimal-sample model without non-linear refinement,
+# so single scenes are several times less accurate than PoseLib's.
+MAX_ERR = {'poselib': (0.5, 2.0), 'opencv_ransac': (2.0, 10.0), 'opencv_magsac': (1.5, 6.0)}
+MEDIAN_ERR = {'poselib': (0.15, 1.0), 'opencv_ransac': (0.6, 3.0), 'opencv_magsac': (0.4, 3.0)}
+# Share of true inliers in inlier_mask. The pixel threshold becomes one normalised-plane
+# threshold, exact at the image centre; at field angle theta the same pixel noise is 1/cos^2
+# larger there, so a wide fisheye (65 deg at its edges) loses peripheral inliers.
+MIN_RECALL = {'equidistant': 0.6}
+MIN_RECALL_PINHOLE = 0.75
+
+
+def _rotation(axis: np.ndarray, deg: float) -> np.ndarray:
+    """Rodrigues' formula."""
+    k = np.asarray(axis, float) / np.linalg.norm(axis)
+    Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    a = math.radians(deg)
+    return np.eye(3) + math.sin(a) * Kx + (1 - math.cos(a)) * Kx @ Kx
+
+
+def _motion(rng: np.random.Generator, *, translation: bool = True
+            ) -> tuple[np.ndarray, np.ndarray]:
+    R = _rotation(rng.normal(size=3), rng.uniform(2.0, 10.0))
+    t = rng.normal(size=3)
+    t = t / np.linalg.norm(t) * rng.uniform(0.2, 0.6) if translation else np.zeros(3)
+    return R, t
+
+
+def _scene(rng: np.random.Generator, camera_kf: CameraModel, camera_cur: CameraModel,
+           R: np.ndarray, t: np.ndarray, *, n: int = 300, noise_px: float = 0.5,
+           outlier_ratio: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Matches of random 3D points 2-8 m in front of the keyframe that the current camera
+    (x_cur = R x_kf + t) also sees; noise on both, outliers replaced by random pixels."""
+    kf, cur = np.zeros((0, 2)), np.zeros((0, 2))
+    size_kf = [camera_kf.width - 1.0, camera_kf.height - 1.0]
+    size_cur = [camera_cur.width - 1.0, camera_cur.height - 1.0]
+    while len(kf) < n:
+        px = rng.uniform([0.0, 0.0], size_kf, (n, 2))
+        X = np.c_[camera_kf.undistort_points(px), np.ones(n)] * rng.uniform(2.0, 8.0, (n, 1))
+        uv = camera_cur.project(X @ R.T + t)
+        seen = np.all(np.isfinite(uv), axis=1) & np.all((uv >= 0) & (uv <= size_cur), axis=1)
+        kf, cur = np.r_[kf, px[seen]], np.r_[cur, uv[seen]]
+    kf = kf[:n] + rng.normal(0.0, noise_px, (n, 2))
+    cur = cur[:n] + rng.normal(0.0, noise_px, (n, 2))
+    outlier = np.zeros(n, bool)
+    outlier[:round(outlier_ratio * n)] = True
+    cur[outlier] = rng.uniform([0.0, 0.0], size_cur, (int(outlier.sum()), 2))
+    order = rng.permutation(n)
+    return kf[order], cur[order], outlier[order]
+
+
+def _check_masks(pose: geometry.RelativePose, outlier: np.ndarray, *, recall: float,
+                 rejection: float) -> None:
+    assert pose.inlier_mask.shape == outlier.shape and pose.inlier_mask.dtype == bool
+    assert pose.num_inliers == pose.inlier_mask.sum()
+    assert pose.inlier_mask[~outlier].mean() >= recall
+    assert 1.0 - pose.inlier_mask[outlier].mean() >= rejection
+
+
+# ---------------------------------------------------------------- accuracy
+
+@pytest.mark.parametrize('method', METHODS)
+def test_accuracy_with_noise_and_outliers(method):
+    errors = []
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        R, t = _motion(rng)
+        kf, cur, outlier = _scene(rng, CAMERA, CAMERA, R, t)
+        pose = estimate_relative_pose(kf, cur, CAMERA, CAMERA, method=method)
+        assert pose.success and pose.reason == '' and not pose.rotation_only, pose
+        assert pose.method == method and pose.num_matches == len(kf)
+        assert np.linalg.norm(pose.t_kf_to_cur) == pytest.approx(1.0)
+        assert pose.median_parallax_deg > 0.5 and pose.elapsed_ms > 0.0
+        _check_masks(pose, outlier, recall=MIN_RECALL_PINHOLE, rejection=0.95)
+        errors.append(pose_error_deg(pose.R_kf_to_cur, pose.t_kf_to_cur, R, t))
+    errors = np.array(errors)
+    max_rot, max_trans = MAX_ERR[method]
+    med_rot, med_trans = MEDIAN_ERR[method]
+    assert errors[:, 0].max() < max_rot and errors[:, 1].max() < max_trans, errors
+    assert np.median(errors[:, 0]) < med_rot and np.median(errors[:, 1]) < med_trans, errors
+
+
+def test_poselib_recovers_inliers_best():
+    recalls = {m: [] for m in METHODS}
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        R, t = _motion(rng)
+        kf, cur, outlier = _scene(rng, CAMERA, CAMERA, R, t)
+        for m in METHODS:
+            pose = estimate_relative_pose(kf, cur, CAMERA, CAMERA, method=m)
+            recalls[m].append(pose.inlier_mask[~outlier].mean())
+    assert np.mean(recalls['poselib']) > 0.93
+    assert np.mean(recalls['poselib']) > max(np.mean(recalls['opencv_ransac']),
+                                             np.mean(recalls['opencv_magsac']))
+
+
+def test_convention_is_kf_to_cur():
+    rng = np.random.default_rng(42)
+    R, t = _motion(rng)
+    kf, cur, _ = _scene(rng, CAMERA, CAMERA, R, t, noise_px=0.0, outlier_ratio=0.0)
+    pose = estimate_relative_pose(kf, cur, CAMERA, CAMERA)
+    np.testing.assert_allclose(pose.R_kf_to_cur, R, atol=1e-6)
+    np.testing.assert_allclose(pose.t_kf_to_cur, t / np.linalg.norm(t), atol=1e-6)
+    swapped = estimate_relative_pose(cur, kf, CAMERA, CAMERA)  # the inverse motion
+    R_inv, t_inv = invert(R, t)
+    np.testing.assert_allclose(swapped.R_kf_to_cur, R_inv, atol=1e-6)
+    np.testing.assert_allclose(swapped.t_kf_to_cur, t_inv / np.linalg.norm(t_inv), atol=1e-6)
+
+
+@pytest.mark.parametrize('model', sorted(DISTORTED))
+@pytest.mark.parametrize('method', METHODS)
+def test_accuracy_with_distortion(model, method):
+    camera = DISTORTED[model]
+    max_rot, max_trans = MAX_ERR[method]
+    for seed in range(3):
+        rng = np.random.default_rng(100 + seed)
+        R, t = _motion(rng)
+        kf, cur, outlier = _scene(rng, camera, camera, R, t)
+        pose = estimate_relative_pose(kf, cur, camera, camera, method=method)
+        assert pose.success, pose
+        e_rot, e_trans = pose_error_deg(pose.R_kf_to_cur, pose.t_kf_to_cur, R, t)
+        assert e_rot < max_rot and e_trans < max_trans, (e_rot, e_trans)
+        _check_masks(pose, outlier, recall=MIN_RECALL.get(model, MIN_RECALL_PINHOLE),
+                     rejection=0.95)
+        if method == 'poselib' and seed == 0:
+            # The same matches read as an ideal pinhole: the distortion must matter.
+            naive = CameraModel(camera.width, camera.height, camera.K)
+            wrong = estimate_relative_pose(kf, cur, naive, naive, method=method)
+            assert (not wrong.success or wrong.num_inliers < 0.8 * pose.num_inliers
+                    or max(pose_error_deg(wrong.R_kf_to_cur, wrong.t_kf_to_cur, R, t))
+                    > 4 * max(e_rot, e_trans))
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_two_different_cameras(method):
+    camera_kf = DISTORTED['plumb_bob']
+    camera_cur = DISTORTED['equidistant']
+    max_rot, max_trans = MAX_ERR[method]
+    for seed in range(3):
+        rng = np.random.default_rng(200 + seed)
+        R, t = _motion(rng)
+        kf, cur, outlier = _scene(rng, camera_kf, camera_cur, R, t)
+        pose = estimate_relative_pose(kf, cur, camera_kf, camera_cur, method=method)
+        assert pose.success, pose
+        e_rot, e_trans = pose_error_deg(pose.R_kf_to_cur, pose.t_kf_to_cur, R, t)
+        assert e_rot < max_rot and e_trans < max_trans, (e_rot, e_trans)
+        _check_masks(pose, outlier, recall=MIN_RECALL['equidistant'], rejection=0.95)
+
+
+def test_deterministic():
+    rng = np.random.default_rng(7)
+    R, t = _motion(rng)
+    kf, cur, _ = _scene(rng, CAMERA, CAMERA, R, t)
+    for method in METHODS:
+        a = estimate_relative_pose(kf, cur, CAMERA, CAMERA, method=method)
+        b = estimate_relative_pose(kf, cur, CAMERA, CAMERA, method=method)
+        np.testing.assert_array_equal(a.R_kf_to_cur, b.R_kf_to_cur)
+        np.testing.assert_array_equal(a.inlier_mask, b.inlier_mask)
+        assert not a.R_kf_to_cur.flags.writeable and not a.inlier_mask.flags.writeable
+
+
+# ---------------------------------------------------------------- degenerate cases
+
+@pytest.mark.parametrize('method', METHODS)
+def test_pure_rotation_is_rotation_only(method):
+    for seed in range(5):
+        rng = np.random.default_rng(300 + seed)
+        R, t = _motion(rng, translation=False)
+        kf, cur, outlier = _scene(rng, CAMERA, CAMERA, R, t)
+        pose = estimate_relative_pose(kf, cur, CAMERA, CAMERA, method=method)
+        assert pose.success and pose.reason == '' and pose.rotation_only, pose
+        np.testing.assert_array_equal(pose.t_kf_to_cur, np.zeros(3))
+        assert pose.median_parallax_deg < 0.15  # noise floor: 0.5 px at f = 500 is ~0.08 deg
+        assert rotation_angle_deg(pose.R_kf_to_cur @ R.T) < 0.1
+        _check_masks(pose, outlier, recall=0.9, rejection=0.95)
+
+
+def test_min_parallax_threshold_decides():
+    rng = np.random.default_rng(400)
+    R, t = _motion(rng)
+    kf, cur, _ = _scene(rng, CAMERA, CAMERA, R, t)
+    full = estimate_relative_pose(kf, cur, CAMERA, CAMERA)
+    assert not full.rotation_only
+    forced = estimate_relative_pose(kf, cur, CAMERA, CAMERA,
+                                    min_parallax_deg=full.median_parallax_deg + 0.01)
+    assert forced.success and forced.rotation_only
+    assert forced.median_parallax_deg == pytest.approx(full.median_parallax_deg)
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_too_few_matches(method):
+    rng = np.random.default_rng(500)
+    R, t = _motion(rng)
+    kf, cur, _ = _scene(rng, CAMERA, CAMERA, R, t, n=20, outlier_ratio=0.0)
+    for n, min_matches in [(0, 8), (4, 5), (4, 8), (7, 8), (11, 12)]:
+        pose = estimate_relative_pose(kf[:n], cur[:n], CAMERA, CAMERA, method=method,
+                                      min_matches=min_matches)
+        assert not pose.success and pose.reason == 'too_few_matches'
+        assert pose.inlier_mask.shape == (n,) and not pose.inlier_mask.any()
+        assert pose.num_matches == n and pose.num_inliers == 0
+        np.testing.assert_array_equal(pose.R_kf_to_cur, np.eye(3))
+        np.testing.assert_array_equal(pose.t_kf_to_cur, np.zeros(3))
+
+
+def test_nan_rows_are_dropped():
+    rng = np.random.default_rng(600)
+    R, t = _motion(rng)
+    kf, cur, outlier = _scene(rng, CAMERA, CAMERA, R, t)
+    bad = np.zeros(len(kf), bool)
+    bad[::25] = True
+    kf[bad[:], 0] = np.nan
+    cur[np.flatnonzero(bad)[:3], 1] = np.inf
+    pose = estimate_relative_pose(kf, cur, CAMERA, CAMERA)
+    assert pose.success, pose
+    assert pose.num_matches == len(kf) - bad.sum()
+    assert not pose.inlier_mask[bad].any()
+    assert max(pose_error_deg(pose.R_kf_to_cur, pose.t_kf_to_cur, R, t)) < 2.0
+    # Too few finite rows left is reported, not raised.
+    kf[8:] = np.nan
+    pose = estimate_relative_pose(kf, cur, CAMERA, CAMERA)
+    assert pose.reason == 'too_few_matches' and pose.num_matches == 8 - bad[:8].sum()
+
+
+@pytest.mark.parametrize('n', [12, 100, 1000])
+@pytest.mark.parametrize('method', METHODS)
+def test_random_matches_fail(method, n):
+    for seed in range(3):
+        rng = np.random.default_rng(700 + seed)
+        kf = rng.uniform([0.0, 0.0], [639.0, 479.0], (n, 2))
+        cur = rng.uniform([0.0, 0.0], [639.0, 479.0], (n, 2))
+        pose = estimate_relative_pose(kf, cur, CAMERA, CAMERA, method=method)
+        assert not pose.success, pose
+        assert pose.reason in ('ransac_failed', 'cheirality_failed', 'low_parallax')
+        assert not pose.inlier_mask.any() and pose.num_inliers == 0
+
+
+# ---------------------------------------------------------------- options
+
+@pytest.mark.parametrize('kwargs,match', [
+    ({'min_matches': 4}, 'min_matches'), ({'min_matches': 0}, 'min_matches'),
+    ({'min_matches': 8.0}, 'min_matches'), ({'min_matches': True}, 'min_matches'),
+    ({'threshold_px': 0.0}, 'threshold_px'), ({'threshold_px': math.nan}, 'threshold_px'),
+    ({'confidence': 1.0}, 'confidence'), ({'max_iterations': 0}, 'max_iterations'),
+    ({'min_parallax_deg': -1.0}, 'min_parallax_deg'), ({'method': 'lmeds'}, "'lmeds'"),
+])
+def test_invalid_options_raise(kwargs, match):
+    points = np.zeros((20, 2))
+    with pytest.raises(ConfigError, match=match):
+        estimate_relative_pose(points, points, CAMERA, CAMERA, **kwargs)
+
+
+def test_mis_shaped_points_raise():
+    with pytest.raises(ValueError, match='N x 2'):
+        estimate_relative_pose(np.zeros((10, 2)), np.zeros((9, 2)), CAMERA, CAMERA)
+    with pytest.raises(ValueError, match='N x 2'):
+        estimate_relative_pose(np.zeros((10, 3)), np.zeros((10, 3)), CAMERA, CAMERA)
+
+
+def test_falls_back_to_opencv_without_poselib(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, 'poselib', None)  # makes `import poselib` fail
+    monkeypatch.setattr(geometry, '_poselib_missing_warned', False)
+    rng = np.random.default_rng(800)
+    R, t = _motion(rng)
+    kf, cur, _ = _scene(rng, CAMERA, CAMERA, R, t)
+    with caplog.at_level(logging.WARNING, logger='lightglue_ros.geometry'):
+        pose = estimate_relative_pose(kf, cur, CAMERA, CAMERA, method='poselib')
+    assert pose.success and pose.method == geometry.FALLBACK_METHOD
+    assert 'poselib is not installed' in caplog.text
+
+
+# ---------------------------------------------------------------- helpers
+
+def test_rotation_angle_and_angle_between():
+    rng = np.random.default_rng(900)
+    for deg in (0.0, 1e-4, 0.5, 30.0, 179.0, 180.0):
+        assert rotation_angle_deg(_rotation(rng.normal(size=3), deg)) == pytest.approx(
+            deg, abs=1e-9)
+    assert angle_between_deg([1, 0, 0], [0, 2, 0]) == pytest.approx(90.0)
+    assert angle_between_deg([1, 0, 0], [-3, 0, 0]) == pytest.approx(180.0)
+    assert angle_between_deg([1, 1e-5, 0], [1, 0, 0]) == pytest.approx(math.degrees(1e-5))
+    assert math.isnan(angle_between_deg([0, 0, 0], [1, 0, 0]))
+
+
+def test_pose_error_is_sign_free():
+    R = _rotation([0, 1, 0], 10.0)
+    t = np.array([1.0, 0.0, 0.0])
+    assert pose_error_deg(R, -t, R, t) == pytest.approx((0.0, 0.0), abs=1e-6)
+    rot_err, trans_err = pose_error_deg(_rotation([0, 1, 0], 13.0), [1, 0.1, 0], R, 2 * t)
+    assert rot_err == pytest.approx(3.0) and trans_err == pytest.approx(
+        math.degrees(math.atan(0.1)))
+    assert pose_error_deg(R, np.zeros(3), R, t)[1] == 90.0  # rotation-only / failure
+    assert pose_error_deg(R, t, R, np.zeros(3), ignore_gt_t_norm=1e-9)[1] == 0.0
+
+
+def test_pose_auc_definition():
+    # Recall rises to 1/3 at 1 deg and 2/3 at 3 deg (trapezoids, the SuperGlue definition):
+    # area up to 5 deg = 1/6 + 1 + 4/3 = 2.5, normalised by 5.
+    assert pose_auc([1.0, 3.0, 7.0], (5,)) == pytest.approx([0.5])
+    # Past the last error the recall stays flat: 1/6 + 1 + (2/3 + 1) / 2 * 4 + 3 = 7.5 at 10.
+    assert pose_auc([7.0, 3.0, 1.0], (5, 10)) == pytest.approx([0.5, 0.75])
+    assert pose_auc([0.0, 0.0]) == pytest.approx([1.0, 1.0, 1.0])
+    assert pose_auc([math.inf, math.nan, 25.0]) == [0.0, 0.0, 0.0]
+    assert pose_auc([]) == [0.0, 0.0, 0.0]
+
+
+def test_compose_and_invert():
+    rng = np.random.default_rng(1000)
+    R_ab, t_ab = _rotation(rng.normal(size=3), 20.0), rng.normal(size=3)
+    R_bc, t_bc = _rotation(rng.normal(size=3), 50.0), rng.normal(size=3)
+    x_a = rng.normal(size=(5, 3))
+    x_c = (x_a @ R_ab.T + t_ab) @ R_bc.T + t_bc
+    R_ac, t_ac = compose(R_ab, t_ab, R_bc, t_bc)
+    np.testing.assert_allclose(x_a @ R_ac.T + t_ac, x_c, atol=1e-12)
+    R_ca, t_ca = invert(R_ac, t_ac)
+    np.testing.assert_allclose(x_c @ R_ca.T + t_ca, x_a, atol=1e-12)
+    R_id, t_id = compose(R_ac, t_ac, R_ca, t_ca)
+    np.testing.assert_allclose(R_id, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(t_id, np.zeros(3), atol=1e-12)

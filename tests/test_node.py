@@ -1,0 +1,881 @@
+"""Tests of the matcher node over real rclpy/DDS: outputs equal the core tracker's, overload,
+bad input, parameters, the console script and its shutdown; plus its plain-Python helpers.
+
+Every test talks on a random ROS domain restricted to this machine, so parallel runs do not
+hear each other. Waits are bounded and say what they waited for.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import (CameraInfo, CompressedImage, Image, PointCloud,  # noqa: E402
+                             PointCloud2)
+from std_msgs.msg import Header  # noqa: E402
+
+from lightglue_ros.camera import CameraModel  # noqa: E402
+from lightglue_ros.errors import ConfigError  # noqa: E402
+from lightglue_ros.image import read_image  # noqa: E402
+from lightglue_ros.ros.conversions import (array_to_image_msg, ns_to_stamp,  # noqa: E402
+                                           read_matches_cloud, stamp_to_ns)
+from lightglue_ros.ros.node import MatcherNode  # noqa: E402
+from lightglue_ros.ros.outputs import frame_outputs  # noqa: E402
+from lightglue_ros.ros.stats import (DROP_OVERFLOW, DROP_SUPERSEDED, LEVEL_ERROR,  # noqa: E402
+                                     LEVEL_OK, LEVEL_WARN, FrameQueue, NodeStats, Throttle)
+from lightglue_ros.tracker import Tracker, TrackerConfig  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DOMAIN_ID = random.SystemRandom().randint(1, 200)
+OUTPUTS = ('matches', 'features', 'relative_pose', 'odometry', 'keyframe')
+OUTPUT_TYPES = {'matches': PointCloud2, 'features': PointCloud,
+                'relative_pose': PoseWithCovarianceStamped, 'odometry': Odometry,
+                'keyframe': DiagnosticArray, 'debug_image': Image}
+FRAME_ID = 'camera_optical'
+WAIT_S = 120.0  # one frame can take seconds on a loaded 2-core machine
+SMALL_SIZE = (320, 240)  # in-process tests run on half-size frames with few keypoints
+SMALL_KEYPOINTS = 128
+
+
+# ------------------------------------------------------------------------------------------------
+# Plain helpers (no ROS graph).
+# ------------------------------------------------------------------------------------------------
+
+def test_frame_queue_latest_keeps_only_the_newest() -> None:
+    queue: FrameQueue[int] = FrameQueue(1)
+    assert queue.put(1) is None
+    assert queue.put(2) == 1  # replaced: the caller counts it as dropped
+    assert queue.put(3) == 2
+    assert len(queue) == 1
+    assert queue.get(timeout=0.0) == 3
+    assert queue.get(timeout=0.01) is None
+
+
+def test_frame_queue_lossless_is_bounded_and_ordered() -> None:
+    queue: FrameQueue[int] = FrameQueue(3)
+    evicted = [queue.put(i) for i in range(5)]
+    assert evicted == [None, None, None, 0, 1]  # overflow evicts the oldest
+    assert [queue.get(0.0) for _ in range(3)] == [2, 3, 4]
+
+
+def test_frame_queue_join_waits_for_the_frame_in_flight_and_close_wakes_get() -> None:
+    queue: FrameQueue[int] = FrameQueue(2)
+    queue.put(1)
+    assert queue.get(0.0) == 1
+    assert not queue.join(timeout=0.01)  # in flight until task_done
+    queue.task_done()
+    assert queue.join(timeout=0.01)
+    results: list[Any] = []
+    waiter = threading.Thread(target=lambda: results.append(queue.get(timeout=10.0)))
+    waiter.start()
+    queue.close()
+    waiter.join(5.0)
+    assert results == [None] and not waiter.is_alive()
+    with pytest.raises(ValueError, match='capacity'):
+        FrameQueue(0)
+
+
+def test_throttle_suppresses_per_key_and_counts() -> None:
+    now = [0.0]
+    throttle = Throttle(5.0, clock=lambda: now[0])
+    assert throttle('a') == 0
+    assert throttle('a') is None and throttle('a') is None
+    assert throttle('b') == 0  # keys are independent
+    now[0] = 5.0
+    assert throttle('a') == 2  # two suppressed since the last one shown
+
+
+def test_node_stats_rates_percentiles_and_levels() -> None:
+    now = [100.0]
+    stats = NodeStats(rate_window_s=5.0, clock=lambda: now[0])
+    assert stats.report().message == 'waiting for images'
+    for i in range(10):
+        now[0] += 0.5
+        stats.on_input()
+        stats.on_result(latency_ms=float(i), stamp_age_ms=2.0 * i, core_ms=1.0,
+                        pose_reason='', keyframe_reasons=('first_frame',) if i == 0 else (),
+                        values={'matches': 10 + i})
+    values = stats.snapshot()
+    assert values['input_rate_hz'] == pytest.approx(2.0)
+    assert values['latency_p50_ms'] == pytest.approx(4.5)
+    assert values['latency_max_ms'] == 9.0 and values['matches'] == 19
+    assert values['keyframes.first_frame'] == 1
+    assert stats.report().level == LEVEL_OK
+    stats.on_drop(DROP_SUPERSEDED, 2)
+    stats.on_skip('invalid_image', 'bad encoding')
+    report = stats.report()
+    assert report.level == LEVEL_WARN and '2 dropped' in report.message
+    assert report.values['dropped.superseded'] == 2 and report.values['frames_skipped'] == 1
+    assert report.values['last_error'] == 'invalid_image: bad encoding'
+    assert stats.report().level == LEVEL_OK  # the level reflects news since the last report
+    stats.on_skip('processing_error', 'CUDA out of memory')
+    assert stats.report().level == LEVEL_ERROR
+
+
+# ------------------------------------------------------------------------------------------------
+# ROS fixtures and helpers.
+# ------------------------------------------------------------------------------------------------
+
+def _ros_env() -> dict[str, str]:
+    env = {'ROS_DOMAIN_ID': str(DOMAIN_ID), 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
+           'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp'}
+    return env
+
+
+@pytest.fixture(scope='module')
+def context() -> Iterator[Any]:
+    """An rclpy context of its own on a random, localhost-only domain."""
+    os.environ.update(_ros_env())
+    os.environ.pop('ROS_LOCALHOST_ONLY', None)  # deprecated; conflicts with the range
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
+def _weights(weights_dir: Path) -> dict[str, str]:
+    return {'extractor': 'aliked',
+            'extractor_weights': str(weights_dir / 'aliked-n16.pth'),
+            'matcher_weights': str(weights_dir / 'aliked_lightglue.pth')}
+
+
+def _small_params(weights_dir: Path, **extra: Any) -> dict[str, Any]:
+    values = {**_weights(weights_dir), 'max_keypoints': SMALL_KEYPOINTS, 'resize': 0,
+              'device': 'cpu', 'keyframe_min_matches': 20, 'keyframe_min_inliers': 10,
+              'processing_mode': 'lossless', 'qos_reliability': 'reliable', 'qos_depth': 50,
+              'diagnostics_period_s': 0.2, 'log_throttle_s': 0.0}
+    values.update(extra)
+    return values
+
+
+@pytest.fixture(scope='module')
+def small_models(weights_dir: Path) -> tuple[Any, Any]:
+    """ALIKED + LightGlue at the in-process tests' settings, built once and shared."""
+    params = _small_params(weights_dir)
+    tracker = Tracker(TrackerConfig(
+        extractor='aliked', extractor_weights=params['extractor_weights'],
+        matcher_weights=params['matcher_weights'], max_keypoints=SMALL_KEYPOINTS, resize=None,
+        device='cpu'))
+    return tracker.extractor, tracker.matcher
+
+
+@pytest.fixture(scope='module')
+def small_frames(freiburg_frames: list[Path]) -> list[tuple[np.ndarray, int]]:
+    """(half-size RGB image, stamp ns) of the first freiburg frames."""
+    frames = []
+    for path in freiburg_frames[:10]:
+        image = cv2.resize(read_image(path), SMALL_SIZE, interpolation=cv2.INTER_AREA)
+        frames.append((image, _stamp_ns(path)))
+    return frames
+
+
+@pytest.fixture(scope='module')
+def small_camera(freiburg_dir: Path) -> CameraModel:
+    camera = CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
+    return camera.scaled(SMALL_SIZE[0] / camera.width, SMALL_SIZE[1] / camera.height)
+
+
+def _stamp_ns(path: Path) -> int:
+    seconds, fraction = path.stem.split('.')
+    return int(seconds) * 1_000_000_000 + int(fraction.ljust(9, '0')[:9])
+
+
+def _header(stamp_ns: int, frame_id: str = FRAME_ID) -> Header:
+    return Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
+
+
+def camera_info_msg(camera: CameraModel, stamp_ns: int = 0, *,
+                    frame_id: str = FRAME_ID) -> CameraInfo:
+    msg = CameraInfo(header=_header(stamp_ns, frame_id), width=camera.width,
+                     height=camera.height, distortion_model=camera.distortion_model)
+    msg.k = camera.K.reshape(-1).tolist()
+    msg.d = camera.D.tolist()
+    msg.r = np.eye(3).reshape(-1).tolist()
+    P = np.zeros((3, 4))
+    P[:, :3] = camera.K
+    msg.p = P.reshape(-1).tolist()
+    return msg
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'timed out after {timeout:.0f} s waiting for {what}')
+        time.sleep(0.02)
+
+
+class Rig:
+    """A test client beside a node under test: publishes images and camera_info, records
+    every output with its arrival time; both nodes spin in one background executor."""
+
+    def __init__(self, context: Any, node_fqn: str, *, reliable: bool,
+                 compressed: bool = False, debug_image: bool = False,
+                 image_topic: str | None = None, info_topic: str | None = None,
+                 extra_nodes: tuple[Node, ...] = ()) -> None:
+        self.client = Node(f'test_client_{random.randrange(1 << 30)}', context=context)
+        if reliable:
+            qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        else:
+            qos = qos_profile_sensor_data
+        namespace = node_fqn.rsplit('/', 1)[0]
+        image_topic = image_topic or f'{namespace}/image' + ('/compressed' if compressed else '')
+        self.image_pub = self.client.create_publisher(
+            CompressedImage if compressed else Image, image_topic, qos)
+        self.info_pub = self.client.create_publisher(
+            CameraInfo, info_topic or f'{namespace}/camera_info', qos)
+        self.lock = threading.Lock()
+        self.received: dict[str, list[tuple[Any, float]]] = defaultdict(list)
+        self.published: dict[int, float] = {}  # stamp ns -> time the image was published
+        self.subs = {}
+        names = OUTPUTS + (('debug_image',) if debug_image else ())
+        for name in names:
+            self.subs[name] = self._subscribe(f'{node_fqn}/{name}', OUTPUT_TYPES[name], name)
+        self.subs['diagnostics'] = self._subscribe('/diagnostics', DiagnosticArray,
+                                                   'diagnostics')
+        self.node_name = node_fqn.rsplit('/', 1)[1]
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.client)
+        for node in extra_nodes:
+            self.executor.add_node(node)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while not self.stopping.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def _subscribe(self, topic: str, kind: type, name: str) -> Any:
+        qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+
+        def callback(msg: Any) -> None:
+            with self.lock:
+                self.received[name].append((msg, time.monotonic()))
+        return self.client.create_subscription(kind, topic, callback, qos)
+
+    def wait_connected(self, timeout: float = 30.0, *, outputs: tuple[str, ...] = OUTPUTS
+                       ) -> None:
+        _wait(lambda: self.image_pub.get_subscription_count() >= 1
+              and self.info_pub.get_subscription_count() >= 1,
+              timeout, 'the node to subscribe image and camera_info')
+        for name in outputs + ('diagnostics',):
+            _wait(lambda n=name: self.subs[n].get_publisher_count() >= 1, timeout,
+                  f'the node to publish {name}')
+
+    def publish_info(self, camera: CameraModel | CameraInfo, stamp_ns: int = 0) -> None:
+        msg = camera if isinstance(camera, CameraInfo) else camera_info_msg(camera, stamp_ns)
+        self.info_pub.publish(msg)
+
+    def publish_image(self, image: np.ndarray | Image | CompressedImage, stamp_ns: int,
+                      **kwargs: Any) -> None:
+        msg = image if not isinstance(image, np.ndarray) else array_to_image_msg(
+            image, header=_header(stamp_ns), **kwargs)
+        msg.header = _header(stamp_ns)
+        with self.lock:
+            self.published[stamp_ns] = time.monotonic()
+        self.image_pub.publish(msg)
+
+    def messages(self, name: str) -> list[Any]:
+        with self.lock:
+            return [msg for msg, _ in self.received[name]]
+
+    def by_stamp(self, name: str) -> dict[int, Any]:
+        return {stamp_to_ns(msg.header.stamp): msg for msg in self.messages(name)}
+
+    def wait_matches(self, stamp_ns: int, timeout: float = WAIT_S) -> Any:
+        return _wait(lambda: self.by_stamp('matches').get(stamp_ns), timeout,
+                     f'matches of the frame stamped {stamp_ns}')
+
+    def wait_count(self, name: str, count: int, timeout: float = 30.0) -> list[Any]:
+        """Wait until exactly ``count`` messages of ``name`` arrived (outputs of frames the
+        node already finished can still be on their way)."""
+        _wait(lambda: len(self.messages(name)) >= count, timeout, f'{count} {name} messages')
+        time.sleep(0.1)  # a surplus would show up now
+        messages = self.messages(name)
+        assert len(messages) == count, f'{len(messages)} {name} messages, expected {count}'
+        return messages
+
+    def diagnostics(self) -> list[dict[str, str]]:
+        """Key-values of the node's statuses, oldest first."""
+        out = []
+        for msg in self.messages('diagnostics'):
+            for status in msg.status:
+                if status.name.startswith(f'{self.node_name}:'):
+                    values = {kv.key: kv.value for kv in status.values}
+                    values['_level'] = str(status.level[0] if isinstance(status.level, bytes)
+                                           else status.level)
+                    values['_message'] = status.message
+                    out.append(values)
+        return out
+
+    def wait_diagnostics(self, predicate: Callable[[dict[str, str]], bool], what: str,
+                         timeout: float = 30.0) -> dict[str, str]:
+        return _wait(lambda: next((d for d in reversed(self.diagnostics()) if predicate(d)),
+                                  None), timeout, f'diagnostics with {what}')
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(10.0)
+        self.executor.shutdown(timeout_sec=5.0)
+        self.client.destroy_node()
+
+
+def _assert_same_outputs(rig: Rig, expected: dict[int, Any], what: str) -> None:
+    """Every output of every frame in ``expected`` (stamp -> FrameOutputs) arrived, equal
+    field by field (message ==), and nothing else did for those frames."""
+    for name in OUTPUTS:
+        got: dict[int, list[Any]] = defaultdict(list)
+        for msg in rig.messages(name):
+            # keyframe messages carry the new keyframe's stamp: compared as one list
+            got[-1 if name == 'keyframe' else stamp_to_ns(msg.header.stamp)].append(msg)
+        want: dict[int, list[Any]] = defaultdict(list)
+        for stamp, outputs in expected.items():
+            for topic, msg in outputs.items():
+                if topic == name:
+                    want[-1 if name == 'keyframe' else stamp].append(msg)
+        for stamp in set(want) | {s for s in got if s in expected or s == -1}:
+            assert got.get(stamp, []) == want.get(stamp, []), \
+                f'{what}: {name} of frame {stamp} differs from the core tracker'
+
+
+def _core_outputs(frames: list[tuple[np.ndarray, int]], camera: CameraModel | None,
+                  config: TrackerConfig, models: tuple[Any, Any]) -> tuple[dict[int, Any], list]:
+    tracker = Tracker(config, extractor=models[0], matcher=models[1])
+    tracker.update_thresholds()
+    expected, results = {}, []
+    for image, stamp in frames:
+        result = tracker.process(image, stamp, camera)
+        results.append(result)
+        expected[stamp] = frame_outputs(
+            result, _header(stamp), odom_frame_id='odom',
+            threshold_px=config.ransac_threshold_px,
+            focal_px=camera.mean_focal if camera is not None else None)
+    return expected, results
+
+
+def _small_config(weights_dir: Path, **extra: Any) -> TrackerConfig:
+    from lightglue_ros.ros.params import DEFAULTS, tracker_config
+
+    return tracker_config({**DEFAULTS, **_small_params(weights_dir, **extra)})
+
+
+@pytest.fixture
+def make_node(context: Any, small_models: tuple[Any, Any], weights_dir: Path
+              ) -> Iterator[Callable[..., tuple[MatcherNode, Rig]]]:
+    """make_node(**params) -> (node, rig): an in-process node on the shared small models."""
+    made: list[tuple[MatcherNode, Rig]] = []
+
+    def make(*, rig_options: dict[str, Any] | None = None, namespace: str = '',
+             **params: Any) -> tuple[MatcherNode, Rig]:
+        values = _small_params(weights_dir, **params)
+        namespace = namespace or f'/t{random.randrange(1 << 30)}'
+        node = MatcherNode(context=context, namespace=namespace, models=small_models,
+                           parameter_overrides=[Parameter(k, value=v)
+                                                for k, v in values.items()])
+        options = {'reliable': values['qos_reliability'] == 'reliable',
+                   'compressed': values.get('compressed_input', False)}
+        options.update(rig_options or {})
+        rig = Rig(context, node.get_fully_qualified_name(), extra_nodes=(node,), **options)
+        made.append((node, rig))
+        rig.wait_connected()
+        return node, rig
+
+    yield make
+    for node, rig in made:
+        node.stop()
+        rig.close()
+        node.destroy_node()
+
+
+# ------------------------------------------------------------------------------------------------
+# In-process node.
+# ------------------------------------------------------------------------------------------------
+
+def _bad_image(kind: str, good: np.ndarray) -> Image:
+    msg = array_to_image_msg(good)
+    if kind == 'unknown_encoding':
+        msg.encoding = 'rgb9000'
+    elif kind == 'truncated':
+        msg.data = bytes(msg.data)[: msg.step * msg.height // 2]
+    elif kind == 'zero_size':
+        msg.width = msg.height = msg.step = 0
+        msg.data = b''
+    return msg
+
+
+class FlakyExtractor:
+    """Wraps an extractor; raises like a GPU out of memory while ``fail`` is set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.fail = False
+
+    def extract(self, image: Any) -> Any:
+        if self.fail:
+            self.fail = False
+            raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')
+        return self.inner.extract(image)
+
+
+def test_bad_inputs_are_skipped_and_counted_and_the_next_good_frame_is_processed(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
+        small_camera: CameraModel) -> None:
+    node, rig = make_node()
+    flaky = FlakyExtractor(node.tracker.extractor)
+    node.tracker.extractor = flaky
+    rig.publish_info(small_camera)
+    _wait(lambda: node.stats.camera_info_received >= 1, 30, 'camera_info to arrive')
+    zero_focal = camera_info_msg(small_camera)
+    zero_focal.k = [0.0] * 9  # what an uncalibrated camera publishes
+    nan_focal = camera_info_msg(small_camera)
+    nan_focal.k = [float('nan')] + list(nan_focal.k[1:])
+    image0, stamp0 = small_frames[0]
+    stamps = [stamp for _, stamp in small_frames]
+    # (case, publish the bad input, skip reason; None: an invalid camera_info, ignored)
+    cases: list[tuple[str, Callable[[], None], str | None]] = [
+        ('unknown encoding', lambda: rig.publish_image(
+            _bad_image('unknown_encoding', image0), stamps[1] + 1), 'invalid_image'),
+        ('data shorter than step*height', lambda: rig.publish_image(
+            _bad_image('truncated', image0), stamps[2] + 1), 'invalid_image'),
+        ('zero size', lambda: rig.publish_image(
+            _bad_image('zero_size', image0), stamps[3] + 1), 'invalid_image'),
+        ('camera_info with zero focal length', lambda: rig.publish_info(zero_focal), None),
+        ('camera_info with NaN focal length', lambda: rig.publish_info(nan_focal), None),
+        ('stamp going backwards', lambda: rig.publish_image(image0, stamp0),
+         'non_increasing_stamp'),
+        ('image size changing mid-stream', lambda: rig.publish_image(
+            cv2.resize(image0, (160, 120)), stamps[7] + 1), 'calibration_mismatch'),
+        ('extractor error (CUDA out of memory)', lambda: (
+            setattr(flaky, 'fail', True), rig.publish_image(image0, stamps[8] + 1)),
+         'processing_error'),
+    ]
+    assert len(cases) + 2 == len(small_frames)
+    rig.publish_image(*small_frames[0])
+    rig.publish_image(*small_frames[1])
+    rig.wait_matches(stamps[1])
+    skips: dict[str, int] = defaultdict(int)
+    for i, (case, publish_bad, reason) in enumerate(cases):
+        publish_bad()
+        if reason is None:
+            invalid = sum(1 for c in cases[:i + 1] if c[2] is None)
+            _wait(lambda n=invalid: node.stats.camera_info_invalid == n, 30,
+                  f'the {case} to be counted')
+        else:
+            skips[reason] += 1
+            _wait(lambda r=reason, n=skips[reason]: node.stats.skipped[r] == n, WAIT_S,
+                  f'the {case} to be skipped as {reason}')
+        image, stamp = small_frames[i + 2]
+        rig.publish_image(image, stamp)
+        rig.wait_matches(stamp)  # the good frame after it is processed
+    assert node.wait_idle(WAIT_S)
+    assert dict(node.stats.skipped) == dict(skips)
+    assert node.stats.processed == len(small_frames)
+    assert node.stats.camera_info_invalid == 2
+    # The good frames gave exactly what the core tracker gives for them alone: bad input
+    # never touched the tracker's state (invalid camera_info kept the valid one in use).
+    expected, _ = _core_outputs(small_frames, small_camera, node.tracker.config,
+                                (flaky.inner, node.tracker.matcher))
+    _assert_same_outputs(rig, expected, 'after bad input')
+    values = rig.wait_diagnostics(
+        lambda d: d.get('frames_processed') == str(len(small_frames)), 'every frame counted')
+    assert values['skipped.invalid_image'] == '3'
+    assert values['skipped.non_increasing_stamp'] == '1'
+    assert values['skipped.calibration_mismatch'] == '1'
+    assert values['skipped.processing_error'] == '1'
+    assert values['camera_info_invalid'] == '2'
+    assert 'CUDA out of memory' in values['last_error']
+
+
+def test_compressed_input_is_decoded_and_corrupt_data_skipped(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
+        small_camera: CameraModel) -> None:
+    node, rig = make_node(compressed_input=True)
+    rig.publish_info(small_camera)
+    _wait(lambda: node.stats.camera_info_received >= 1, 30, 'camera_info to arrive')
+    (image0, stamp0), (image1, stamp1) = small_frames[:2]
+    for image, stamp, fmt, ext in ((image0, stamp0, 'rgb8; png compressed bgr8', '.png'),
+                                   (image1, stamp1, 'rgb8; jpeg compressed bgr8', '.jpg')):
+        ok, data = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        assert ok
+        rig.publish_image(CompressedImage(format=fmt, data=data.tobytes()), stamp)
+    rig.publish_image(CompressedImage(format='jpeg', data=b'\xff\xd8 not a jpeg'), stamp1 + 1)
+    rig.publish_image(CompressedImage(format='png', data=cv2.imencode(
+        '.png', cv2.cvtColor(small_frames[2][0], cv2.COLOR_RGB2BGR))[1].tobytes()),
+        small_frames[2][1])
+    matches = rig.wait_matches(small_frames[2][1])
+    assert node.stats.skipped['invalid_image'] == 1
+    assert read_matches_cloud(matches)['u'].size > 0
+    assert set(rig.by_stamp('matches')) == {stamp0, stamp1, small_frames[2][1]}
+
+
+def test_fallback_intrinsics_without_camera_info_and_matches_without_any_calibration(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
+        small_camera: CameraModel) -> None:
+    fx, fy, cx, cy = (float(v) for v in small_camera.K[[0, 1, 0, 1], [0, 1, 2, 2]])
+    node, rig = make_node(fallback_intrinsics=[fx, fy, cx, cy])
+    (image0, stamp0), (image1, stamp1), (image2, stamp2) = small_frames[:3]
+    rig.publish_image(image0, stamp0)
+    rig.publish_image(image1, stamp1)
+    rig.wait_matches(stamp1)
+    _wait(lambda: stamp1 in rig.by_stamp('relative_pose'), 30, 'a pose from the fallback')
+    values = rig.wait_diagnostics(lambda d: d.get('frames_processed') == '2', 'two frames')
+    assert values['calibration'] == 'fallback intrinsics'
+    assert node.stats.debug_images == 0  # nobody subscribed to debug_image
+
+    # No calibration at all (fallback cleared at run time): matches, but no pose.
+    result = node.set_parameters([Parameter('fallback_intrinsics', value=[0.0] * 4)])[0]
+    assert result.successful, result.reason
+    debug: list[Image] = []
+    sub = rig.client.create_subscription(Image, f'{node.get_fully_qualified_name()}/debug_image',
+                                         debug.append, 10)
+    _wait(lambda: sub.get_publisher_count() >= 1, 30, 'the debug_image publisher')
+    _wait(lambda: node._debug_publisher.get_subscription_count() >= 1, 30,
+          'the node to see the debug_image subscriber')
+    rig.publish_image(image2, stamp2)
+    matches = rig.wait_matches(stamp2)
+    assert read_matches_cloud(matches)['u'].size > 0
+    assert node.wait_idle(WAIT_S)
+    assert stamp2 not in rig.by_stamp('relative_pose') and stamp2 not in rig.by_stamp('features')
+    assert node.stats.pose_unavailable['no_calibration'] == 1
+    values = rig.wait_diagnostics(lambda d: d.get('pose_unavailable.no_calibration') == '1',
+                                  'the skipped pose')
+    assert values['calibration'] == 'none (pose skipped)'
+    assert values['_level'] == '1'  # WARN
+    _wait(lambda: debug, 30, 'a debug image once subscribed')
+    assert stamp_to_ns(debug[0].header.stamp) == stamp2
+    assert debug[0].header.frame_id == FRAME_ID
+    assert (debug[0].width, debug[0].height, debug[0].encoding) == (*SMALL_SIZE, 'rgb8')
+
+
+def test_overload_drops_to_the_newest_frame_with_bounded_latency(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
+        small_camera: CameraModel) -> None:
+    node, rig = make_node(processing_mode='latest', qos_reliability='best_effort', qos_depth=5)
+    rig.publish_info(small_camera)
+    _wait(lambda: node.stats.camera_info_received >= 1, 30, 'camera_info to arrive')
+    frames = small_frames[:10]
+    for image, stamp in frames:  # ~50 Hz, far faster than the node processes
+        rig.publish_image(image, stamp)
+        time.sleep(0.02)
+    assert node.wait_idle(WAIT_S), 'the node never caught up'
+    received = node.stats.received
+    dropped = node.stats.dropped[DROP_SUPERSEDED]
+    assert received >= 5, f'only {received} of 10 frames arrived'  # best effort
+    assert dropped > 0, 'publishing at 50 Hz must overload the node'
+    assert not node.stats.skipped
+    rig.wait_count('matches', received - dropped)
+    processed = rig.by_stamp('matches')
+    assert frames[-1][1] in processed, 'the newest frame must always be processed'
+    # Latency stays bounded: a processed frame waited at most for the frame in flight.
+    core_max_s = node.stats.snapshot()['core_max_ms'] / 1e3
+    arrivals = {stamp_to_ns(m.header.stamp): t for m, t in rig.received['matches']}
+    for stamp, arrived in arrivals.items():
+        latency = arrived - rig.published[stamp]
+        assert latency < 2 * core_max_s + 2.0, \
+            f'frame {stamp} took {latency:.2f} s (core max {core_max_s:.2f} s)'
+    values = rig.wait_diagnostics(lambda d: d.get('frames_dropped') == str(dropped),
+                                  'the drops')
+    assert values['dropped.superseded'] == str(dropped) and values['mode'] == 'latest'
+    assert float(values['latency_max_ms']) < (2 * core_max_s + 2.0) * 1e3
+    assert rig.diagnostics()[-1]['_level'] in ('0', '1')
+
+
+def test_lossless_mode_processes_in_order_and_reports_queue_overflow(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
+        small_camera: CameraModel) -> None:
+    node, rig = make_node(processing_mode='lossless', queue_size=2)
+    rig.publish_info(small_camera)
+    _wait(lambda: node.stats.camera_info_received >= 1, 30, 'camera_info to arrive')
+    frames = small_frames[:7]
+    for image, stamp in frames:
+        rig.publish_image(image, stamp)
+    _wait(lambda: node.stats.received == len(frames), 30, 'every frame to arrive (reliable)')
+    assert node.wait_idle(WAIT_S)
+    overflow = node.stats.dropped[DROP_OVERFLOW]
+    assert overflow > 0
+    stamps = [stamp_to_ns(m.header.stamp)
+              for m in rig.wait_count('matches', len(frames) - overflow)]
+    assert stamps == sorted(stamps) and stamps[-1] == frames[-1][1]
+    values = rig.wait_diagnostics(lambda d: d.get('dropped.queue_overflow') == str(overflow),
+                                  'the overflow')
+    assert values['mode'] == 'lossless'
+
+
+def test_backwards_stamps_reset_the_tracker_after_the_limit(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
+        small_camera: CameraModel) -> None:
+    node, rig = make_node(backwards_reset_frames=2)
+    rig.publish_info(small_camera)
+    _wait(lambda: node.stats.camera_info_received >= 1, 30, 'camera_info to arrive')
+    (image0, stamp0), (image1, stamp1) = small_frames[:2]
+    rig.publish_image(image0, stamp1)
+    rig.publish_image(image0, stamp0)  # back in time: skipped
+    rig.publish_image(image1, stamp0 + 1)  # again: the bag looped, so start a new map
+    rig.wait_matches(stamp0 + 1)
+    assert node.stats.skipped['non_increasing_stamp'] == 1 and node.stats.tracker_resets == 1
+    _wait(lambda: len(rig.messages('keyframe')) == 2, 30, 'the second first_frame keyframe')
+    keyframes = rig.messages('keyframe')
+    assert [stamp_to_ns(k.header.stamp) for k in keyframes] == [stamp1, stamp0 + 1]
+    assert {kv.key: kv.value for kv in keyframes[1].status[0].values}['reason'] == 'first_frame'
+
+
+def test_parameters_change_at_run_time_and_invalid_values_are_refused(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
+        context: Any) -> None:
+    from rclpy.parameter_client import AsyncParameterClient
+
+    node, rig = make_node()
+    ok = node.set_parameters([Parameter('filter_threshold', value=0.25),
+                              Parameter('keyframe_min_matches', value=30)])
+    assert all(r.successful for r in ok)
+    refused = {
+        'filter_threshold': (1.5, 'out of range'),
+        'depth_confidence': (0.0, 'depth_confidence must be -1 (off) or in (0, 1]'),
+        'fallback_intrinsics': ([500.0, 0.0, 320.0, 240.0],
+                                'fallback_intrinsics [fx, fy, cx, cy] must be all 0 (none)'),
+        'extractor': ('disk', 'read-only'),
+        'max_keypoints': (64, 'read-only'),
+        'keyframe_min_matches': (1.5, 'Wrong parameter type'),
+        'ransac_threshold_px': (0.0, 'ransac_threshold_px must be > 0'),
+        'pose_method': ('eight_point', 'pose_method must be one of'),
+    }
+    for name, (value, reason) in refused.items():
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful, name
+        assert reason in result.reason, (name, result.reason)
+    assert node.get_parameter('filter_threshold').value == 0.25
+    # Over the wire (ros2 param set does the same): the reason comes back to the caller.
+    client = AsyncParameterClient(rig.client, node.get_fully_qualified_name())
+    assert client.wait_for_services(timeout_sec=30.0)
+    future = client.set_parameters([Parameter('width_confidence', value=-0.5),
+                                    Parameter('keyframe_hysteresis', value=1.5)])
+    response = _wait(lambda: future.result() if future.done() else None, 30,
+                     'the set_parameters service')
+    first, second = response.results
+    assert not first.successful and 'width_confidence' in first.reason
+    assert second.successful
+    # The worker applies the thresholds before its next frame.
+    image, stamp = small_frames[0]
+    rig.publish_image(image, stamp)
+    rig.wait_matches(stamp)
+    config = node.tracker.config
+    assert (config.filter_threshold, config.keyframe_min_matches,
+            config.keyframe_hysteresis, config.width_confidence) == (0.25, 30, 1.5, 0.99)
+    assert node.tracker.matcher.conf['filter_threshold'] == 0.25
+
+
+def test_invalid_start_up_parameters_are_refused_with_a_reason(
+        context: Any, weights_dir: Path) -> None:
+    cases = {
+        'max_keypoints': (0, 'out of range'),
+        'device': ('gpu', 'device must be auto, cpu, cuda or cuda:N'),
+        'extractor': ('sift', 'extractor must be one of'),
+        'processing_mode': ('fast', 'processing_mode must be one of'),
+        'width_confidence': (0.0, 'width_confidence must be -1 (off) or in (0, 1]'),
+        'resize': ('big', 'must be a int'),
+    }
+    for name, (value, reason) in cases.items():
+        with pytest.raises(ConfigError, match=reason.replace('(', r'\(').replace(')', r'\)')
+                           .replace('[', r'\[').replace(']', r'\]')):
+            MatcherNode(context=context, parameter_overrides=[
+                *(Parameter(k, value=v) for k, v in _weights(weights_dir).items()),
+                Parameter(name, value=value)])
+
+
+# ------------------------------------------------------------------------------------------------
+# The installed console script, as `ros2 run` starts it.
+# ------------------------------------------------------------------------------------------------
+
+def _console_script() -> str:
+    path = Path(sys.executable).with_name('matcher_node')
+    if not path.exists():
+        pytest.skip('the matcher_node console script is not installed (pip install -e .)')
+    return str(path)
+
+
+def _start_node(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, **_ros_env(), 'PYTHONUNBUFFERED': '1'}
+    env.pop('ROS_LOCALHOST_ONLY', None)
+    return subprocess.Popen([_console_script(), '--ros-args', *args], cwd=PROJECT_ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _stop(process: subprocess.Popen, sig: int, timeout: float = 60.0) -> tuple[int, str]:
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        raise AssertionError(f'the node did not stop within {timeout} s:\n{output}') from None
+    return process.returncode, output
+
+
+# Settings of the end-to-end comparison: real frames, 512 keypoints, a keyframe threshold
+# between frame 1's matches to frame 0 (323, tracks well) and frame 3's (220): at frame 3
+# frame 1 becomes the keyframe (low_matches).
+E2E_FRAMES = (0, 1, 3)
+E2E_PARAMS = {'max_keypoints': 512, 'resize': 320, 'device': 'cpu',
+              'keyframe_min_matches': 240, 'processing_mode': 'lossless',
+              'qos_reliability': 'reliable', 'qos_depth': 20, 'diagnostics_period_s': 0.5,
+              'odom_frame_id': 'odom'}
+
+
+def test_console_script_matches_the_core_tracker_and_stops_on_sigterm(
+        context: Any, freiburg_frames: list[Path], freiburg_dir: Path,
+        weights_dir: Path) -> None:
+    from lightglue_ros.ros.params import DEFAULTS, load_params_file, tracker_config
+
+    config_file = PROJECT_ROOT / 'config' / 'matcher.yaml'
+    overrides = {**_weights(weights_dir), **E2E_PARAMS}
+    namespace = f'/e2e{random.randrange(1 << 20)}'
+    process = _start_node([
+        '--params-file', str(config_file),
+        *(arg for k, v in overrides.items() for arg in ('-p', f'{k}:={v}')),
+        '-r', f'__ns:={namespace}', '-r', 'image:=/e2e_cam/image_raw',
+        '-r', f'camera_info:={namespace}/e2e_cam/camera_info'])
+    rig = None
+    try:
+        rig = Rig(context, f'{namespace}/lightglue_matcher', reliable=True, debug_image=True,
+                  image_topic='/e2e_cam/image_raw',
+                  info_topic=f'{namespace}/e2e_cam/camera_info')
+        # The core's results, computed here while the node starts.
+        camera = CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
+        frames = [(read_image(freiburg_frames[i]), _stamp_ns(freiburg_frames[i]))
+                  for i in E2E_FRAMES]
+        values = {**DEFAULTS, **load_params_file(config_file), **overrides}
+        config = tracker_config(values)
+        expected, results = _core_outputs(frames, camera, config, _models(config))
+        events = [e for r in results for e in r.keyframe_events]
+        assert [e.reason for e in events] == ['first_frame', 'low_matches'], events
+
+        outputs = OUTPUTS + ('debug_image',)
+        rig.wait_connected(timeout=120.0, outputs=outputs)
+        rig.publish_info(camera, frames[0][1])
+        # Both sides matched (the node counts our subscriptions) and calibration is in.
+        rig.wait_diagnostics(lambda d: d.get('camera_info_received', '0') != '0' and all(
+            d.get(f'subscribers.{name}', '0') != '0' for name in outputs),
+            'camera_info received and every output subscribed', timeout=60.0)
+        for image, stamp in frames:
+            rig.publish_info(camera, stamp)  # as a driver does, beside every image
+            rig.publish_image(image, stamp, encoding='bgr8')
+        for _, stamp in frames:
+            rig.wait_matches(stamp, timeout=WAIT_S)
+        _wait(lambda: len(rig.messages('keyframe')) >= 2, 30, 'both keyframe messages')
+        _wait(lambda: len(rig.messages('debug_image')) >= len(frames), 30, 'debug images')
+        _assert_same_outputs(rig, expected, 'console script')
+
+        # Stamps and frames: every output carries the image's stamp and frame_id (odometry:
+        # odom -> camera), keyframe messages the new keyframe's stamp.
+        stamps = [stamp for _, stamp in frames]
+        for name in ('matches', 'features', 'debug_image'):
+            assert [stamp_to_ns(m.header.stamp) for m in rig.messages(name)] == stamps, name
+            assert {m.header.frame_id for m in rig.messages(name)} == {FRAME_ID}, name
+        # The first keyframe has no pose relative to anything, but starts the trajectory.
+        assert [stamp_to_ns(m.header.stamp) for m in rig.messages('relative_pose')] == \
+            stamps[1:]
+        odometry = rig.messages('odometry')
+        assert [stamp_to_ns(m.header.stamp) for m in odometry] == stamps
+        assert {(m.header.frame_id, m.child_frame_id) for m in odometry} == {('odom', FRAME_ID)}
+        keyframes = [{kv.key: kv.value for kv in m.status[0].values}
+                     for m in rig.messages('keyframe')]
+        assert [(k['frame_index'], k['previous_index'], k['reason']) for k in keyframes] == [
+            ('0', '-1', 'first_frame'), ('1', '0', 'low_matches')]
+        assert [stamp_to_ns(m.header.stamp) for m in rig.messages('keyframe')] == [
+            stamps[0], stamps[1]]
+        debug = rig.messages('debug_image')[-1]
+        assert (debug.width, debug.height, debug.encoding) == (640, 480, 'rgb8')
+
+        status = rig.wait_diagnostics(lambda d: d.get('frames_processed') == '3',
+                                      'three processed frames')
+        assert status['device'] == 'cpu' and status['precision'] == 'fp32'
+        assert status['mode'] == 'lossless' and status['frames_dropped'] == '0'
+        assert status['keyframes.low_matches'] == '1'
+        assert status['matches'] == str(results[-1].num_matches)
+        assert status['inliers'] == str(results[-1].num_inliers)
+        for key in ('input_rate_hz', 'output_rate_hz', 'latency_p50_ms', 'latency_p90_ms',
+                    'latency_p99_ms', 'stop_layer', 'frames_skipped'):
+            assert key in status, key
+    finally:
+        if rig is not None:
+            rig.close()
+        code, output = _stop(process, signal.SIGTERM)
+    assert code == 0, output
+    assert 'Traceback' not in output, output
+
+
+_MODEL_CACHE: dict[tuple, tuple[Any, Any]] = {}
+
+
+def _models(config: TrackerConfig) -> tuple[Any, Any]:
+    key = (config.extractor, config.max_keypoints, config.resize)
+    if key not in _MODEL_CACHE:
+        tracker = Tracker(config)
+        _MODEL_CACHE[key] = (tracker.extractor, tracker.matcher)
+    return _MODEL_CACHE[key]
+
+
+def test_console_script_refuses_invalid_parameters_and_stops_on_sigint(
+        context: Any, weights_dir: Path) -> None:
+    base = [arg for k, v in {**_weights(weights_dir), 'device': 'cpu',
+                             'max_keypoints': 64}.items() for arg in ('-p', f'{k}:={v}')]
+    bad = _start_node(['--params-file', str(PROJECT_ROOT / 'config' / 'matcher.yaml'), *base,
+                       '-p', 'depth_confidence:=0.0'])
+    try:
+        output, _ = bad.communicate(timeout=120.0)
+    except subprocess.TimeoutExpired:
+        bad.kill()
+        raise
+    assert bad.returncode == 1, output
+    assert 'depth_confidence must be -1 (off) or in (0, 1]' in output, output
+
+    namespace = f'/sigint{random.randrange(1 << 20)}'
+    good = _start_node([*base, '-r', f'__ns:={namespace}', '-r', '__node:=sigint_matcher',
+                        '-p', 'diagnostics_period_s:=0.2'])
+    seen = threading.Event()
+    probe = Node(f'sigint_probe_{random.randrange(1 << 30)}', context=context)
+    probe.create_subscription(
+        DiagnosticArray, '/diagnostics',
+        lambda msg: seen.set() if any(s.name.startswith('sigint_matcher:')
+                                      for s in msg.status) else None, 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(probe)
+    try:
+        # Diagnostics come from the executor's timer: the node is up and spinning.
+        deadline = time.monotonic() + 120.0
+        while not seen.is_set() and good.poll() is None and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        assert seen.is_set(), f'the node never published diagnostics (exit {good.poll()})'
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        code, output = _stop(good, signal.SIGINT)
+    assert code == 0, output
+    assert 'Traceback' not in output, output

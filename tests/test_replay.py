@@ -1,0 +1,742 @@
+"""Bag replay: rosbag2 (sqlite3, MCAP) and ROS 1 input, outputs, summary, bad input, Ctrl-C and
+equality with the live node.
+
+Input bags are written into tmp_path from the freiburg frames with rosbags' own writers. The
+ALIKED + LightGlue models (512 keypoints, CPU) are built once for the module and shared by every
+replay and by the node, so all sides run the same settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from lightglue_ros.camera import CameraModel
+from lightglue_ros.errors import BagError, ConfigError
+from lightglue_ros.image import read_image
+from lightglue_ros.tracker import Tracker, TrackerConfig
+
+pytest.importorskip('rclpy')
+rosbags_typesys = pytest.importorskip('rosbags.typesys')
+
+from rclpy.serialization import deserialize_message  # noqa: E402
+from rosbags.highlevel import AnyReader  # noqa: E402
+from rosbags.rosbag1 import Writer as Writer1  # noqa: E402
+from rosbags.rosbag2 import StoragePlugin  # noqa: E402
+from rosbags.rosbag2 import Writer as Writer2  # noqa: E402
+from rosbags.typesys import Stores, get_typestore  # noqa: E402
+
+from lightglue_ros import replay as replay_module  # noqa: E402
+from lightglue_ros.plots import PLOT_NAMES, plot_summary  # noqa: E402
+from lightglue_ros.replay import (  # noqa: E402
+    OutputExistsError,
+    ReplaySummary,
+    add_replay_parser,
+    output_topics,
+    replay_bag,
+    replay_main,
+)
+from lightglue_ros.ros.conversions import read_matches_cloud  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+N_FRAMES = 5
+MAX_KEYPOINTS = 512
+RESIZE = 480  # longer side the extractor sees: ~40 % less CPU than the native 640
+IMAGE_TOPIC = '/cam/image_raw'
+COMPRESSED_TOPIC = '/cam/image_raw/compressed'
+INFO_TOPIC = '/cam/camera_info'
+IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED = 'sensor_msgs/msg/CompressedImage'
+CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
+FORMATS = ('sqlite3', 'mcap', 'ros1')
+TS2 = get_typestore(Stores.ROS2_KILTED)
+TS1 = get_typestore(Stores.ROS1_NOETIC)
+
+
+def stamp_of(path: Path) -> int:
+    return int(round(float(path.stem) * 1e9))
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing input bags with rosbags.
+# ------------------------------------------------------------------------------------------------
+
+def _header(ts: Any, stamp_ns: int, seq: int) -> Any:
+    t = ts.types
+    stamp = t['builtin_interfaces/msg/Time'](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+    if ts is TS1:
+        return t['std_msgs/msg/Header'](seq=seq, stamp=stamp, frame_id='camera')
+    return t['std_msgs/msg/Header'](stamp=stamp, frame_id='camera')
+
+
+def image_msg(ts: Any, stamp_ns: int, rgb: np.ndarray, *, seq: int = 0,
+              encoding: str = 'rgb8') -> Any:
+    pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if encoding == 'bgr8' else rgb
+    h, w = rgb.shape[:2]
+    return ts.types[IMAGE](header=_header(ts, stamp_ns, seq), height=h, width=w,
+                           encoding=encoding, is_bigendian=0, step=w * 3,
+                           data=np.ascontiguousarray(pixels).reshape(-1))
+
+
+def compressed_msg(ts: Any, stamp_ns: int, data: bytes, *,
+                   fmt: str = 'rgb8; png compressed bgr8') -> Any:
+    return ts.types[COMPRESSED](header=_header(ts, stamp_ns, 0), format=fmt,
+                                data=np.frombuffer(data, np.uint8))
+
+
+def info_msg(ts: Any, stamp_ns: int, camera: CameraModel, *, seq: int = 0) -> Any:
+    t = ts.types
+    roi = t['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0,
+                                                do_rectify=False)
+    P = np.hstack([camera.K, np.zeros((3, 1))]).reshape(-1)
+    fields = dict(header=_header(ts, stamp_ns, seq), height=camera.height, width=camera.width,
+                  distortion_model='plumb_bob', binning_x=0, binning_y=0, roi=roi)
+    arrays = dict(d=np.zeros(5), k=camera.K.reshape(-1).copy(), r=np.eye(3).reshape(-1), p=P)
+    if ts is TS1:
+        arrays = {key.upper(): value for key, value in arrays.items()}
+    return t[CAMERA_INFO](**fields, **arrays)
+
+
+Record = tuple[str, str, int, Any]  # topic, msgtype, bag time, message (or raw bytes)
+
+
+def write_bag(path: Path, fmt: str, records: Iterable[Record], *,
+              chunk_threshold: int | None = None) -> Path:
+    """Write records into a rosbag2 (sqlite3 / mcap) folder or a ROS 1 .bag file."""
+    ts = TS1 if fmt == 'ros1' else TS2
+    if fmt == 'ros1':
+        writer: Any = Writer1(path)
+        if chunk_threshold:
+            writer.chunk_threshold = chunk_threshold
+    else:
+        plugin = StoragePlugin.MCAP if fmt == 'mcap' else StoragePlugin.SQLITE3
+        writer = Writer2(path, version=9, storage_plugin=plugin)
+    connections: dict[str, Any] = {}
+    with writer:
+        for topic, msgtype, bag_time, msg in records:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=ts)
+            if isinstance(msg, bytes):
+                raw = msg
+            elif fmt == 'ros1':
+                raw = ts.serialize_ros1(msg, msgtype)
+            else:
+                raw = ts.serialize_cdr(msg, msgtype)
+            writer.write(connections[topic], bag_time, raw)
+    return path
+
+
+def frame_records(fmt: str, frames: list[tuple[int, np.ndarray]], camera: CameraModel, *,
+                  info: bool = True) -> list[Record]:
+    """camera_info then image per frame, stamped and logged at the frame's stamp. ROS 1 bags
+    carry bgr8 (what ROS 1 drivers publish), rosbag2 ones rgb8: the decoded pixels are equal."""
+    ts = TS1 if fmt == 'ros1' else TS2
+    encoding = 'bgr8' if fmt == 'ros1' else 'rgb8'
+    records: list[Record] = []
+    for seq, (stamp, rgb) in enumerate(frames):
+        if info:
+            records.append((INFO_TOPIC, CAMERA_INFO, stamp, info_msg(ts, stamp, camera, seq=seq)))
+        records.append((IMAGE_TOPIC, IMAGE, stamp,
+                        image_msg(ts, stamp, rgb, seq=seq, encoding=encoding)))
+    return records
+
+
+def bag_path(root: Path, fmt: str, name: str = 'input') -> Path:
+    return root / (f'{name}.bag' if fmt == 'ros1' else name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading outputs.
+# ------------------------------------------------------------------------------------------------
+
+def read_raw(path: Path) -> dict[str, list[tuple[int, bytes]]]:
+    """topic -> [(bag time, raw CDR)] of every message, in bag order."""
+    out: dict[str, list[tuple[int, bytes]]] = {}
+    with AnyReader([path]) as reader:
+        for topic in reader.topics:
+            out[topic] = []
+        for connection, bag_time, raw in reader.messages():
+            out[connection.topic].append((bag_time, bytes(raw)))
+    return out
+
+
+def content(raw: bytes, msgtype: str) -> Any:
+    """A message's content, comparable with ==: rosbags' decoding of the CDR with arrays as
+    bytes and floats as their bits (NaN == NaN). Raw CDR is not comparable: the rmw serialiser
+    leaves the alignment padding bytes uninitialised."""
+    def canonical(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return tuple((f.name, canonical(getattr(value, f.name)))
+                         for f in dataclasses.fields(value))
+        if isinstance(value, np.ndarray):
+            return value.dtype.str, value.shape, value.tobytes()
+        if isinstance(value, float):
+            return struct.pack('<d', value)
+        if isinstance(value, (list, tuple)):
+            return tuple(canonical(v) for v in value)
+        return value
+
+    return canonical(TS2.deserialize_cdr(raw, msgtype))
+
+
+def contents(messages: Iterable[bytes], msgtype: str) -> list[Any]:
+    return [content(raw, msgtype) for raw in messages]
+
+
+def rclpy_type(msgtype: str) -> type:
+    package, _, name = msgtype.split('/')
+    module = __import__(f'{package}.msg', fromlist=[name])
+    return getattr(module, name)
+
+
+def stamp_ns_of(msg: Any) -> int:
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
+def topic(name: str) -> str:
+    return f'{replay_module.DEFAULT_TOPIC_PREFIX}/{name}'
+
+
+# ------------------------------------------------------------------------------------------------
+# Fixtures.
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def config(weights_dir: Path) -> TrackerConfig:
+    return TrackerConfig(extractor='aliked', extractor_weights=str(weights_dir / 'aliked-n16.pth'),
+                         matcher_weights=str(weights_dir / 'aliked_lightglue.pth'),
+                         max_keypoints=MAX_KEYPOINTS, resize=RESIZE, device='cpu')
+
+
+@pytest.fixture(scope='module')
+def tracker(config: TrackerConfig) -> Tracker:
+    """One set of models for the module; replay_bag resets the tracker before each bag."""
+    return Tracker(config)
+
+
+@pytest.fixture(scope='module')
+def camera(freiburg_dir: Path) -> CameraModel:
+    return CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
+
+
+@pytest.fixture(scope='module')
+def frames(freiburg_frames: list[Path]) -> list[tuple[int, np.ndarray]]:
+    return [(stamp_of(p), read_image(p)) for p in freiburg_frames[:N_FRAMES]]
+
+
+@pytest.fixture(scope='module')
+def replayed(tmp_path_factory: pytest.TempPathFactory, frames, camera, tracker
+             ) -> Callable[[str], tuple[Path, Path, ReplaySummary]]:
+    """fmt -> (input bag, output bag, summary), each replayed once for the module.
+
+    sqlite3 input is replayed into sqlite3 over an older output (overwrite=True), the others
+    into MCAP; the MCAP run also writes debug images (compared with the node's).
+    """
+    root = tmp_path_factory.mktemp('replay_formats')
+    done: dict[str, tuple[Path, Path, ReplaySummary]] = {}
+
+    def get(fmt: str) -> tuple[Path, Path, ReplaySummary]:
+        if fmt not in done:
+            source = write_bag(bag_path(root, fmt, f'in_{fmt}'), fmt,
+                               frame_records(fmt, frames, camera))
+            output = root / f'out_{fmt}'
+            if fmt == 'sqlite3':  # a previous replay's output: replaced with overwrite=True
+                output.mkdir()
+                (output / 'metadata.yaml').write_text('old: true\n')
+                (output / 'out_sqlite3_0.db3').write_bytes(b'old')
+                with pytest.raises(OutputExistsError, match='--overwrite'):
+                    replay_bag(source, output, image_topic=IMAGE_TOPIC, tracker=tracker)
+            summary = replay_bag(source, output, image_topic=IMAGE_TOPIC,
+                                 camera_info_topic=INFO_TOPIC,
+                                 storage='sqlite3' if fmt == 'sqlite3' else 'mcap',
+                                 tracker=tracker, overwrite=fmt == 'sqlite3',
+                                 debug_images=fmt == 'mcap', progress=False)
+            done[fmt] = (source, output, summary)
+        return done[fmt]
+
+    return get
+
+
+# ------------------------------------------------------------------------------------------------
+# Each input format.
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_replay_reads_each_format_one_result_per_frame(replayed, frames, fmt):
+    source, output, summary = replayed(fmt)
+    stamps = [s for s, _ in frames]
+    assert summary.input_format == ('rosbag1' if fmt == 'ros1' else 'rosbag2')
+    assert (summary.frames, summary.processed, summary.skipped) == (N_FRAMES, N_FRAMES, 0)
+    assert summary.complete and not summary.interrupted and summary.error is None
+    assert summary.stamp_ns == stamps and summary.bag_time_ns == stamps
+    assert summary.camera_info_messages == N_FRAMES and summary.camera_info_errors == 0
+
+    # The output bag: valid metadata, the node's topics and types, readable by rosbags.
+    assert (output / 'metadata.yaml').is_file()
+    expected_storage = '.db3' if fmt == 'sqlite3' else '.mcap'
+    assert [p.suffix for p in output.iterdir() if p.suffix in ('.db3', '.mcap')] == \
+        [expected_storage]
+    with AnyReader([output]) as reader:
+        types = {name: info.msgtype for name, info in reader.topics.items()}
+        assert types == output_topics(debug_images=fmt == 'mcap')
+        for connection, _, raw in reader.messages():  # rosbags decodes every message ...
+            reader.deserialize(raw, connection.msgtype)
+    raw = read_raw(output)
+    # ... and so does rclpy, with the Kilted definitions the bag declares.
+    for name, messages in raw.items():
+        for _, data in messages:
+            deserialize_message(data, rclpy_type(types[name]))
+
+    # Exactly one result per input frame, stamped with the input stamps (header and bag time).
+    matches = [deserialize_message(d, rclpy_type('sensor_msgs/msg/PointCloud2'))
+               for _, d in raw[topic('matches')]]
+    assert [stamp_ns_of(m) for m in matches] == stamps
+    assert [t for t, _ in raw[topic('matches')]] == stamps
+    assert all(m.header.frame_id == 'camera' for m in matches)
+    assert summary.messages_written == {name: len(msgs) for name, msgs in raw.items()}
+    if fmt == 'mcap':
+        assert len(raw[topic('debug_image')]) == N_FRAMES
+
+    # Summary JSON and plots next to the bag.
+    assert ReplaySummary.load(output / 'replay_summary.json') == summary
+    for name in PLOT_NAMES:
+        assert (output / 'plots' / f'{name}.png').stat().st_size > 1000
+
+
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_summary_numbers_agree_with_the_messages(replayed, fmt):
+    _, output, summary = replayed(fmt)
+    raw = read_raw(output)
+    PointCloud2 = rclpy_type('sensor_msgs/msg/PointCloud2')
+    Odometry = rclpy_type('nav_msgs/msg/Odometry')
+    DiagnosticArray = rclpy_type('diagnostic_msgs/msg/DiagnosticArray')
+    clouds = [read_matches_cloud(deserialize_message(d, PointCloud2))
+              for _, d in raw[topic('matches')]]
+    assert summary.matches == [len(c['u']) for c in clouds]
+    assert summary.inliers == [int(c['inlier'].sum()) for c in clouds]
+    for cloud, kf in zip(clouds, summary.keyframe_index):
+        assert set(cloud['kf_index'].tolist()) <= {kf}
+    assert sum(summary.matches[1:]) > 0 and summary.stop_layer[0] == 0
+    assert all(layer >= 1 for layer in summary.stop_layer[1:])
+
+    keyframes = [deserialize_message(d, DiagnosticArray) for _, d in raw[topic('keyframe')]]
+    assert summary.keyframes == len(keyframes) >= 1
+    reasons = [kv.value for k in keyframes for kv in k.status[0].values if kv.key == 'reason']
+    assert reasons == [r for event in summary.keyframe_event if event
+                       for r in event.split(',')]
+    assert summary.keyframe_switches == sum(r != 'first_frame' for r in reasons)
+
+    odometry = {stamp_ns_of(m): m for m in (deserialize_message(d, Odometry)
+                                            for _, d in raw[topic('odometry')])}
+    with_pose = {s: p for s, p in zip(summary.stamp_ns, summary.position) if p is not None}
+    assert set(odometry) == set(with_pose)
+    for stamp, position in with_pose.items():
+        p = odometry[stamp].pose.pose.position
+        np.testing.assert_allclose([p.x, p.y, p.z], position, rtol=0, atol=1e-9)
+    with_relative_pose = [s for s, ok, why in zip(summary.stamp_ns, summary.ok, summary.reason)
+                          if ok and not why]  # 'first_frame' is ok without a relative pose
+    assert [stamp_ns_of(deserialize_message(d, rclpy_type(
+        'geometry_msgs/msg/PoseWithCovarianceStamped'))) for _, d in raw[topic('relative_pose')]
+            ] == with_relative_pose
+
+    # Totals from the per-frame arrays.
+    assert summary.processed == len(summary.matches) == len(summary.latency)
+    assert summary.fps == pytest.approx(summary.processed / summary.wall_s, rel=1e-3)
+    assert summary.latency_ms['p50'] == pytest.approx(np.median(summary.latency), abs=1e-3)
+    assert summary.latency_ms['mean'] == pytest.approx(np.mean(summary.latency), abs=1e-3)
+    assert all(lat >= trk for lat, trk in zip(summary.latency, summary.tracker_latency))
+
+
+def test_all_formats_give_identical_outputs(replayed):
+    """rgb8 in rosbag2 and bgr8 in ROS 1 decode to the same pixels: equal outputs."""
+    outputs = {fmt: read_raw(replayed(fmt)[1]) for fmt in FORMATS}
+    types = output_topics()
+    for name, msgtype in types.items():
+        reference = contents((d for _, d in outputs['mcap'][name]), msgtype)
+        assert len(reference) >= 1
+        for fmt in ('sqlite3', 'ros1'):
+            assert [t for t, _ in outputs[fmt][name]] == [t for t, _ in outputs['mcap'][name]]
+            assert contents((d for _, d in outputs[fmt][name]), msgtype) == reference, \
+                (fmt, name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input.
+# ------------------------------------------------------------------------------------------------
+
+def test_missing_topic_lists_the_image_topics(tmp_path, frames, camera, tracker):
+    stamp, rgb = frames[0]
+    ok, png = cv2.imencode('.png', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    source = write_bag(tmp_path / 'in', 'mcap', [
+        (INFO_TOPIC, CAMERA_INFO, stamp, info_msg(TS2, stamp, camera)),
+        (IMAGE_TOPIC, IMAGE, stamp, image_msg(TS2, stamp, rgb)),
+        (COMPRESSED_TOPIC, COMPRESSED, stamp, compressed_msg(TS2, stamp, png.tobytes())),
+    ])
+    output = tmp_path / 'out'
+    with pytest.raises(BagError, match='/cam/image_raw_typo') as info:
+        replay_bag(source, output, image_topic='/cam/image_raw_typo', tracker=tracker)
+    message = str(info.value)
+    assert IMAGE_TOPIC in message and COMPRESSED_TOPIC in message
+    assert INFO_TOPIC not in message  # only the topics that could be tracked
+    with pytest.raises(BagError, match=f'camera_info topics in the bag: {INFO_TOPIC}'):
+        replay_bag(source, output, image_topic=IMAGE_TOPIC, camera_info_topic='/nope',
+                   tracker=tracker)
+    with pytest.raises(BagError, match='expected sensor_msgs/msg/Image or'):
+        replay_bag(source, output, image_topic=INFO_TOPIC, tracker=tracker)
+    assert not output.exists()
+
+
+def test_cli_reports_errors_with_exit_code_1(tmp_path, frames, camera, capsys):
+    stamp, rgb = frames[0]
+    source = write_bag(tmp_path / 'in', 'sqlite3', [(IMAGE_TOPIC, IMAGE, stamp,
+                                                     image_msg(TS2, stamp, rgb))])
+    assert replay_main([str(source), '--image-topic', '/x', '--output',
+                        str(tmp_path / 'out')]) == 1
+    err = capsys.readouterr().err
+    assert "topic '/x' not found" in err and f'{IMAGE_TOPIC} (Image, 1 msgs)' in err
+    (tmp_path / 'exists').mkdir()
+    assert replay_main([str(source), '--image-topic', IMAGE_TOPIC, '--output',
+                        str(tmp_path / 'exists')]) == 1
+    assert '--overwrite' in capsys.readouterr().err
+    # --overwrite never deletes a folder that is not a bag / replay output.
+    (tmp_path / 'exists' / 'notes.txt').write_text('keep me')
+    assert replay_main([str(source), '--image-topic', IMAGE_TOPIC, '--output',
+                        str(tmp_path / 'exists'), '--overwrite']) == 1
+    assert 'refusing to overwrite' in capsys.readouterr().err
+    assert (tmp_path / 'exists' / 'notes.txt').read_text() == 'keep me'
+    with pytest.raises(SystemExit):  # argparse: --image-topic is required
+        replay_main([str(source), '--output', str(tmp_path / 'o')])
+
+
+def test_add_replay_parser_registers_the_subcommand():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog='lightglue-ros')
+    add_replay_parser(parser.add_subparsers(dest='command', required=True))
+    args = parser.parse_args(['replay', 'in.mcap', '--image-topic', '/a', '--output', 'o',
+                              '--storage', 'sqlite3', '--fallback-intrinsics', '500,500,320,240',
+                              '--max-keypoints', '256'])
+    assert args.command == 'replay' and args.storage == 'sqlite3'
+    assert args.fallback_intrinsics == (500.0, 500.0, 320.0, 240.0)
+    assert callable(args.handler)
+    with pytest.raises(SystemExit):
+        parser.parse_args(['replay', 'in', '--image-topic', '/a', '--output', 'o',
+                           '--fallback-intrinsics', '1,2,3'])
+
+
+def test_node_params_file_gives_the_node_settings(tmp_path):
+    """--params-file reads the node's ROS params file; explicit options win."""
+    params = tmp_path / 'matcher.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    extractor: aliked\n    max_keypoints: 300\n'
+                      '    resize: 0\n    fallback_intrinsics: [500.0, 501.0, 320.0, 240.0]\n'
+                      '    odom_frame_id: world\n    backwards_reset_frames: 0\n'
+                      'lightglue_matcher:\n  ros__parameters:\n    keyframe_min_matches: 90\n')
+    parser = replay_module.configure_replay_parser(__import__('argparse').ArgumentParser())
+    args = parser.parse_args(['in', '--image-topic', '/a', '--output', 'o', '--params-file',
+                              str(params), '--max-keypoints', '256'])
+    settings = replay_module._settings(args)
+    config = settings['config']
+    assert (config.extractor, config.max_keypoints, config.resize) == ('aliked', 256, None)
+    assert config.keyframe_min_matches == 90
+    assert settings['fallback_camera'] == (500.0, 501.0, 320.0, 240.0)
+    assert (settings['odom_frame_id'], settings['backwards_reset_frames']) == ('world', 0)
+    params.write_text('/**:\n  ros__parameters:\n    max_keypoints: -3\n')
+    with pytest.raises(ConfigError, match='max_keypoints'):
+        replay_module._settings(parser.parse_args(['in', '--image-topic', '/a', '--output', 'o',
+                                                   '--params-file', str(params)]))
+
+
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_truncated_or_garbage_bag_raises_a_clear_error(tmp_path, frames, camera, tracker, fmt):
+    records = frame_records(fmt, frames[:2], camera)
+    source = write_bag(bag_path(tmp_path, fmt), fmt, records)
+    data_file = source if fmt == 'ros1' else next(
+        p for p in source.iterdir() if p.suffix in ('.mcap', '.db3'))
+    data_file.write_bytes(data_file.read_bytes()[:data_file.stat().st_size // 2])
+    output = tmp_path / 'out'
+    with pytest.raises(BagError, match=r'cannot open bag .*corrupt, truncated or not a bag'):
+        replay_bag(source, output, image_topic=IMAGE_TOPIC, tracker=tracker)
+    assert not output.exists()
+    garbage = bag_path(tmp_path, fmt, 'garbage')
+    if fmt == 'ros1':
+        garbage.write_bytes(os.urandom(5000))
+    else:
+        garbage.mkdir()
+        (garbage / 'metadata.yaml').write_text((source / 'metadata.yaml').read_text())
+        (garbage / data_file.name).write_bytes(os.urandom(5000))
+    with pytest.raises(BagError, match='cannot open bag'):
+        replay_bag(garbage, output, image_topic=IMAGE_TOPIC, tracker=tracker)
+    with pytest.raises(BagError, match='does not exist'):
+        replay_bag(tmp_path / 'missing', output, image_topic=IMAGE_TOPIC, tracker=tracker)
+
+
+def test_bag_corrupt_midway_keeps_what_was_written_readable(tmp_path, frames, camera, tracker):
+    """A ROS 1 bag whose third message record is damaged: two frames are processed, then a
+    BagError; the output bag is closed, readable and holds those two frames."""
+    source = write_bag(tmp_path / 'in.bag', 'ros1', frame_records('ros1', frames[:3], camera,
+                                                                  info=False),
+                       chunk_threshold=64 << 20)  # one chunk: the damage is met while reading
+    data = bytearray(source.read_bytes())
+    records = [m.start() for m in re.finditer(re.escape(b'op=\x02'), data)]
+    assert len(records) == 3
+    data[records[2] - 40:records[2] + 8] = b'\xff' * 48
+    source.write_bytes(bytes(data))
+    output = tmp_path / 'out'
+    with pytest.raises(BagError, match=r'reading failed after 2 images.*2 frames processed'):
+        replay_bag(source, output, image_topic=IMAGE_TOPIC, tracker=tracker, progress=False)
+    raw = read_raw(output)
+    assert [t for t, _ in raw[topic('matches')]] == [s for s, _ in frames[:2]]
+    summary = json.loads((output / 'replay_summary.json').read_text())
+    assert summary['processed'] == 2 and summary['error'] and not summary['complete']
+    assert summary['matches'][1] > 0 and summary['reason'][1] == 'no_calibration'
+
+
+def test_undecodable_frames_are_skipped_and_counted(tmp_path, frames, camera, replayed,
+                                                    tracker):
+    """CompressedImage input with bad frames between good ones; the good frames give the same
+    outputs as the clean replay (the bad ones leave no trace in the tracker)."""
+    (s0, _), (s1, f1), (s2, _) = frames[:3]
+
+    def png(rgb: np.ndarray) -> bytes:
+        return cv2.imencode('.png', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+    good = [compressed_msg(TS2, s, png(f)) for s, f in frames[:3]]
+    bad_cdr = bytes(TS2.serialize_cdr(good[1], COMPRESSED))[:40]  # cut inside the data
+    records: list[Record] = [
+        (COMPRESSED_TOPIC, COMPRESSED, s0, good[0]),
+        (COMPRESSED_TOPIC, COMPRESSED, s0 + 1, compressed_msg(TS2, s0 + 1, b'\xff\xd8 not a jpeg',
+                                                              fmt='jpeg')),
+        (COMPRESSED_TOPIC, COMPRESSED, s0 + 2, bad_cdr),
+        (COMPRESSED_TOPIC, COMPRESSED, s0 + 3, compressed_msg(TS2, s0 + 3, b'', fmt='png')),
+        (COMPRESSED_TOPIC, COMPRESSED, s1, good[1]),
+        (COMPRESSED_TOPIC, COMPRESSED, s1 + 1, compressed_msg(TS2, s0, png(f1))),  # old stamp
+        (COMPRESSED_TOPIC, COMPRESSED, s2, good[2]),
+    ]
+    _, clean_output, _ = replayed('mcap')
+    source = write_bag(tmp_path / 'in', 'mcap', records)
+    summary = replay_bag(source, tmp_path / 'out', image_topic=COMPRESSED_TOPIC,
+                         tracker=tracker, progress=False,
+                         fallback_camera=(camera.fx, camera.fy, camera.cx, camera.cy))
+    assert (summary.frames, summary.processed, summary.skipped) == (7, 3, 4)
+    assert summary.skipped_by_reason == {'invalid_image': 2, 'deserialize_error': 1,
+                                         'non_increasing_stamp': 1}
+    assert [f['reason'] for f in summary.skipped_frames] == [
+        'invalid_image', 'deserialize_error', 'invalid_image', 'non_increasing_stamp']
+    assert summary.complete and summary.stamp_ns == [s0, s1, s2]
+    raw = read_raw(tmp_path / 'out')
+    clean = read_raw(clean_output)
+    assert len(raw[topic('matches')]) == 3
+    # Same pixels and intrinsics as the clean bag: identical messages for the good frames.
+    types = output_topics()
+    for name in ('matches', 'relative_pose', 'odometry'):
+        assert contents((d for _, d in raw[topic(name)]), types[topic(name)]) == \
+            contents((d for t, d in clean[topic(name)] if t <= s2), types[topic(name)]), name
+
+
+# ------------------------------------------------------------------------------------------------
+# Ctrl-C.
+# ------------------------------------------------------------------------------------------------
+
+def test_sigint_mid_run_leaves_a_readable_bag(tmp_path, freiburg_frames, camera, weights_dir):
+    frames = [(stamp_of(p), read_image(p)) for p in freiburg_frames]
+    source = write_bag(tmp_path / 'in', 'mcap', frame_records('mcap', frames, camera))
+    output = tmp_path / 'out'
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '2'}
+    cmd = [sys.executable, '-m', 'lightglue_ros.replay', str(source),
+           '--image-topic', IMAGE_TOPIC, '--camera-info-topic', INFO_TOPIC, '--output',
+           str(output), '--storage', 'mcap', '--extractor', 'aliked',
+           '--extractor-weights', str(weights_dir / 'aliked-n16.pth'),
+           '--matcher-weights', str(weights_dir / 'aliked_lightglue.pth'),
+           '--max-keypoints', str(MAX_KEYPOINTS), '--resize', str(RESIZE), '--device', 'cpu']
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    stderr = bytearray()
+    reader = threading.Thread(target=lambda: [stderr.extend(chunk) for chunk in
+                                              iter(lambda: proc.stderr.read1(4096), b'')],
+                              daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = [int(n) for n in re.findall(rb'(\d+)/%d \[' % len(frames), bytes(stderr))]
+            if done and max(done) >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, bytes(stderr).decode(errors='replace')[-2000:]
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    log = bytes(stderr).decode(errors='replace')
+    assert rc == 130, log[-2000:]
+    assert 'interrupted' in log
+    summary = ReplaySummary.load(output / 'replay_summary.json')
+    assert summary.interrupted and not summary.complete and summary.error is None
+    assert 1 <= summary.processed < len(frames)
+    assert summary.frames == summary.processed  # the frame in flight was finished
+    raw = read_raw(output)  # metadata.yaml written on close: a valid bag
+    assert [t for t, _ in raw[topic('matches')]] == summary.stamp_ns
+    assert (output / 'plots' / 'matches_inliers.png').is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# Plots and camera pairing (no tracking).
+# ------------------------------------------------------------------------------------------------
+
+def test_plots_from_a_summary_with_gaps(tmp_path):
+    summary = ReplaySummary(input='in', output='out', image_topic='/image',
+                            camera_info_topic=None, storage='mcap', input_format='rosbag2',
+                            topic_prefix='/x', interrupted=True)
+    assert len(plot_summary(summary, tmp_path / 'empty')) == len(PLOT_NAMES)
+    summary.stamp_ns = [0, 10**8, 2 * 10**8, 3 * 10**8]
+    summary.matches, summary.inliers = [0, 300, 120, 280], [0, 290, 100, 260]
+    summary.stop_layer, summary.keyframe_index = [0, 4, 9, 5], [0, 0, 1, 1]
+    summary.keyframe_event = ['first_frame', '', 'low_inliers', '']
+    summary.latency = summary.tracker_latency = [50.0, 80.0, 90.0, 70.0]
+    summary.position = [[0.0, 0.0, 0.0], [0.1, 0.0, 0.9], None, [0.2, 0.0, 1.9]]
+    summary.keyframe_switches, summary.fps = 1, 12.5
+    summary._finish(0.32)
+    paths = plot_summary(summary, tmp_path / 'plots')
+    assert [p.stem for p in paths] == list(PLOT_NAMES)
+    assert all(p.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' for p in paths)
+
+
+def test_camera_info_pairing_by_stamp(tmp_path, camera):
+    """Latest valid camera_info at or before the image; the first one before it; invalid ones
+    ignored; the fallback only without any valid camera_info."""
+    other = CameraModel.from_intrinsics(600.0, 600.0, 320.0, 240.0, 640, 480)
+    bad = CameraModel.from_intrinsics(1.0, 1.0, 1.0, 1.0, 640, 480)
+    source = write_bag(tmp_path / 'in', 'sqlite3', [
+        (INFO_TOPIC, CAMERA_INFO, 100, info_msg(TS2, 100, camera)),
+        (INFO_TOPIC, CAMERA_INFO, 200, info_msg(TS2, 200, other)),
+        (INFO_TOPIC, CAMERA_INFO, 300, _zero_k(info_msg(TS2, 300, bad))),
+    ])
+    bag = replay_module._InputBag(source)
+    try:
+        summary = ReplaySummary(input='', output='', image_topic='', camera_info_topic=INFO_TOPIC,
+                                storage='mcap', input_format='rosbag2', topic_prefix='')
+        cameras = replay_module._Cameras(fallback=(500.0, 500.0, 100.0, 100.0))
+        cameras.load(bag, bag.connections(INFO_TOPIC, (CAMERA_INFO,), 'camera_info'), summary)
+    finally:
+        bag.close()
+    assert (summary.camera_info_messages, summary.camera_info_errors) == (3, 1)
+    def K(model: CameraModel | None) -> list[float]:
+        assert model is not None
+        return model.K.tolist()
+
+    assert K(cameras.lookup(50, 640, 480)) == K(camera)
+    assert K(cameras.lookup(150, 640, 480)) == K(camera)
+    assert K(cameras.lookup(200, 640, 480)) == K(other)
+    assert K(cameras.lookup(10**12, 640, 480)) == K(other)  # the invalid one is ignored
+    fallback = replay_module._Cameras(fallback=(500.0, 500.0, 100.0, 100.0))
+    assert fallback.lookup(0, 320, 240) == CameraModel.from_intrinsics(
+        500.0, 500.0, 100.0, 100.0, 320, 240)
+    assert replay_module._Cameras(fallback=None).lookup(0, 640, 480) is None
+
+
+def _zero_k(msg: Any) -> Any:
+    msg.k = np.zeros(9)  # an uncalibrated camera publishes K = 0
+    return msg
+
+
+# ------------------------------------------------------------------------------------------------
+# Replay == live node (lossless mode).
+# ------------------------------------------------------------------------------------------------
+
+def test_replay_equals_live_node_in_lossless_mode(replayed, tracker, weights_dir, monkeypatch):
+    """The same image and camera_info messages (the bag's raw CDR) published to MatcherNode in
+    lossless mode give identical messages on every output topic, debug images included."""
+    node_module = pytest.importorskip('lightglue_ros.ros.node')
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
+
+    source, output, summary = replayed('mcap')
+    inputs = read_raw(source)
+    expected = read_raw(output)
+    domain = 60 + os.getpid() % 40
+    monkeypatch.setenv('ROS_DOMAIN_ID', str(domain))
+    monkeypatch.setenv('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain,
+               signal_handler_options=SignalHandlerOptions.NO)
+    executor = node = io = None
+    try:
+        parameters = {
+            'processing_mode': 'lossless', 'qos_reliability': 'reliable', 'qos_depth': 50,
+            'extractor': 'aliked', 'extractor_weights': str(weights_dir / 'aliked-n16.pth'),
+            'matcher_weights': str(weights_dir / 'aliked_lightglue.pth'),
+            'max_keypoints': MAX_KEYPOINTS, 'resize': RESIZE, 'device': 'cpu'}
+        node = node_module.MatcherNode(
+            context=context, models=(tracker.extractor, tracker.matcher),
+            parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
+        assert node.tracker.config == tracker.config  # the same settings on both sides
+        io = rclpy.create_node('replay_equality_io', context=context)
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                         history=HistoryPolicy.KEEP_LAST)
+        image_pub = io.create_publisher(rclpy_type(IMAGE), '/image', qos)
+        info_pub = io.create_publisher(rclpy_type(CAMERA_INFO), '/camera_info', qos)
+        received: dict[str, list[bytes]] = {name: [] for name in expected}
+        subscriptions = [
+            io.create_subscription(rclpy_type(msgtype), name,
+                                   lambda data, name=name: received[name].append(data), qos,
+                                   raw=True)
+            for name, msgtype in output_topics(debug_images=True).items()]
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        executor.add_node(io)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+
+        def wait_for(condition: Callable[[], bool], what: str, timeout: float) -> None:
+            deadline = time.monotonic() + timeout
+            while not condition():
+                assert time.monotonic() < deadline, f'timed out waiting for {what}'
+                time.sleep(0.02)
+
+        wait_for(lambda: image_pub.get_subscription_count() >= 1
+                 and info_pub.get_subscription_count() >= 1
+                 and all(s.get_publisher_count() >= 1 for s in subscriptions),
+                 'discovery', 30)
+        info_pub.publish(inputs[INFO_TOPIC][0][1])
+        wait_for(lambda: node.stats.camera_info_received >= 1, 'camera_info', 30)
+        for _, data in inputs[IMAGE_TOPIC]:
+            image_pub.publish(data)
+        expected_counts = {name: len(msgs) for name, msgs in expected.items()}
+        wait_for(lambda: {n: len(m) for n, m in received.items()} == expected_counts,
+                 f'the node outputs ({expected_counts})', 600)
+        assert node.wait_idle(30)
+        time.sleep(0.2)  # nothing more arrives
+        assert {n: len(m) for n, m in received.items()} == expected_counts
+        assert node.stats.processed == N_FRAMES and not node.stats.skipped
+        types = output_topics(debug_images=True)
+        for name, messages in expected.items():
+            assert contents(received[name], types[name]) == \
+                contents((data for _, data in messages), types[name]), name
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        if io is not None:
+            io.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -1,0 +1,80 @@
+"""Pose accuracy of the whole pipeline (ALIKED + LightGlue + pose) on the 15 ScanNet pairs."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from lightglue_ros.camera import CameraModel
+from lightglue_ros.geometry import estimate_relative_pose, pose_auc, pose_error_deg
+from lightglue_ros.image import read_image
+from lightglue_ros.models.extractors import build_extractor
+from lightglue_ros.models.lightglue import LightGlue
+from lightglue_ros.tracker import Tracker, TrackerConfig
+
+# Anchor from the issue: kornia LightGlue + cv2.findEssentialMat RANSAC (1 px) scores
+# 9.6 / 17.1 / 26.1 AUC@5/10/20 (mean of 10 runs with shuffled correspondences). Our pipeline
+# (tracker: ALIKED 1024 + our LightGlue + PoseLib) measured 12.3 / 18.8 / 26.5 as the same mean
+# (docs/tracker.md); one RANSAC run moves AUC@20 by up to ~4 points, the mean of 10 by ~0.5.
+MIN_AUC = (10.0, 17.0, 25.5)
+RUNS = 10
+SIZE = (640, 480)
+
+
+def read_pairs(folder):
+    pairs = []
+    for line in (folder / 'pairs_with_gt.txt').read_text().splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        K0 = np.array(fields[4:13], float).reshape(3, 3)
+        K1 = np.array(fields[13:22], float).reshape(3, 3)
+        T = np.array(fields[22:38], float).reshape(4, 4)
+        pairs.append((folder / fields[0], folder / fields[1], K0, K1, T))
+    return pairs
+
+
+def camera_for(K: np.ndarray, original: tuple[int, int]) -> CameraModel:
+    camera = CameraModel.from_intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2], *original)
+    return camera.scaled(SIZE[0] / original[0], SIZE[1] / original[1])
+
+
+def test_pose_auc_is_above_the_anchor(shared_dir, weights_dir):
+    folder = shared_dir / 'data' / 'scannet_pairs'
+    extractor = build_extractor('aliked', weights=weights_dir / 'aliked-n16.pth',
+                                max_keypoints=1024)
+    matcher = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth')
+    config = TrackerConfig(extractor='aliked', device='cpu', keyframe_min_matches=0,
+                           keyframe_min_inliers=0, min_parallax_deg=0.0)
+    pairs = read_pairs(folder)
+    assert len(pairs) == 15
+    matched = []
+    for path0, path1, K0, K1, T_0to1 in pairs:
+        images = [read_image(p) for p in (path0, path1)]
+        original = (images[0].shape[1], images[0].shape[0])
+        images = [cv2.resize(im, SIZE, interpolation=cv2.INTER_AREA) for im in images]
+        cameras = [camera_for(K, original) for K in (K0, K1)]
+        tracker = Tracker(config, extractor=extractor, matcher=matcher)
+        tracker.process(images[0], 1, cameras[0])
+        result = tracker.process(images[1], 2, cameras[1])
+        assert result.pose is not None  # calibrated: a pose or a failure reason, never None
+        assert result.pose.success or result.pose.reason
+        matched.append((result.kf_points, result.points, cameras, T_0to1))
+    aucs = []
+    for run in range(RUNS):  # the tracker's own estimator, on shuffled correspondences
+        rng = np.random.default_rng(run)
+        errors = []
+        for kf_points, points, (camera0, camera1), T_0to1 in matched:
+            order = rng.permutation(len(points))
+            pose = estimate_relative_pose(kf_points[order], points[order], camera0, camera1,
+                                          method=config.pose_method,
+                                          min_matches=config.min_pose_matches,
+                                          min_parallax_deg=config.min_parallax_deg)
+            errors.append(max(pose_error_deg(pose.R_kf_to_cur, pose.t_kf_to_cur,
+                                             T_0to1[:3, :3], T_0to1[:3, 3]))
+                          if pose.success else np.inf)
+        aucs.append(pose_auc(errors, (5, 10, 20)))
+    auc = 100 * np.mean(aucs, axis=0)
+    print('AUC@5/10/20 (mean of', RUNS, 'runs):', np.round(auc, 1))
+    for value, bound in zip(auc, MIN_AUC):
+        assert value >= bound, (auc, MIN_AUC)
