@@ -824,8 +824,9 @@ def _wait_for_graph(matcher: Any, listener: Any, image_pub: Any, info_pub: Any,
                             'only); check that the RMW works on this machine (loopback or '
                             'shared memory not blocked)')
         time.sleep(0.05)
-    crowd = image_pub.get_subscription_count() + matcher.count_subscribers(debug_topic)
-    if crowd > 2:
+    crowd = (image_pub.get_subscription_count() + matcher.count_subscribers(debug_topic)
+             + matcher.count_publishers(image_pub.topic_name))
+    if crowd > 3:
         raise DemoError('another program uses the demo topics in this ROS domain; pick another '
                         'one with --domain-id')
     time.sleep(0.2)  # let discovery settle on both sides of every pair
@@ -843,7 +844,7 @@ def demo_command(args: argparse.Namespace) -> int:
         from lightglue_ros.ros.node import MatcherNode  # noqa: F401
     except ImportError as err:
         raise ConfigError(f'the demo needs ROS 2 for Python ({err}): source a ROS 2 install or '
-                          'pip install "lightglue_ros[ros]"; --bag runs without it') from err
+                          'pip install "lightglue_ros[ros]"') from err
     if args.domain_id is None:
         args.domain_id = _default_domain_id()
     if not 0 <= args.domain_id <= 232:

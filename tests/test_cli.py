@@ -303,14 +303,20 @@ def test_demo_runs_the_real_node_end_to_end(monkeypatch, weights_env, tmp_path, 
     assert [f['index'] for f in frames] == list(range(6))
     assert frames[0]['keyframe_events'][0]['reason'] == 'first_frame'
     assert frames[0]['matches'] == 0 and frames[0]['keyframe_index'] == 0
+    assert frames[1]['keyframe_index'] == 0
     for frame in frames[1:]:
         assert frame['matches'] > 100 and frame['inliers'] > 0.8 * frame['matches']
-        assert frame['keyframe_index'] == 0 and frame['latency_ms'] > 0
+        assert 0 <= frame['keyframe_index'] <= frame['index'] and frame['latency_ms'] > 0
         assert frame['pose'] is not None and not frame['pose']['rotation_only']
+        # Against the ground truth relative to the keyframe the matches refer to.
         error = frame['error_vs_ground_truth']
         assert error['rotation_deg'] < DEMO_ROTATION_ERROR_DEG, frame
         assert error['translation_direction_deg'] < DEMO_DIRECTION_ERROR_DEG, frame
-    assert summary['keyframes'] == 1 and summary['keyframe_switches'] == 0
+    # Measured: no keyframe switch in these 6 frames (249 matches at frame 5, the switch comes
+    # below 200); a switch would still have to be reported consistently.
+    switches = [event for frame in frames[1:] for event in frame['keyframe_events']]
+    assert summary['keyframes'] == 1 + len(switches) <= 2
+    assert summary['keyframe_switches'] == len(switches)
     assert summary['poses'] == 5
     assert summary['matches']['min'] > 100
     assert summary['rotation_error_deg']['max'] < DEMO_ROTATION_ERROR_DEG

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from lightglue_ros.errors import CheckpointError, ConfigError, InvalidImageError
-from lightglue_ros.models.superpoint import SuperPoint, convert_hf_state_dict, is_hf_layout
+from lightglue_ros.models.superpoint import (SuperPoint, convert_hf_state_dict, is_hf_layout,
+                                             max_pool, nms_mask)
 
 transformers = pytest.importorskip('transformers')
 
@@ -88,6 +89,23 @@ def ours(hf_model: torch.nn.Module, **conf) -> SuperPoint:
     model = SuperPoint(**conf)
     model.load_weights(convert_hf_state_dict(hf_model.state_dict()))
     return model
+
+
+@pytest.mark.parametrize('radius', [0, 1, 2, 4, 7])
+def test_max_pool_and_nms_equal_the_reference(radius):
+    from transformers.models.superpoint.modeling_superpoint import simple_nms
+
+    torch.manual_seed(radius)
+    scores = torch.rand(2, 61, 83) ** 3
+    scores[0, 10:20, 30:45] = 0.5  # a plateau: ties everywhere
+    scores[1, :, :7] = 0.0
+    size = 2 * radius + 1
+    assert torch.equal(max_pool(scores, radius), F.max_pool2d(scores, size, 1, radius))
+    mask = scores > 0.9
+    assert torch.equal(max_pool(mask, radius),
+                       F.max_pool2d(mask.float(), size, 1, radius) > 0)
+    # simple_nms returns kept scores, so its zeros hide kept zero-score points: compare > 0.
+    assert torch.equal(nms_mask(scores, radius) & (scores > 0), simple_nms(scores, radius) > 0)
 
 
 @pytest.mark.parametrize(('layout', 'max_keypoints', 'channels_last'), [

@@ -126,7 +126,48 @@ def _feed_forward(dim: int) -> nn.Sequential:
         nn.Linear(2 * dim, dim))
 
 
-class SelfBlock(nn.Module):
+def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B x N x C] -> [B x H x N x C/H] (a view)."""
+    return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+
+class _AttentionBlock(nn.Module):
+    """What self- and cross-attention blocks share: the feed-forward update on [x, message].
+
+    The reference computes ``x + ffn([x, out_proj(context)])``. The first FFN layer is linear
+    in both halves of its input, so we fold ``out_proj`` into it (one GEMM less per block) and
+    compute its ``x`` half in the same GEMM as the block's input projections. ``fuse()``
+    derives these weights from the reference parameters, which stay the module's state.
+    """
+
+    num_heads: int
+    ffn: nn.Sequential
+
+    def _fuse(self, in_weight: torch.Tensor, in_bias: torch.Tensor, out: nn.Linear) -> None:
+        dim = out.out_features
+        ffn_in = self.ffn[0]
+        w_x, w_message = ffn_in.weight[:, :dim], ffn_in.weight[:, dim:]
+        with torch.no_grad():
+            weight = torch.cat([in_weight, w_x])
+            bias = torch.cat([in_bias, ffn_in.bias + w_message @ out.bias])
+            message_weight = w_message @ out.weight
+        self.register_buffer('fused_in_weight', weight.detach(), persistent=False)
+        self.register_buffer('fused_in_bias', bias.detach(), persistent=False)
+        self.register_buffer('fused_message_weight', message_weight.detach(), persistent=False)
+
+    def _update(self, x: torch.Tensor, context: torch.Tensor, ffn_x: torch.Tensor
+                ) -> torch.Tensor:
+        """x: [B x N x C]; context: [B x H x N x d]; ffn_x: [B x N x 2C] (x half of FFN layer 1)."""
+        b, n, c = x.shape
+        hidden = F.linear(context.transpose(1, 2).reshape(b, n, c), self.fused_message_weight)
+        hidden += ffn_x
+        norm = self.ffn[1]
+        hidden = F.gelu(F.layer_norm(hidden, norm.normalized_shape, norm.weight, norm.bias,
+                                     norm.eps))
+        return x + self.ffn[3](hidden)
+
+
+class SelfBlock(_AttentionBlock):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -134,20 +175,28 @@ class SelfBlock(nn.Module):
         self.Wqkv = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
         self.ffn = _feed_forward(dim)
+        self.fuse()
+
+    def fuse(self) -> None:
+        dim, h = self.out_proj.in_features, self.num_heads
+        # (head, channel, q|k|v) -> (q|k|v, head, channel): q, k and v become contiguous blocks
+        # whose heads have unit stride, as the fused attention kernel wants.
+        order = torch.arange(3 * dim, device=self.Wqkv.weight.device)
+        order = order.view(h, dim // h, 3).permute(2, 0, 1).reshape(-1)
+        self._fuse(self.Wqkv.weight[order], self.Wqkv.bias[order], self.out_proj)
 
     def forward(self, x: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
         """x: [B x N x C]; encoding: [2 x B x 1 x N x C/H]."""
-        qkv = self.Wqkv(x).unflatten(-1, (self.num_heads, -1, 3)).transpose(1, 2)
-        q, k, v = qkv.unbind(-1)  # [B x H x N x d] each
+        c = x.shape[-1]
+        projected = F.linear(x, self.fused_in_weight, self.fused_in_bias)
+        q, k, v = projected[..., :3 * c].unflatten(-1, (3, self.num_heads, -1)).permute(
+            2, 0, 3, 1, 4)  # [B x H x N x d] each
         q, k = apply_rotary(encoding, q), apply_rotary(encoding, k)
-        # The fused CPU kernel needs unit stride in the last dimension, else torch falls back
-        # to the unfused path that costs ~3x more.
-        context = F.scaled_dot_product_attention(q, k, v.contiguous())
-        message = self.out_proj(context.transpose(1, 2).flatten(-2))
-        return x + self.ffn(torch.cat([x, message], -1))
+        context = F.scaled_dot_product_attention(q, k, v)
+        return self._update(x, context, projected[..., 3 * c:])
 
 
-class CrossBlock(nn.Module):
+class CrossBlock(_AttentionBlock):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -156,28 +205,31 @@ class CrossBlock(nn.Module):
         self.to_v = nn.Linear(dim, dim)
         self.to_out = nn.Linear(dim, dim)
         self.ffn = _feed_forward(dim)
+        self.fuse()
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+    def fuse(self) -> None:
+        self._fuse(torch.cat([self.to_qk.weight, self.to_v.weight]),
+                   torch.cat([self.to_qk.bias, self.to_v.bias]), self.to_out)
 
-    def _update(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        message = self.to_out(context.transpose(1, 2).flatten(-2))
-        return x + self.ffn(torch.cat([x, message], -1))
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c = x.shape[-1]
+        projected = F.linear(x, self.fused_in_weight, self.fused_in_bias)
+        return (_heads(projected[..., :c], self.num_heads),
+                _heads(projected[..., c:2 * c], self.num_heads), projected[..., 2 * c:])
+
+    def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [2 x N x C], the two images as one batch; image i attends to image 1 - i."""
+        qk, v, ffn_x = self._project(x)
+        other = torch.tensor([1, 0], device=x.device)
+        context = F.scaled_dot_product_attention(qk, qk[other], v[other])
+        return self._update(x, context, ffn_x)
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x0: [B x M x C], x1: [B x N x C]."""
-        if x0.shape == x1.shape:
-            # One batch of two: image i attends to image 1-i.
-            x = torch.cat([x0, x1])
-            qk, v = self._heads(self.to_qk(x)), self._heads(self.to_v(x))
-            swapped = torch.tensor([1, 0], device=x.device)
-            context = F.scaled_dot_product_attention(qk, qk[swapped], v[swapped])
-            return self._update(x, context).chunk(2)
-        qk0, qk1 = self._heads(self.to_qk(x0)), self._heads(self.to_qk(x1))
-        v0, v1 = self._heads(self.to_v(x0)), self._heads(self.to_v(x1))
+        """x0: [1 x M x C], x1: [1 x N x C]."""
+        (qk0, v0, ffn_x0), (qk1, v1, ffn_x1) = self._project(x0), self._project(x1)
         context0 = F.scaled_dot_product_attention(qk0, qk1, v1)
         context1 = F.scaled_dot_product_attention(qk1, qk0, v0)
-        return self._update(x0, context0), self._update(x1, context1)
+        return self._update(x0, context0, ffn_x0), self._update(x1, context1, ffn_x1)
 
 
 class TransformerLayer(nn.Module):
@@ -186,14 +238,13 @@ class TransformerLayer(nn.Module):
         self.self_attn = SelfBlock(dim, num_heads)
         self.cross_attn = CrossBlock(dim, num_heads)
 
+    def forward_stacked(self, x: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
+        """Both images with the same number of points: x [2 x N x C], encoding [2 x 2 x 1 x N x d]."""
+        return self.cross_attn.forward_stacked(self.self_attn(x, encoding))
+
     def forward(self, x0: torch.Tensor, x1: torch.Tensor, encoding0: torch.Tensor,
                 encoding1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if x0.shape == x1.shape:
-            x = self.self_attn(torch.cat([x0, x1]), torch.cat([encoding0, encoding1], 1))
-            x0, x1 = x.chunk(2)
-        else:
-            x0, x1 = self.self_attn(x0, encoding0), self.self_attn(x1, encoding1)
-        return self.cross_attn(x0, x1)
+        return self.cross_attn(self.self_attn(x0, encoding0), self.self_attn(x1, encoding1))
 
 
 class MatchAssignment(nn.Module):
@@ -365,6 +416,13 @@ class LightGlue(nn.Module):
             name, state_dict = str(source), load_state_dict_file(source)
         converted = convert_state_dict(state_dict, self.conf['num_heads'])
         load_into(self, converted, source=name, ignore=('confidence_thresholds',))
+        self.fuse()
+
+    def fuse(self) -> None:
+        """Derive the fused inference weights from the parameters (after changing them)."""
+        for layer in self.transformers:
+            layer.self_attn.fuse()
+            layer.cross_attn.fuse()
 
     # -- thresholds that may change at run time --------------------------------------------
     def set_thresholds(self, *, depth_confidence: float | None = None,
@@ -432,9 +490,17 @@ class LightGlue(nn.Module):
         do_early_stop = self.conf['depth_confidence'] > 0
         do_pruning = self.conf['width_confidence'] > 0
         pruning_min = PRUNING_MIN_POINTS.get(device.type, -1)
+        # While both images hold the same number of points they run as one batch of two.
+        stacked = m == n
+        if stacked:
+            x, enc = torch.cat([x0, x1]), torch.cat([enc0, enc1], 1)
         layer = 0
         for layer in range(n_layers):
-            x0, x1 = self.transformers[layer](x0, x1, enc0, enc1)
+            if stacked:
+                x = self.transformers[layer].forward_stacked(x, enc)
+                x0, x1 = x[:1], x[1:]
+            else:
+                x0, x1 = self.transformers[layer](x0, x1, enc0, enc1)
             if layer == n_layers - 1:
                 break  # no early stop or pruning after the last layer
             token0 = token1 = None
@@ -443,6 +509,9 @@ class LightGlue(nn.Module):
                 token1 = self.token_confidence[layer](x1)
                 if self._confident(token0, token1, layer, m + n):
                     break
+            if do_pruning and max(x0.shape[1], x1.shape[1]) > pruning_min and stacked:
+                stacked = False
+                enc0, enc1 = enc[:, :1], enc[:, 1:]
             if do_pruning and x0.shape[1] > pruning_min:
                 keep0 = self._keep(token0, x0, layer)
                 layers0[ind0[~keep0]] = layer + 1

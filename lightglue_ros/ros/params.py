@@ -176,9 +176,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status, seconds.',
               min=0.1, max=60.0, read_only=True),
     ParamSpec('backwards_reset_frames', 3,
-              'After this many consecutive frames stamped before the last processed one, the '
-              'tracker resets and starts a new map (bag looped, driver restarted); each is '
-              'skipped until then; 0: never reset.', min=0, max=100000),
+              'Frames stamped at or before the last processed one are skipped; the n-th such '
+              'frame in a row resets the tracker and starts a new map from it (bag looped, '
+              'driver restarted); 0: never reset.', min=0, max=100000),
     ParamSpec('log_throttle_s', 5.0,
               'Each kind of warning (bad frame, bad camera_info, drops) is logged at most once '
               'per this many seconds, with a count of the suppressed ones.',
