@@ -17,6 +17,8 @@ from lightglue_ros.ros import params as P
 from lightglue_ros.tracker import TrackerConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# rclpy's type-description support imports lark, which imports deprecated sre modules.
+pytestmark = pytest.mark.filterwarnings('ignore:module .sre_:DeprecationWarning')
 CONFIG_FILE = PROJECT_ROOT / 'config' / 'matcher.yaml'
 
 
@@ -101,7 +103,9 @@ def test_tracker_updates_take_only_run_time_settings() -> None:
     ({'qos_reliability': 'system_default'}, 'qos_reliability must be one of'),
     ({'queue_size': 0}, 'queue_size must be in'),
     ({'fallback_intrinsics': (500.0, 0.0, 320.0, 240.0)}, 'must be all 0 \\(none\\) or all > 0'),
-    ({'fallback_intrinsics': (500.0, 500.0)}, 'fallback_intrinsics must be 4 numbers'),
+    ({'fallback_intrinsics': (500.0, 500.0)}, 'fallback_intrinsics must be 4 floats'),
+    ({'fallback_intrinsics': (500, 500, 320, 240)}, 'fallback_intrinsics must be 4 floats'),
+    ({'ransac_threshold_px': 1}, 'ransac_threshold_px must be a float'),
     ({'fallback_intrinsics': (500.0, math.inf, 1.0, 1.0)}, 'fallback_intrinsics must be finite'),
     ({'fallback_intrinsics': (-1.0, -1.0, -1.0, -1.0)}, 'values must be in'),
     ({'diagnostics_period_s': 0.0}, 'diagnostics_period_s must be in'),
@@ -117,7 +121,7 @@ def test_validate_accepts_edge_values() -> None:
                     {'depth_confidence': 1.0}, {'filter_threshold': 0.0},
                     {'device': 'cuda:1'}, {'resize': 0}, {'detection_threshold': 0.0},
                     {'fallback_intrinsics': (525.0, 525.0, 319.5, 239.5)},
-                    {'fallback_intrinsics': [525, 525.0, 319.5, 239.5]},
+                    {'fallback_intrinsics': [525.0, 525.0, 319.5, 239.5]},
                     {'keyframe_min_matches': 0, 'keyframe_min_inliers': 0},
                     {'max_keypoints': 1, 'backwards_reset_frames': 0, 'log_throttle_s': 0.0}):
         assert P.validate(_values(**changes)) is None, changes
@@ -239,7 +243,7 @@ def test_declare_parameters_sets_descriptors(context: Any) -> None:
     ({'filter_threshold': 1}, 'filter_threshold must be a float'),  # an int for a double
     ({'depth_confidence': 0.0}, r'depth_confidence must be -1 \(off\) or in \(0, 1\]'),
     ({'device': 'tpu'}, 'device must be auto, cpu, cuda or cuda:N'),
-    ({'fallback_intrinsics': [1.0, 2.0]}, 'fallback_intrinsics must be 4 numbers'),
+    ({'fallback_intrinsics': [1.0, 2.0]}, 'fallback_intrinsics must be 4 floats'),
 ])
 def test_declare_parameters_refuses_invalid_start_up_values(
         context: Any, overrides: dict[str, Any], reason: str) -> None:

@@ -132,6 +132,19 @@ def test_equals_transformers(hf_model, hf_outputs, gray, layout, max_keypoints, 
     torch.testing.assert_close(feats.descriptors[a], desc_hf[b], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_first_block_in_strips_equals_whole_image(hf_model, gray, channels_last):
+    model = ours(hf_model, channels_last=channels_last)
+    image = torch.stack([gray[:, :202, :301], gray[:, 7:209, 11:312]])  # 202 x 301, batch of 2
+    with torch.inference_mode():
+        model.strip_rows = 32
+        strips = model._encode(image)
+        model.strip_rows = None
+        whole = model._encode(image)
+    assert strips.shape == whole.shape == (2, 128, 25, 37)
+    torch.testing.assert_close(strips, whole, atol=1e-6, rtol=1e-6)
+
+
 def test_descriptors_unit_norm_and_dtypes(hf_model, gray):
     feats = ours(hf_model, max_keypoints=512).extract(gray)
     assert len(feats) == 512

@@ -48,7 +48,7 @@ class PreparedFeatures:
     """One image's matcher inputs, computed once (the keyframe cache).
 
     descriptors: [1 x N x C] float, after the input projection.
-    encoding:    [2 x 1 x 1 x N x C/H] float, cos and sin of the rotary positional encoding.
+    encoding:    [1 x 1 x N x C/H/2] complex, the rotary positional encoding exp(i * angle).
     """
 
     descriptors: torch.Tensor
@@ -97,15 +97,15 @@ def normalize_keypoints(keypoints: torch.Tensor, image_size: tuple[int, int]) ->
     return (keypoints - size / 2) / (size.max() / 2)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive pairs (x0, x1) -> (-x1, x0) along the last dimension."""
-    x = x.unflatten(-1, (-1, 2))
-    return torch.stack((-x[..., 1], x[..., 0]), dim=-1).flatten(-2)
+def apply_rotary(frequencies: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of x by the keypoints' angles.
 
-
-def apply_rotary(encoding: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """x: [B x H x N x d]; encoding: [2 x B x 1 x N x d] (cos, sin)."""
-    return x * encoding[0] + rotate_half(x) * encoding[1]
+    x: [B x H x N x d] float; frequencies: [B x 1 x N x d/2] complex, exp(i * angle).
+    The reference writes this as x * cos + rotate_half(x) * sin with rotate_half(x0, x1) =
+    (-x1, x0): exactly a complex product per pair, which runs as one fused pass instead of five.
+    """
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * frequencies).flatten(-2).to(x.dtype)
 
 
 class LearnableFourierPositionalEncoding(nn.Module):
@@ -114,10 +114,9 @@ class LearnableFourierPositionalEncoding(nn.Module):
         self.Wr = nn.Linear(dim_in, head_dim // 2, bias=False)
 
     def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
-        """keypoints: [B x N x 2] normalised -> [2 x B x 1 x N x head_dim] (cos, sin)."""
-        projected = self.Wr(keypoints)
-        encoding = torch.stack([projected.cos(), projected.sin()], 0).unsqueeze(-3)
-        return encoding.repeat_interleave(2, dim=-1)
+        """keypoints: [B x N x 2] normalised -> [B x 1 x N x head_dim/2] complex exp(i * angle)."""
+        angles = self.Wr(keypoints).float()
+        return torch.polar(torch.ones_like(angles), angles).unsqueeze(1)
 
 
 def _feed_forward(dim: int) -> nn.Sequential:
@@ -186,7 +185,7 @@ class SelfBlock(_AttentionBlock):
         self._fuse(self.Wqkv.weight[order], self.Wqkv.bias[order], self.out_proj)
 
     def forward(self, x: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
-        """x: [B x N x C]; encoding: [2 x B x 1 x N x C/H]."""
+        """x: [B x N x C]; encoding: [B x 1 x N x C/H/2] complex."""
         c = x.shape[-1]
         projected = F.linear(x, self.fused_in_weight, self.fused_in_bias)
         q, k, v = projected[..., :3 * c].unflatten(-1, (3, self.num_heads, -1)).permute(
@@ -239,7 +238,7 @@ class TransformerLayer(nn.Module):
         self.cross_attn = CrossBlock(dim, num_heads)
 
     def forward_stacked(self, x: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
-        """Both images with the same number of points: x [2 x N x C], encoding [2 x 2 x 1 x N x d]."""
+        """Both images with the same number of points: x [2 x N x C], encoding [2 x 1 x N x d/2]."""
         return self.cross_attn.forward_stacked(self.self_attn(x, encoding))
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor, encoding0: torch.Tensor,
@@ -493,7 +492,7 @@ class LightGlue(nn.Module):
         # While both images hold the same number of points they run as one batch of two.
         stacked = m == n
         if stacked:
-            x, enc = torch.cat([x0, x1]), torch.cat([enc0, enc1], 1)
+            x, enc = torch.cat([x0, x1]), torch.cat([enc0, enc1])
         layer = 0
         for layer in range(n_layers):
             if stacked:
@@ -511,15 +510,15 @@ class LightGlue(nn.Module):
                     break
             if do_pruning and max(x0.shape[1], x1.shape[1]) > pruning_min and stacked:
                 stacked = False
-                enc0, enc1 = enc[:, :1], enc[:, 1:]
+                enc0, enc1 = enc[:1], enc[1:]
             if do_pruning and x0.shape[1] > pruning_min:
                 keep0 = self._keep(token0, x0, layer)
                 layers0[ind0[~keep0]] = layer + 1
-                ind0, x0, enc0 = ind0[keep0], x0[:, keep0], enc0[:, :, :, keep0]
+                ind0, x0, enc0 = ind0[keep0], x0[:, keep0], enc0[:, :, keep0]
             if do_pruning and x1.shape[1] > pruning_min:
                 keep1 = self._keep(token1, x1, layer)
                 layers1[ind1[~keep1]] = layer + 1
-                ind1, x1, enc1 = ind1[keep1], x1[:, keep1], enc1[:, :, :, keep1]
+                ind1, x1, enc1 = ind1[keep1], x1[:, keep1], enc1[:, :, keep1]
             if x0.shape[1] == 0 or x1.shape[1] == 0:
                 return self._empty(layers0, layers1, stop_layer=layer + 1)
         layers0[ind0] = layer + 1

@@ -28,17 +28,18 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, Poin
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.errors import (CalibrationError, InvalidImageError, LightGlueRosError,
                                   TimestampError)
+from lightglue_ros.ros.conversions import (array_to_image_msg, camera_info_to_camera_model,
+                                           compressed_msg_to_array, image_msg_to_array,
+                                           make_diagnostic_array, stamp_to_ns)
+from lightglue_ros.ros.outputs import frame_outputs
 from lightglue_ros.ros.params import (NODE_NAME, NodeSettings, declare_parameters,
                                       fallback_intrinsics, output_focal_px, tracker_config,
                                       tracker_updates, validate)
 from lightglue_ros.ros.stats import (DROP_OVERFLOW, DROP_SUPERSEDED, SKIP_CALIBRATION,
                                      SKIP_ERROR, SKIP_INVALID_IMAGE, SKIP_TIMESTAMP, FrameQueue,
                                      NodeStats, Throttle)
-from lightglue_ros.ros.conversions import (array_to_image_msg, camera_info_to_camera_model,
-                                           compressed_msg_to_array, image_msg_to_array,
-                                           make_diagnostic_array, stamp_to_ns)
-from lightglue_ros.ros.outputs import frame_outputs
 from lightglue_ros.tracker import Tracker
+from lightglue_ros.viz import draw_tracks
 
 __all__ = ['MatcherNode', 'main']
 
@@ -88,8 +89,9 @@ class MatcherNode(Node):
         self._pending: dict[str, Any] = {}  # tracker thresholds to apply before the next frame
         self._backwards = 0  # consecutive frames stamped before the last processed one
 
-        self._output_publishers = {name: self.create_publisher(kind, f'~/{name}', OUTPUT_DEPTH)
-                            for name, kind in OUTPUT_TYPES.items()}
+        self._output_publishers = {
+            name: self.create_publisher(kind, f'~/{name}', OUTPUT_DEPTH)
+            for name, kind in OUTPUT_TYPES.items()}
         self._debug_publisher = self.create_publisher(Image, '~/debug_image', 1)
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, '/diagnostics',
                                                             OUTPUT_DEPTH)
@@ -115,14 +117,12 @@ class MatcherNode(Node):
 
     # -- set-up ---------------------------------------------------------------------------
     def _input_qos(self) -> QoSProfile:
-        if not self.settings.reliable:
-            qos = QoSProfile(depth=self.settings.qos_depth)
-            qos.reliability = qos_profile_sensor_data.reliability
-            qos.durability = qos_profile_sensor_data.durability
-            qos.history = HistoryPolicy.KEEP_LAST
-            return qos
-        return QoSProfile(depth=self.settings.qos_depth, reliability=ReliabilityPolicy.RELIABLE,
-                          history=HistoryPolicy.KEEP_LAST)
+        """The sensor-data profile (best effort, keep last, volatile) or its reliable twin."""
+        reliability = (ReliabilityPolicy.RELIABLE if self.settings.reliable
+                       else qos_profile_sensor_data.reliability)
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.settings.qos_depth,
+                          reliability=reliability,
+                          durability=qos_profile_sensor_data.durability)
 
     def _image_topic(self) -> str:
         return self.resolve_topic_name(
@@ -232,15 +232,12 @@ class MatcherNode(Node):
         latency_ms = (time.monotonic() - received) * 1e3
         stamp_age_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
         if self._debug_publisher.get_subscription_count() > 0:
-            from lightglue_ros.viz import draw_tracks
-
             self._debug_publisher.publish(array_to_image_msg(draw_tracks(image, result),
                                                              header=header))
             self.stats.on_debug_image()
-        if result.reason and not result.ok:
-            if result.reason == 'no_calibration':
-                self._warn('no_calibration', 'no camera_info received and no fallback '
-                           'intrinsics set: publishing matches without a pose')
+        if result.reason == 'no_calibration':
+            self._warn('no_calibration', 'no camera_info received and no fallback intrinsics '
+                       'set: publishing matches without a pose')
         for event in result.keyframe_events:
             if event.reason == 'image_size_changed':
                 self._warn('image_size', f'image size changed to {image.shape[1]}x'

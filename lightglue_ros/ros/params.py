@@ -37,12 +37,13 @@ _DEVICE_RE = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One parameter: its default fixes its type (bool, int, float or str)."""
+    """One parameter: its default fixes its type (bool, int, float, str, or a tuple of
+    floats for a double array)."""
 
     name: str
     default: ParamValue
     description: str
-    min: float | None = None  # inclusive range (ints and floats)
+    min: float | None = None  # inclusive range (ints, floats, each value of an array)
     max: float | None = None
     choices: tuple[str, ...] = ()  # allowed strings (empty: any)
     read_only: bool = False  # needs a restart (models, device, QoS, processing mode)
@@ -109,7 +110,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('queue_size', 100, 'Frames the lossless queue holds before it overflows.',
               min=1, max=10000, read_only=True),
     # -- model (restart to change) ------------------------------------------------------------
-    ParamSpec('extractor', _T('extractor'), 'Keypoint extractor.',
+    ParamSpec('extractor', _T('extractor'),
+              'Keypoint extractor; LightGlue uses the weights trained for it.',
               choices=('superpoint', 'disk', 'aliked'), read_only=True, tracker_key='extractor'),
     ParamSpec('extractor_weights', '',
               'Extractor weights file or folder; empty: resolve by name (cache dir, '
@@ -140,7 +142,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('width_confidence', _T('width_confidence'),
               'LightGlue point pruning confidence; -1: off.', min=-1.0, max=1.0,
               tracker_key='width_confidence', constraint='-1 (off) or in (0, 1]'),
-    ParamSpec('filter_threshold', _T('filter_threshold'), 'Minimum match score.',
+    ParamSpec('filter_threshold', _T('filter_threshold'),
+              'Minimum LightGlue score for a match to be kept.',
               min=0.0, max=1.0, tracker_key='filter_threshold', constraint='< 1'),
     ParamSpec('keyframe_min_matches', _T('keyframe_min_matches'),
               'A frame with fewer matches to the keyframe ends the keyframe.',
@@ -151,12 +154,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('keyframe_hysteresis', _T('keyframe_hysteresis'),
               'A frame tracks well (may become the next keyframe) at this multiple of the '
               'keyframe minimums.', min=1.0, max=100.0, tracker_key='keyframe_hysteresis'),
-    ParamSpec('pose_method', _T('pose_method'), 'Relative pose estimator.',
+    ParamSpec('pose_method', _T('pose_method'),
+              'Relative pose estimator (docs/pose_estimators.md).',
               choices=('poselib', 'opencv_ransac', 'opencv_magsac'), tracker_key='pose_method'),
     ParamSpec('ransac_threshold_px', _T('ransac_threshold_px'),
               'Epipolar inlier threshold, pixels.', min=0.0, max=100.0,
               tracker_key='ransac_threshold_px', constraint='> 0'),
-    ParamSpec('ransac_confidence', _T('ransac_confidence'), 'RANSAC confidence.',
+    ParamSpec('ransac_confidence', _T('ransac_confidence'),
+              'RANSAC confidence of the relative pose.',
               min=0.0, max=1.0, tracker_key='ransac_confidence', constraint='in (0, 1)'),
     ParamSpec('min_pose_matches', _T('min_pose_matches'),
               'Fewer matches: no pose (reason too_few_matches).', min=5, max=100000,
@@ -193,20 +198,16 @@ RUNTIME_TRACKER_KEYS: frozenset[str] = frozenset(
     spec.tracker_key for spec in PARAMETERS if spec.tracker_key and not spec.read_only)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def check_value(spec: ParamSpec, value: Any) -> str | None:
-    """Why ``value`` is not a valid value of ``spec`` on its own, or None."""
+    """Why ``value`` is not a valid value of ``spec`` on its own, or None.
+
+    Types are strict, as rcl's are: a double parameter needs a float (``1.0``, not ``1``).
+    """
     name = spec.name
     if spec.type is tuple:
         return _check_array(spec, value)
-    if spec.type is float:
-        ok_type = _is_number(value)
-    else:
-        ok_type = isinstance(value, spec.type) and (spec.type is bool
-                                                     or not isinstance(value, bool))
+    ok_type = isinstance(value, spec.type) and (spec.type is bool
+                                                 or not isinstance(value, bool))
     if not ok_type:
         return f'{name} must be a {spec.type.__name__}, got {value!r}'
     if isinstance(value, float) and not math.isfinite(value):
@@ -221,8 +222,8 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
 def _check_array(spec: ParamSpec, value: Any) -> str | None:
     name, size = spec.name, len(spec.default)
     if isinstance(value, (str, bytes)) or not hasattr(value, '__len__') \
-            or len(value) != size or not all(_is_number(v) for v in value):
-        return f'{name} must be {size} numbers, got {_show(value)}'
+            or len(value) != size or not all(isinstance(v, float) for v in value):
+        return f'{name} must be {size} floats, got {_show(value)}'
     if not all(math.isfinite(v) for v in value):
         return f'{name} must be finite, got {_show(value)}'
     if spec.min is not None and spec.max is not None \
