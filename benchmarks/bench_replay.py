@@ -201,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         'per_frame_overhead': per_frame / tracker_ms,
         'target_overhead': TARGET_OVERHEAD,
     }
+    # Judged on the two measures that other jobs on the machine do not swing (see above); the
+    # wall-clock ratios are reported for reading next to them.
     report['meets_target'] = bool(report['per_frame_overhead'] <= TARGET_OVERHEAD
-                                  and report['overhead_cpu_median'] <= TARGET_OVERHEAD
-                                  and report['overhead_best'] <= TARGET_OVERHEAD)
+                                  and report['overhead_cpu_median'] <= TARGET_OVERHEAD)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

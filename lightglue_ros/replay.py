@@ -46,7 +46,7 @@ from lightglue_ros.errors import (
     TimestampError,
 )
 from lightglue_ros.ros.params import DEFAULTS as NODE_DEFAULTS
-from lightglue_ros.ros.params import NODE_NAME
+from lightglue_ros.ros.params import NODE_NAME, output_focal_px
 from lightglue_ros.ros.stats import (SKIP_CALIBRATION, SKIP_ERROR, SKIP_INVALID_IMAGE,
                                      SKIP_TIMESTAMP)
 from lightglue_ros.tracker import FrameResult, Tracker, TrackerConfig
@@ -605,11 +605,12 @@ class _Loop:
         from rclpy.serialization import serialize_message
 
         from lightglue_ros.ros.conversions import compressed_msg_to_array, image_msg_to_array
-        from lightglue_ros.ros.outputs import OUTPUT_TOPICS
+        from lightglue_ros.ros.outputs import OUTPUT_TOPICS, frame_outputs
 
         self.tracker, self.bag, self.out, self.summary = tracker, bag, out, summary
         self.cameras, self.stamp_to_ns = cameras, stamp_to_ns
         self.serialize = serialize_message
+        self.frame_outputs = frame_outputs
         self.decoders = {IMAGE_TYPE: image_msg_to_array, COMPRESSED_TYPE: compressed_msg_to_array}
         self.topic = {name: _join(prefix, name) for name in (*OUTPUT_TOPICS, DEBUG_IMAGE_TOPIC)}
         self.odom_frame_id = odom_frame_id
@@ -639,8 +640,6 @@ class _Loop:
                                 kf=summary.keyframe_index[-1], refresh=False)
 
     def frame(self, msgtype: str, bag_time: int, raw: bytes, t0: float) -> None:
-        from lightglue_ros.ros.outputs import frame_outputs
-
         summary = self.summary
         try:
             msg = self.bag.deserialize(raw, msgtype)
@@ -659,16 +658,15 @@ class _Loop:
         if result is None:
             return
         config = self.tracker.config
-        outputs = frame_outputs(result, header, odom_frame_id=self.odom_frame_id,
-                                threshold_px=config.ransac_threshold_px,
-                                focal_px=camera.mean_focal if camera is not None else None)
+        outputs = self.frame_outputs(result, header, odom_frame_id=self.odom_frame_id,
+                                     threshold_px=config.ransac_threshold_px,
+                                     focal_px=output_focal_px(camera))
         for name, out_msg in outputs.items():
             self.out.write(self.topic[name], bag_time, self.serialize(out_msg))
         if self.debug_images:
             self.out.write(self.topic[DEBUG_IMAGE_TOPIC], bag_time,
                            self.serialize(debug_image_msg(image, result, header)))
         summary._add_frame(result, bag_time, (time.perf_counter() - t0) * 1e3)
-
 
     def track(self, image: np.ndarray, stamp_ns: int, camera: CameraModel | None,
               bag_time: int) -> FrameResult | None:

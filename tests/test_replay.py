@@ -31,7 +31,7 @@ from lightglue_ros.image import read_image
 from lightglue_ros.tracker import Tracker, TrackerConfig
 
 pytest.importorskip('rclpy')
-rosbags_typesys = pytest.importorskip('rosbags.typesys')
+pytest.importorskip('rosbags')
 
 from rclpy.serialization import deserialize_message  # noqa: E402
 from rosbags.highlevel import AnyReader  # noqa: E402

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from lightglue_ros.errors import CheckpointError, ConfigError, InvalidImageError
-from lightglue_ros.models.superpoint import (SuperPoint, convert_hf_state_dict, is_hf_layout,
-                                             max_pool, nms_mask)
+from lightglue_ros.models.superpoint import (SuperPoint, _nms_mask_torch, convert_hf_state_dict,
+                                             is_hf_layout, max_pool, nms_mask)
 
 transformers = pytest.importorskip('transformers')
 
@@ -105,7 +105,11 @@ def test_max_pool_and_nms_equal_the_reference(radius):
     assert torch.equal(max_pool(mask, radius),
                        F.max_pool2d(mask.float(), size, 1, radius) > 0)
     # simple_nms returns kept scores, so its zeros hide kept zero-score points: compare > 0.
-    assert torch.equal(nms_mask(scores, radius) & (scores > 0), simple_nms(scores, radius) > 0)
+    expected = simple_nms(scores, radius) > 0
+    assert torch.equal(nms_mask(scores, radius) & (scores > 0), expected)  # numpy on CPU
+    assert torch.equal(_nms_mask_torch(scores, radius) & (scores > 0), expected)  # GPU path
+    half = scores.half()  # a dtype numpy cannot take from torch on every platform: torch path
+    assert torch.equal(nms_mask(half, radius) & (half > 0), simple_nms(half, radius) > 0)
 
 
 @pytest.mark.parametrize(('layout', 'max_keypoints', 'channels_last'), [

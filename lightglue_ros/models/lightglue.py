@@ -156,9 +156,8 @@ class _AttentionBlock(nn.Module):
 
     def _update(self, x: torch.Tensor, context: torch.Tensor, ffn_x: torch.Tensor
                 ) -> torch.Tensor:
-        """x: [B x N x C]; context: [B x H x N x d]; ffn_x: [B x N x 2C] (x half of FFN layer 1)."""
-        b, n, c = x.shape
-        hidden = F.linear(context.transpose(1, 2).reshape(b, n, c), self.fused_message_weight)
+        """x, context: [B x N x C]; ffn_x: [B x N x 2C] (the x half of FFN layer 1)."""
+        hidden = F.linear(context, self.fused_message_weight)
         hidden += ffn_x
         norm = self.ffn[1]
         hidden = F.gelu(F.layer_norm(hidden, norm.normalized_shape, norm.weight, norm.bias,
@@ -191,7 +190,7 @@ class SelfBlock(_AttentionBlock):
         q, k, v = projected[..., :3 * c].unflatten(-1, (3, self.num_heads, -1)).permute(
             2, 0, 3, 1, 4)  # [B x H x N x d] each
         q, k = apply_rotary(encoding, q), apply_rotary(encoding, k)
-        context = F.scaled_dot_product_attention(q, k, v)
+        context = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(-2)
         return self._update(x, context, projected[..., 3 * c:])
 
 
@@ -219,15 +218,17 @@ class CrossBlock(_AttentionBlock):
     def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
         """x: [2 x N x C], the two images as one batch; image i attends to image 1 - i."""
         qk, v, ffn_x = self._project(x)
-        other = torch.tensor([1, 0], device=x.device)
-        context = F.scaled_dot_product_attention(qk, qk[other], v[other])
+        # Two calls on views cost less than gathering the swapped keys and values.
+        context0 = F.scaled_dot_product_attention(qk[:1], qk[1:], v[1:])
+        context1 = F.scaled_dot_product_attention(qk[1:], qk[:1], v[:1])
+        context = torch.cat([context0.transpose(1, 2), context1.transpose(1, 2)]).flatten(-2)
         return self._update(x, context, ffn_x)
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x0: [1 x M x C], x1: [1 x N x C]."""
         (qk0, v0, ffn_x0), (qk1, v1, ffn_x1) = self._project(x0), self._project(x1)
-        context0 = F.scaled_dot_product_attention(qk0, qk1, v1)
-        context1 = F.scaled_dot_product_attention(qk1, qk0, v0)
+        context0 = F.scaled_dot_product_attention(qk0, qk1, v1).transpose(1, 2).flatten(-2)
+        context1 = F.scaled_dot_product_attention(qk1, qk0, v0).transpose(1, 2).flatten(-2)
         return self._update(x0, context0, ffn_x0), self._update(x1, context1, ffn_x1)
 
 
