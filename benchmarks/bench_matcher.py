@@ -61,7 +61,8 @@ def main() -> int:
 
     rows, records = [], []
     for size in args.sizes:
-        extractor = build_extractor(args.extractor, weights=weights / EXTRACTOR_FILES[args.extractor],
+        extractor = build_extractor(args.extractor,
+                                    weights=weights / EXTRACTOR_FILES[args.extractor],
                                     max_keypoints=size, device=device)
         f0, f1 = (extractor.extract(image) for image in images)
         for mode in args.modes:
@@ -73,7 +74,8 @@ def main() -> int:
             if 'transformers' in args.peers:
                 hf = interop.build_transformers_lightglue(
                     ours.conf['input_dim'], ours.state_dict(), **MODES[mode]).to(device)
-                candidates['transformers'] = peer_call(lambda: interop.transformers_match(hf, f0, f1))
+                candidates['transformers'] = peer_call(
+                    lambda: interop.transformers_match(hf, f0, f1))
                 identical['transformers'] = torch.equal(
                     candidates['transformers']()[0].cpu(), reference.matches.cpu())
             if 'kornia' in args.peers:

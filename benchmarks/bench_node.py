@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_name  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TARGET_PCT = 5.0
@@ -39,14 +41,7 @@ WEIGHT_FILES = {'aliked': ('aliked-n16.pth', 'aliked_lightglue.pth'),
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return {'cpu': cpu, 'cores': os.cpu_count(), 'system': platform.system(),
             'python': platform.python_version(), 'load_average': list(os.getloadavg())}
 

@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_name  # noqa: E402
 
 from lightglue_ros import geometry  # noqa: E402
 from lightglue_ros.camera import CameraModel  # noqa: E402
@@ -333,14 +335,7 @@ def run_parallax_sweep(scenes: int = 30) -> list[dict]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return f'{os.cpu_count()}-core {cpu}, {platform.system()}, OpenCV {cv2.__version__}'
 
 

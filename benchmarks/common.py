@@ -20,20 +20,20 @@ def shared_dir() -> Path:
     return path
 
 
-def machine() -> str:
-    if torch.cuda.is_available():
-        gpu = torch.cuda.get_device_name(0)
-    else:
-        gpu = 'no GPU'
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (or what platform knows)."""
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
             if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
+                return line.split(':', 1)[1].strip()
     except OSError:
         pass
-    return (f'{cpu}, {os.cpu_count()} cores, torch {torch.__version__} '
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
+    return (f'{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} '
             f'({torch.get_num_threads()} threads), {gpu}')
 
 

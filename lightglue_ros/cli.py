@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from lightglue_ros import argtypes
 from lightglue_ros.errors import (BagError, CalibrationError, ConfigError, InvalidImageError,
                                   LightGlueRosError)
 
@@ -137,47 +138,6 @@ def _add_optional_parser(commands: Any, name: str, module: str, function: str,
         stub.set_defaults(handler=unavailable)
 
 
-def _intrinsics(text: str) -> tuple[float, float, float, float]:
-    try:
-        values = [float(v) for v in text.replace(' ', '').split(',')]
-    except ValueError:
-        values = []
-    if len(values) != 4 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(
-            f'expected fx,fy,cx,cy (four positive numbers, pixels), got {text!r}')
-    return values[0], values[1], values[2], values[3]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}')
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f'expected a positive number, got {text!r}')
-    return value
-
-
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group('model')
     group.add_argument('--extractor', choices=EXTRACTOR_CHOICES, default=DEFAULT_EXTRACTOR,
@@ -189,10 +149,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--matcher-weights', metavar='PATH',
                        help='LightGlue weights file or folder for the extractor (default: '
                             'resolve by name)')
-    group.add_argument('--max-keypoints', type=_positive_int, default=DEFAULT_MAX_KEYPOINTS,
+    group.add_argument('--max-keypoints', type=argtypes.positive_int,
+                       default=DEFAULT_MAX_KEYPOINTS,
                        metavar='N', help='strongest keypoints kept per image '
                                          f'(default: {DEFAULT_MAX_KEYPOINTS})')
-    group.add_argument('--resize', type=_non_negative_int, default=DEFAULT_RESIZE,
+    group.add_argument('--resize', type=argtypes.non_negative_int, default=DEFAULT_RESIZE,
                        metavar='PX', help='longer image side the extractor sees, downscale '
                                           f'only; 0: native size (default: {DEFAULT_RESIZE})')
     group.add_argument('--device', default='auto',
@@ -201,7 +162,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_calibration_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument('--intrinsics', type=_intrinsics, metavar='FX,FY,CX,CY',
+    group.add_argument('--intrinsics', type=argtypes.intrinsics, metavar='FX,FY,CX,CY',
                        help='pinhole intrinsics in pixels (no distortion)')
     group.add_argument('--camera-info', metavar='YAML',
                        help='ROS camera_calibration YAML (image_width, camera_matrix, ...)')
@@ -240,11 +201,11 @@ def _add_demo_parser(commands: Any) -> None:
     choice.add_argument('--bag', metavar='PATH',
                         help='a rosbag2 folder/.mcap/.db3 or ROS 1 .bag, run through the replay '
                              'library (tracker only, no ROS graph)')
-    source.add_argument('--frames', type=_positive_int, metavar='N',
+    source.add_argument('--frames', type=argtypes.positive_int, metavar='N',
                         help='frames to run (default: 20 synthetic frames, all of your data)')
-    source.add_argument('--fps', type=_positive_float, default=None,
+    source.add_argument('--fps', type=argtypes.positive_float, default=None,
                         help='frame rate for stamps where the input has none (default: 5 for '
-                             'the synthetic room, the video\'s rate, or 10)')
+                             "the synthetic room, the video's rate, or 10)")
     source.add_argument('--seed', type=int, default=0, help='synthetic scene seed (default: 0)')
     source.add_argument('--image-topic', help='--bag: image topic (default: the only one)')
     source.add_argument('--camera-info-topic',
@@ -256,8 +217,8 @@ def _add_demo_parser(commands: Any) -> None:
     parser.add_argument('--domain-id', type=int, default=None, metavar='ID',
                         help='ROS_DOMAIN_ID of the demo graph (default: a free-looking id in '
                              '[1, 100] derived from the process id)')
-    parser.add_argument('--timeout', type=_positive_float, default=DEMO_FRAME_TIMEOUT_S,
-                        metavar='S', help='seconds to wait for one frame\'s result '
+    parser.add_argument('--timeout', type=argtypes.positive_float, default=DEMO_FRAME_TIMEOUT_S,
+                        metavar='S', help="seconds to wait for one frame's result "
                                           f'(default: {DEMO_FRAME_TIMEOUT_S:g})')
     _add_model_options(parser)
     parser.set_defaults(handler=demo_command)
@@ -778,7 +739,8 @@ def _run_node_demo(args: argparse.Namespace, source: _DemoInput, weights: tuple[
                 # The node publishes the debug image last: once it is here, so is the rest.
                 _wait(collector.cond, lambda r=record: r.debug_image is not None, 10.0)
                 expects_pose = source.camera is not None and _inliers(record) > 0
-                _wait(collector.cond, lambda r=record: r.pose is not None or not expects_pose,
+                _wait(collector.cond,
+                      lambda r=record, e=expects_pose: r.pose is not None or not e,
                       2.0)
                 time.sleep(0.02)  # keyframe messages published just before
                 with collector.cond:

@@ -21,7 +21,6 @@ import argparse
 import bisect
 import json
 import logging
-import math
 import shutil
 import signal
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from lightglue_ros import argtypes
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.errors import (
     BagError,
@@ -723,27 +723,6 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Any]:
 # Command line.
 # ------------------------------------------------------------------------------------------------
 
-def _intrinsics(text: str) -> tuple[float, float, float, float]:
-    try:
-        values = [float(v) for v in text.replace(' ', '').split(',')]
-    except ValueError:
-        values = []
-    if len(values) != 4 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f'expected fx,fy,cx,cy (four positive numbers), '
-                                         f'got {text!r}')
-    return values[0], values[1], values[2], values[3]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    return value
-
-
 def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the replay options to ``parser`` and set ``handler`` (args -> exit code)."""
     parser.add_argument('input', help='rosbag2 folder, .mcap / .db3 file, or ROS 1 .bag')
@@ -757,22 +736,22 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
     parser.add_argument('--debug-images', action='store_true',
                         help=f'also write ~/{DEBUG_IMAGE_TOPIC} (matches drawn on the image)')
-    parser.add_argument('--fallback-intrinsics', type=_intrinsics, metavar='FX,FY,CX,CY',
+    parser.add_argument('--fallback-intrinsics', type=argtypes.intrinsics, metavar='FX,FY,CX,CY',
                         help='pinhole intrinsics where no (valid) camera_info exists')
     source = parser.add_mutually_exclusive_group()
     source.add_argument('--params-file', metavar='YAML',
-                        help='the matcher node\'s ROS params file (e.g. config/matcher.yaml): '
+                        help="the matcher node's ROS params file (e.g. config/matcher.yaml): "
                              'replay with the same settings as the node')
     source.add_argument('--config', metavar='YAML',
                         help='tracker options (TrackerConfig keys), e.g. extractor: aliked')
     parser.add_argument('--extractor', help='superpoint | disk | aliked (overrides --config)')
     parser.add_argument('--extractor-weights', metavar='PATH')
     parser.add_argument('--matcher-weights', metavar='PATH')
-    parser.add_argument('--max-keypoints', type=_positive_int)
+    parser.add_argument('--max-keypoints', type=argtypes.positive_int)
     parser.add_argument('--resize', type=int, metavar='PX',
                         help='longer image side the extractor sees; 0: native size')
     parser.add_argument('--device', help='auto | cpu | cuda | cuda:N')
-    parser.add_argument('--max-frames', type=_positive_int, help='stop after N images')
+    parser.add_argument('--max-frames', type=argtypes.positive_int, help='stop after N images')
     parser.add_argument('--topic-prefix', default=DEFAULT_TOPIC_PREFIX,
                         help=f'namespace of the output topics (default: {DEFAULT_TOPIC_PREFIX})')
     parser.add_argument('--odom-frame-id', default=None,
@@ -796,7 +775,7 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         'replay', help='run the tracker over a bag and record the outputs',
         description='Replay a rosbag2 (sqlite3/MCAP) or ROS 1 bag through the tracker and write '
-                    'the live node\'s outputs to a rosbag2, with a JSON summary and plots.')
+                    "the live node's outputs to a rosbag2, with a JSON summary and plots.")
     return configure_replay_parser(parser)
 
 

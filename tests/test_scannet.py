@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.geometry import estimate_relative_pose, pose_auc, pose_error_deg

@@ -201,7 +201,7 @@ def test_bad_input_is_refused_and_the_next_good_frame_works(models, camera, frei
         'not an array': [[1, 2], [3, 4]],
     }
     stamp = 11
-    for name, image in bad_images.items():
+    for image in bad_images.values():
         with pytest.raises(InvalidImageError):
             tracker.process(image, stamp, camera)
         stamp += 1

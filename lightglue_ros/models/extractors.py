@@ -98,8 +98,8 @@ class AlikedExtractor(nn.Module):
         h, w = image.shape[-2:]
         resized, factors = resize_max_edge(to_rgb(image), self.conf['resize'])
         (out,) = self.net(resized[None])
-        return Features(scale_keypoints(out.keypoints.float(), factors), out.keypoint_scores.float(),
-                        out.descriptors.float(), (w, h))
+        return Features(scale_keypoints(out.keypoints.float(), factors),
+                        out.keypoint_scores.float(), out.descriptors.float(), (w, h))
 
 
 def _merge_conf(defaults: dict[str, Any], conf: dict[str, Any], name: str) -> dict[str, Any]:

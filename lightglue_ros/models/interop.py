@@ -36,7 +36,8 @@ def to_hugging_face_state_dict(state_dict: Mapping[str, torch.Tensor], num_heads
             i, suffix = m.groups()
             q, k, v = value.unflatten(0, (num_heads, -1, 3)).unbind(2)
             for name, t in zip('qkv', (q, k, v)):
-                out[f'transformer_layers.{i}.self_attention.{name}_proj.{suffix}'] = t.flatten(0, 1)
+                key = f'transformer_layers.{i}.self_attention.{name}_proj.{suffix}'
+                out[key] = t.flatten(0, 1)
         elif m := re.match(r'^transformers\.(\d+)\.cross_attn\.to_qk\.(weight|bias)$', key):
             i, suffix = m.groups()
             for name in 'qk':
@@ -90,7 +91,8 @@ def build_transformers_lightglue(input_dim: int, state_dict: Mapping[str, torch.
             to_hugging_face_state_dict(state_dict, config.num_attention_heads), strict=False)
         missing = [k for k in missing if not k.startswith('keypoint_detector.')]
         if missing or unexpected:
-            raise RuntimeError(f'transformers LightGlue: missing {missing}, unexpected {unexpected}')
+            raise RuntimeError(f'transformers LightGlue: missing {missing}, '
+                               f'unexpected {unexpected}')
     return model
 
 

@@ -1,4 +1,4 @@
-"""LightGlue (Lindenberger, Sarlin, Pollefeys, ICCV 2023): attention matcher with adaptive depth and width.
+"""LightGlue (Lindenberger, Sarlin, Pollefeys, ICCV 2023): matcher with adaptive depth and width.
 
 Our own implementation of the published architecture, numerically equal to the cvg reference
 (and to kornia's and transformers' ports) and organised for speed:
@@ -239,7 +239,7 @@ class TransformerLayer(nn.Module):
         self.cross_attn = CrossBlock(dim, num_heads)
 
     def forward_stacked(self, x: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
-        """Both images with the same number of points: x [2 x N x C], encoding [2 x 1 x N x d/2]."""
+        """Both images with N points each: x [2 x N x C], encoding [2 x 1 x N x d/2]."""
         return self.cross_attn.forward_stacked(self.self_attn(x, encoding))
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor, encoding0: torch.Tensor,
@@ -254,7 +254,10 @@ class MatchAssignment(nn.Module):
         self.final_proj = nn.Linear(dim, dim)
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-        """x0: [B x M x C], x1: [B x N x C] -> log assignment [B x M+1 x N+1] (last row/col: unmatched)."""
+        """x0: [B x M x C], x1: [B x N x C] -> log assignment [B x M+1 x N+1].
+
+        The last row and column hold the log-probabilities of being unmatched.
+        """
         scale = x0.shape[-1] ** -0.25
         m0, m1 = self.final_proj(x0) * scale, self.final_proj(x1) * scale
         sim = m0 @ m1.transpose(-1, -2)
@@ -309,9 +312,12 @@ def _from_hugging_face(state_dict: Mapping[str, torch.Tensor], num_heads: int) -
     renames = [
         (r'^input_projection\.', 'input_proj.'),
         (r'^positional_encoder\.projector\.', 'posenc.Wr.'),
-        (r'^transformer_layers\.(\d+)\.self_attention\.o_proj\.', r'transformers.\1.self_attn.out_proj.'),
-        (r'^transformer_layers\.(\d+)\.cross_attention\.v_proj\.', r'transformers.\1.cross_attn.to_v.'),
-        (r'^transformer_layers\.(\d+)\.cross_attention\.o_proj\.', r'transformers.\1.cross_attn.to_out.'),
+        (r'^transformer_layers\.(\d+)\.self_attention\.o_proj\.',
+         r'transformers.\1.self_attn.out_proj.'),
+        (r'^transformer_layers\.(\d+)\.cross_attention\.v_proj\.',
+         r'transformers.\1.cross_attn.to_v.'),
+        (r'^transformer_layers\.(\d+)\.cross_attention\.o_proj\.',
+         r'transformers.\1.cross_attn.to_out.'),
         (r'^transformer_layers\.(\d+)\.self_mlp\.', r'transformers.\1.self_attn.ffn.'),
         (r'^transformer_layers\.(\d+)\.cross_mlp\.', r'transformers.\1.cross_attn.ffn.'),
         (r'^match_assignment_layers\.(\d+)\.final_projection\.', r'log_assignment.\1.final_proj.'),
@@ -379,7 +385,7 @@ class LightGlue(nn.Module):
 
     def __init__(self, features: str = 'superpoint', *, weights: str | Path | None = None,
                  **conf: Any) -> None:
-        """features: superpoint | disk | aliked; weights: checkpoint file in any released layout."""
+        """features: superpoint | disk | aliked; weights: a checkpoint in any released layout."""
         super().__init__()
         if features not in FEATURE_CONFIGS:
             raise ConfigError(f'unknown features {features!r}; choose one of '
