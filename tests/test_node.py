@@ -353,6 +353,15 @@ class Rig:
 def _assert_same_outputs(rig: Rig, expected: dict[int, Any], what: str) -> None:
     """Every output of every frame in ``expected`` (stamp -> FrameOutputs) arrived, equal
     field by field (message ==), and nothing else did for those frames."""
+    # DDS keeps order within a topic, not across topics: wait until every topic holds as many
+    # messages for these frames as the core produced before comparing.
+    for name in OUTPUTS:
+        count = sum(1 for outputs in expected.values() for topic, _ in outputs.items()
+                    if topic == name)
+        _wait(lambda name=name, count=count: sum(
+            1 for msg in rig.messages(name)
+            if name == 'keyframe' or stamp_to_ns(msg.header.stamp) in expected) >= count,
+            WAIT_S, f'{what}: {count} {name} message(s)')
     for name in OUTPUTS:
         got: dict[int, list[Any]] = defaultdict(list)
         for msg in rig.messages(name):
