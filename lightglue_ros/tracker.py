@@ -300,6 +300,7 @@ class Tracker:
             pose_ms += (time.perf_counter() - t0) * 1e3
             weak = self._weakness(match, pose)
         view = self._track(index, stamp_ns, features, camera, keyframe, match, pose)
+        view.prepared = prepared  # the keyframe cache, should this frame become keyframe
         if weak:
             # No keyframe holds on to this frame: tracking restarts from it.
             reason, detail = weak
