@@ -167,6 +167,11 @@ class _View:
     R_world_cam: np.ndarray
     t_world_cam: np.ndarray
     prepared: PreparedFeatures | None = None
+    keypoints: np.ndarray | None = None  # [N x 2] host copy of features.keypoints
+
+    def __post_init__(self) -> None:
+        if self.keypoints is None:
+            self.keypoints = self.features.keypoints.cpu().numpy()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -280,9 +285,11 @@ class Tracker:
         t0 = time.perf_counter()
         prepared = self.matcher.prepare_features(features)
         match = self.matcher.match_prepared(self._keyframe_cache(keyframe), prepared)
+        pairs = match.matches.cpu().numpy()  # one host copy per match: (kf index, cur index)
         match_ms = (time.perf_counter() - t0) * 1e3
+        keypoints = features.keypoints.cpu().numpy()
         t0 = time.perf_counter()
-        pose = self._estimate_pose(keyframe, features, camera, match)
+        pose = self._estimate_pose(keyframe, keypoints, camera, pairs)
         pose_ms = (time.perf_counter() - t0) * 1e3
 
         events: list[KeyframeEvent] = []
@@ -294,12 +301,13 @@ class Tracker:
             keyframe = candidate
             t0 = time.perf_counter()
             match = self.matcher.match_prepared(self._keyframe_cache(keyframe), prepared)
+            pairs = match.matches.cpu().numpy()
             match_ms += (time.perf_counter() - t0) * 1e3
             t0 = time.perf_counter()
-            pose = self._estimate_pose(keyframe, features, camera, match)
+            pose = self._estimate_pose(keyframe, keypoints, camera, pairs)
             pose_ms += (time.perf_counter() - t0) * 1e3
             weak = self._weakness(match, pose)
-        view = self._track(index, stamp_ns, features, camera, keyframe, match, pose)
+        view = self._track(index, stamp_ns, features, keypoints, camera, keyframe, pairs, pose)
         view.prepared = prepared  # the keyframe cache, should this frame become keyframe
         if weak:
             # No keyframe holds on to this frame: tracking restarts from it.
@@ -309,7 +317,7 @@ class Tracker:
             self._candidate = view
         timings = FrameTimings(extract_ms, match_ms, pose_ms,
                                (time.perf_counter() - start) * 1e3)
-        return self._result(index, stamp_ns, features, keyframe, match, pose, view,
+        return self._result(index, stamp_ns, keyframe, match, pairs, pose, view,
                             tuple(events), timings)
 
     # -- helpers --------------------------------------------------------------------------
@@ -318,15 +326,14 @@ class Tracker:
             view.prepared = self.matcher.prepare_features(view.features)
         return view.prepared
 
-    def _estimate_pose(self, keyframe: _View, features: Features, camera: CameraModel | None,
-                       match: MatchResult) -> RelativePose | None:
+    def _estimate_pose(self, keyframe: _View, keypoints: np.ndarray, camera: CameraModel | None,
+                       pairs: np.ndarray) -> RelativePose | None:
+        """keypoints: [N x 2] of the current frame; pairs: [K x 2] (kf index, cur index)."""
         if camera is None or keyframe.camera is None:
             return None
         cfg = self.config
-        idx = match.matches.cpu().numpy()
         return estimate_relative_pose(
-            keyframe.features.keypoints.cpu().numpy()[idx[:, 0]],
-            features.keypoints.cpu().numpy()[idx[:, 1]], keyframe.camera, camera,
+            keyframe.keypoints[pairs[:, 0]], keypoints[pairs[:, 1]], keyframe.camera, camera,
             method=cfg.pose_method, threshold_px=cfg.ransac_threshold_px,
             confidence=cfg.ransac_confidence, min_matches=cfg.min_pose_matches,
             min_parallax_deg=cfg.min_parallax_deg)
@@ -370,10 +377,10 @@ class Tracker:
         logger.info('keyframe %d -> %d (%s: %s)', previous, view.index, reason, detail)
         return KeyframeEvent(view.index, view.stamp_ns, previous, reason, detail, inherited)
 
-    def _track(self, index: int, stamp_ns: int, features: Features, camera: CameraModel | None,
-               keyframe: _View, match: MatchResult, pose: RelativePose | None) -> _View:
+    def _track(self, index: int, stamp_ns: int, features: Features, keypoints: np.ndarray,
+               camera: CameraModel | None, keyframe: _View, idx: np.ndarray,
+               pose: RelativePose | None) -> _View:
         """This frame as a possible future keyframe: track ids and world pose."""
-        idx = match.matches.cpu().numpy()
         track_ids = np.full(len(features), UNMATCHED, dtype=np.int64)
         # Only geometrically verified matches pass their id on (when a pose exists).
         keep = pose.inlier_mask if pose is not None and pose.success else np.ones(len(idx), bool)
@@ -384,14 +391,15 @@ class Tracker:
             # and the keyframe's world pose maps keyframe -> world.
             R_kc, t_kc = invert(pose.R_kf_to_cur, pose.t_kf_to_cur)
             R_wc, t_wc = compose(R_kc, t_kc, R_wc, t_wc)
-        return _View(index, stamp_ns, features, camera, track_ids, R_wc, t_wc)
+        return _View(index, stamp_ns, features, camera, track_ids, R_wc, t_wc,
+                     keypoints=keypoints)
 
-    def _result(self, index: int, stamp_ns: int, features: Features, keyframe: _View,
-                match: MatchResult, pose: RelativePose | None, view: _View,
+    def _result(self, index: int, stamp_ns: int, keyframe: _View, match: MatchResult,
+                idx: np.ndarray, pose: RelativePose | None, view: _View,
                 events: tuple[KeyframeEvent, ...], timings: FrameTimings) -> FrameResult:
-        idx = match.matches.cpu().numpy()
-        points = features.keypoints.cpu().numpy()[idx[:, 1]].astype(np.float32)
-        kf_points = keyframe.features.keypoints.cpu().numpy()[idx[:, 0]].astype(np.float32)
+        features = view.features
+        points = view.keypoints[idx[:, 1]].astype(np.float32)
+        kf_points = keyframe.keypoints[idx[:, 0]].astype(np.float32)
         track_ids = keyframe.track_ids[idx[:, 0]]
         inliers = pose.inlier_mask.copy() if pose is not None else np.zeros(len(idx), bool)
         points_norm, velocity = self._normalised(points, track_ids, view.camera, stamp_ns)
