@@ -16,31 +16,24 @@ def intrinsics(text: str) -> tuple[float, float, float, float]:
     return values[0], values[1], values[2], values[3]
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, cast: type, accept, expected: str):
+    """Parse ``text`` with ``cast`` and check it with ``accept``, or explain what was expected."""
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
+        value = None
+    if value is None or not accept(value):
+        raise argparse.ArgumentTypeError(f'expected {expected}, got {text!r}')
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, 'a positive integer')
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}')
-    return value
+    return _number(text, int, lambda v: v >= 0, 'an integer >= 0')
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f'expected a positive number, got {text!r}')
-    return value
+    return _number(text, float, lambda v: math.isfinite(v) and v > 0, 'a positive number')
