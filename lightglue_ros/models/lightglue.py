@@ -4,9 +4,11 @@ Our own implementation of the published architecture, numerically equal to the c
 (and to kornia's and transformers' ports) and organised for speed:
 - all attention goes through ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels on
   CPU and CUDA); the reference CPU cross-attention materialises two softmaxes and costs ~4x more;
-- when both images hold the same number of points the two images run as one batch of two;
-- the keyframe side of a match (input projection, rotary positional encoding) is prepared once by
-  ``prepare`` and reused for every frame matched against it.
+- both images travel as one token sequence, so each layer's projections and feed-forward
+  updates run once over all points, and the feed-forward additions ride on the GEMMs;
+- the keyframe side of a match (input projection, rotary positional encoding and layer 0's
+  self-attention, none of which sees the other image) is prepared once by ``prepare`` and reused
+  for every frame matched against it.
 
 Weights (Apache-2.0, cvg/LightGlue): both key layouts of released files (``self_attn.N.*`` /
 ``cross_attn.N.*`` and ``transformers.N.*``) and the Hugging Face ``ETH-CVG/lightglue_*`` layout
@@ -47,16 +49,17 @@ _PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 class PreparedFeatures:
     """One image's matcher inputs, computed once (the keyframe cache).
 
-    descriptors: [1 x N x C] float, after the input projection.
-    encoding:    [1 x 1 x N x C/H/2] complex, the rotary positional encoding exp(i * angle).
+    tokens:   [1 x N x C] float, the descriptors after the input projection and after layer 0's
+              self-attention block (which, like the encoding, does not see the other image).
+    encoding: [1 x 1 x N x C/H/2] complex, the rotary positional encoding exp(i * angle).
     """
 
-    descriptors: torch.Tensor
+    tokens: torch.Tensor
     encoding: torch.Tensor
 
     @property
     def num_points(self) -> int:
-        return int(self.descriptors.shape[1])
+        return int(self.tokens.shape[1])
 
 
 @dataclass(frozen=True)
@@ -156,13 +159,37 @@ class _AttentionBlock(nn.Module):
 
     def _update(self, x: torch.Tensor, context: torch.Tensor, ffn_x: torch.Tensor
                 ) -> torch.Tensor:
-        """x, context: [B x N x C]; ffn_x: [B x N x 2C] (the x half of FFN layer 1)."""
-        hidden = F.linear(context, self.fused_message_weight)
-        hidden += ffn_x
-        norm = self.ffn[1]
-        hidden = F.gelu(F.layer_norm(hidden, norm.normalized_shape, norm.weight, norm.bias,
-                                     norm.eps))
-        return x + self.ffn[3](hidden)
+        """x, context: [B x N x C]; ffn_x: [B x N x 2C] (the x half of FFN layer 1).
+
+        The x half joins through addmm's accumulate, GELU (aten's in-place op, which the
+        functional API does not expose) and the residual add reuse their input buffers: at
+        1024 points the update runs ~15 % faster than with a fresh tensor for every step.
+        """
+        dim = x.shape[-1]
+        norm, out = self.ffn[1], self.ffn[3]
+        hidden = torch.addmm(ffn_x.reshape(-1, 2 * dim), context.reshape(-1, dim),
+                             self.fused_message_weight.t())
+        hidden = F.layer_norm(hidden, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        update = torch.addmm(out.bias, torch.ops.aten.gelu_(hidden), out.weight.t())
+        return update.view(x.shape).add_(x)
+
+
+def _attend_both(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: int, *,
+                 cross: bool) -> torch.Tensor:
+    """Attention inside each image (self) or from each image to the other (cross).
+
+    q, k, v: [1 x H x M+N x d], the tokens of image 0 then image 1; split = M.
+    Returns the context [1 x M+N x H*d]. Two fused calls on views: gathering the tokens
+    into a batch costs more than it saves.
+    """
+    q0, q1 = q[:, :, :split], q[:, :, split:]
+    k0, k1 = k[:, :, :split], k[:, :, split:]
+    v0, v1 = v[:, :, :split], v[:, :, split:]
+    if cross:
+        k0, k1, v0, v1 = k1, k0, v1, v0
+    context0 = F.scaled_dot_product_attention(q0, k0, v0)
+    context1 = F.scaled_dot_product_attention(q1, k1, v1)
+    return torch.cat([context0, context1], 2).transpose(1, 2).flatten(-2)
 
 
 class SelfBlock(_AttentionBlock):
@@ -183,14 +210,19 @@ class SelfBlock(_AttentionBlock):
         order = order.view(h, dim // h, 3).permute(2, 0, 1).reshape(-1)
         self._fuse(self.Wqkv.weight[order], self.Wqkv.bias[order], self.out_proj)
 
-    def forward(self, x: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
-        """x: [B x N x C]; encoding: [B x 1 x N x C/H/2] complex."""
+    def forward(self, x: torch.Tensor, encoding: torch.Tensor, split: int | None = None
+                ) -> torch.Tensor:
+        """x: [1 x M+N x C] (image 0 then image 1, split = M) or one image [1 x N x C] with
+        split None; encoding: [1 x 1 x tokens x C/H/2] complex."""
         c = x.shape[-1]
         projected = F.linear(x, self.fused_in_weight, self.fused_in_bias)
         q, k, v = projected[..., :3 * c].unflatten(-1, (3, self.num_heads, -1)).permute(
-            2, 0, 3, 1, 4)  # [B x H x N x d] each
+            2, 0, 3, 1, 4)  # [1 x H x tokens x d] each
         q, k = apply_rotary(encoding, q), apply_rotary(encoding, k)
-        context = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(-2)
+        if split is None:
+            context = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(-2)
+        else:
+            context = _attend_both(q, k, v, split, cross=False)
         return self._update(x, context, projected[..., 3 * c:])
 
 
@@ -209,42 +241,23 @@ class CrossBlock(_AttentionBlock):
         self._fuse(torch.cat([self.to_qk.weight, self.to_v.weight]),
                    torch.cat([self.to_qk.bias, self.to_v.bias]), self.to_out)
 
-    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, split: int) -> torch.Tensor:
+        """x: [1 x M+N x C] (image 0 then image 1); image i attends to image 1 - i."""
         c = x.shape[-1]
         projected = F.linear(x, self.fused_in_weight, self.fused_in_bias)
-        return (_heads(projected[..., :c], self.num_heads),
-                _heads(projected[..., c:2 * c], self.num_heads), projected[..., 2 * c:])
-
-    def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [2 x N x C], the two images as one batch; image i attends to image 1 - i."""
-        qk, v, ffn_x = self._project(x)
-        # Two calls on views cost less than gathering the swapped keys and values.
-        context0 = F.scaled_dot_product_attention(qk[:1], qk[1:], v[1:])
-        context1 = F.scaled_dot_product_attention(qk[1:], qk[:1], v[:1])
-        context = torch.cat([context0.transpose(1, 2), context1.transpose(1, 2)]).flatten(-2)
-        return self._update(x, context, ffn_x)
-
-    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x0: [1 x M x C], x1: [1 x N x C]."""
-        (qk0, v0, ffn_x0), (qk1, v1, ffn_x1) = self._project(x0), self._project(x1)
-        context0 = F.scaled_dot_product_attention(qk0, qk1, v1).transpose(1, 2).flatten(-2)
-        context1 = F.scaled_dot_product_attention(qk1, qk0, v0).transpose(1, 2).flatten(-2)
-        return self._update(x0, context0, ffn_x0), self._update(x1, context1, ffn_x1)
+        qk = _heads(projected[..., :c], self.num_heads)
+        context = _attend_both(qk, qk, _heads(projected[..., c:2 * c], self.num_heads), split,
+                               cross=True)
+        return self._update(x, context, projected[..., 2 * c:])
 
 
 class TransformerLayer(nn.Module):
+    """One self- and one cross-attention block (run by ``LightGlue._match``)."""
+
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.self_attn = SelfBlock(dim, num_heads)
         self.cross_attn = CrossBlock(dim, num_heads)
-
-    def forward_stacked(self, x: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
-        """Both images with N points each: x [2 x N x C], encoding [2 x 1 x N x d/2]."""
-        return self.cross_attn.forward_stacked(self.self_attn(x, encoding))
-
-    def forward(self, x0: torch.Tensor, x1: torch.Tensor, encoding0: torch.Tensor,
-                encoding1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.cross_attn(self.self_attn(x0, encoding0), self.self_attn(x1, encoding1))
 
 
 class MatchAssignment(nn.Module):
@@ -254,20 +267,18 @@ class MatchAssignment(nn.Module):
         self.final_proj = nn.Linear(dim, dim)
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-        """x0: [B x M x C], x1: [B x N x C] -> log assignment [B x M+1 x N+1].
+        """x0: [B x M x C], x1: [B x N x C] -> log assignment of point pairs [B x M x N].
 
-        The last row and column hold the log-probabilities of being unmatched.
+        The reference pads this with a row and a column of log-probabilities of being
+        unmatched; picking matches never reads them, so they are not built.
         """
         scale = x0.shape[-1] ** -0.25
         m0, m1 = self.final_proj(x0) * scale, self.final_proj(x1) * scale
         sim = m0 @ m1.transpose(-1, -2)
-        z0, z1 = self.matchability(x0), self.matchability(x1)
-        b, m, n = sim.shape
-        scores = sim.new_zeros((b, m + 1, n + 1))
-        scores[:, :m, :n] = (F.log_softmax(sim, 2) + F.log_softmax(sim, 1)
-                             + F.logsigmoid(z0) + F.logsigmoid(z1).transpose(1, 2))
-        scores[:, :-1, -1] = F.logsigmoid(-z0.squeeze(-1))
-        scores[:, -1, :-1] = F.logsigmoid(-z1.squeeze(-1))
+        scores = F.log_softmax(sim, 2)
+        scores += F.log_softmax(sim, 1)
+        scores += F.logsigmoid(self.matchability(x0))
+        scores += F.logsigmoid(self.matchability(x1)).transpose(1, 2)
         return scores
 
     def matchability_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -285,12 +296,11 @@ class TokenConfidence(nn.Module):
 
 def filter_matches(scores: torch.Tensor, threshold: float
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mutual nearest neighbours above ``threshold`` from a log assignment [B x M+1 x N+1].
+    """Mutual nearest neighbours above ``threshold`` from a log assignment [B x M x N].
 
     Returns matches0 [B x M] (index in image 1, or -1 = unmatched) and their scores [B x M].
     """
-    inner = scores[:, :-1, :-1]
-    max0, max1 = inner.max(2), inner.max(1)
+    max0, max1 = scores.max(2), scores.max(1)
     m0, m1 = max0.indices, max1.indices
     mutual0 = torch.arange(m0.shape[1], device=m0.device)[None] == m1.gather(1, m0)
     mscores0 = torch.where(mutual0, max0.values.exp(), max0.values.new_zeros(()))
@@ -444,7 +454,8 @@ class LightGlue(nn.Module):
     @torch.inference_mode()
     def prepare(self, keypoints: torch.Tensor, descriptors: torch.Tensor,
                 image_size: tuple[int, int]) -> PreparedFeatures:
-        """The per-image work that does not depend on the other image.
+        """The per-image work that does not depend on the other image (the keyframe cache):
+        input projection, positional encoding and layer 0's self-attention block.
 
         keypoints: [N x 2] or [1 x N x 2] pixels (x, y); descriptors: [N x D] or [1 x N x D];
         image_size: (width, height).
@@ -457,8 +468,10 @@ class LightGlue(nn.Module):
         weight = self.posenc.Wr.weight
         keypoints = normalize_keypoints(keypoints.to(weight), image_size)
         with self._autocast(weight.device):
-            return PreparedFeatures(self.input_proj(descriptors.to(weight)),
-                                    self.posenc(keypoints))
+            encoding = self.posenc(keypoints)
+            tokens = self.transformers[0].self_attn(self.input_proj(descriptors.to(weight)),
+                                                    encoding)
+            return PreparedFeatures(tokens, encoding)
 
     def prepare_features(self, features: Features) -> PreparedFeatures:
         return self.prepare(features.keypoints, features.descriptors, features.image_size)
@@ -471,7 +484,7 @@ class LightGlue(nn.Module):
     def match_prepared(self, prepared0: PreparedFeatures, prepared1: PreparedFeatures
                        ) -> MatchResult:
         """Match two prepared images (adaptive depth and width per ``conf``)."""
-        device = prepared0.descriptors.device
+        device = prepared0.tokens.device
         with self._autocast(device):
             return self._match(prepared0, prepared1)
 
@@ -481,76 +494,68 @@ class LightGlue(nn.Module):
                               enabled=dtype is not None and device.type == 'cuda')
 
     def _match(self, prepared0: PreparedFeatures, prepared1: PreparedFeatures) -> MatchResult:
-        x0, x1 = prepared0.descriptors, prepared1.descriptors
-        enc0, enc1 = prepared0.encoding, prepared1.encoding
-        m, n = x0.shape[1], x1.shape[1]
-        device = x0.device
+        m0, n0 = prepared0.num_points, prepared1.num_points
+        device = prepared0.tokens.device
+        # Layers each point took part in (image 0's points, then image 1's); pruned points keep
+        # the count they reached.
+        layers = torch.zeros(m0 + n0, dtype=torch.long, device=device)
+        if m0 == 0 or n0 == 0:
+            return self._empty(layers, m0, stop_layer=0)
+        # Both images travel as one token sequence, image 0's m points first: projections,
+        # feed-forward updates and the per-layer heads run once over all tokens.
+        x = torch.cat([prepared0.tokens, prepared1.tokens], 1)
+        encoding = torch.cat([prepared0.encoding, prepared1.encoding], 2)
+        index = torch.arange(m0 + n0, device=device)  # token -> position in `layers`
+        m = m0
         n_layers = self.conf['n_layers']
-        ind0 = torch.arange(m, device=device)
-        ind1 = torch.arange(n, device=device)
-        # Layers each point took part in; pruned points keep the count they reached.
-        layers0 = torch.zeros(m, dtype=torch.long, device=device)
-        layers1 = torch.zeros(n, dtype=torch.long, device=device)
-        if m == 0 or n == 0:
-            return self._empty(layers0, layers1, stop_layer=0)
         do_early_stop = self.conf['depth_confidence'] > 0
         do_pruning = self.conf['width_confidence'] > 0
         pruning_min = PRUNING_MIN_POINTS.get(device.type, -1)
-        # While both images hold the same number of points they run as one batch of two.
-        stacked = m == n
-        if stacked:
-            x, enc = torch.cat([x0, x1]), torch.cat([enc0, enc1])
         layer = 0
         for layer in range(n_layers):
-            if stacked:
-                x = self.transformers[layer].forward_stacked(x, enc)
-                x0, x1 = x[:1], x[1:]
-            else:
-                x0, x1 = self.transformers[layer](x0, x1, enc0, enc1)
+            block = self.transformers[layer]
+            if layer > 0:  # layer 0's self-attention ran in prepare()
+                x = block.self_attn(x, encoding, m)
+            x = block.cross_attn(x, m)
             if layer == n_layers - 1:
                 break  # no early stop or pruning after the last layer
-            token0 = token1 = None
+            token = None
             if do_early_stop:
-                token0 = self.token_confidence[layer](x0)
-                token1 = self.token_confidence[layer](x1)
-                if self._confident(token0, token1, layer, m + n):
+                token = self.token_confidence[layer](x)
+                if self._confident(token, layer, m0 + n0):
                     break
-            if do_pruning and max(x0.shape[1], x1.shape[1]) > pruning_min and stacked:
-                stacked = False
-                enc0, enc1 = enc[:1], enc[1:]
-            if do_pruning and x0.shape[1] > pruning_min:
-                keep0 = self._keep(token0, x0, layer)
-                layers0[ind0[~keep0]] = layer + 1
-                ind0, x0, enc0 = ind0[keep0], x0[:, keep0], enc0[:, :, keep0]
-            if do_pruning and x1.shape[1] > pruning_min:
-                keep1 = self._keep(token1, x1, layer)
-                layers1[ind1[~keep1]] = layer + 1
-                ind1, x1, enc1 = ind1[keep1], x1[:, keep1], enc1[:, :, keep1]
-            if x0.shape[1] == 0 or x1.shape[1] == 0:
-                return self._empty(layers0, layers1, stop_layer=layer + 1)
-        layers0[ind0] = layer + 1
-        layers1[ind1] = layer + 1
-        scores = self.log_assignment[layer](x0, x1)
+            prune0, prune1 = m > pruning_min, x.shape[1] - m > pruning_min
+            if do_pruning and (prune0 or prune1):
+                keep = self._keep(token, x, layer)
+                keep[:m] |= not prune0
+                keep[m:] |= not prune1
+                layers[index[~keep]] = layer + 1
+                m = int(keep[:m].sum())
+                index, x, encoding = index[keep], x[:, keep], encoding[:, :, keep]
+                if m == 0 or m == x.shape[1]:
+                    return self._empty(layers, m0, stop_layer=layer + 1)
+        layers[index] = layer + 1
+        scores = self.log_assignment[layer](x[:, :m], x[:, m:])
         matches0, mscores0 = filter_matches(scores, self.conf['filter_threshold'])
         valid = matches0[0] > -1
-        matches = torch.stack([ind0[valid], ind1[matches0[0][valid]]], -1)
-        return MatchResult(matches, mscores0[0][valid].float(), layer + 1, layers0, layers1)
+        matches = torch.stack([index[:m][valid], index[m:][matches0[0][valid]] - m0], -1)
+        return MatchResult(matches, mscores0[0][valid].float(), layer + 1, layers[:m0],
+                           layers[m0:])
 
-    def _confident(self, token0: torch.Tensor, token1: torch.Tensor, layer: int,
-                   num_points: int) -> bool:
-        threshold = self.confidence_thresholds[layer]
-        unconfident = (token0 < threshold).sum() + (token1 < threshold).sum()
+    def _confident(self, token: torch.Tensor, layer: int, num_points: int) -> bool:
+        unconfident = (token < self.confidence_thresholds[layer]).sum()
         return bool(1.0 - unconfident.float() / num_points > self.conf['depth_confidence'])
 
     def _keep(self, token: torch.Tensor | None, x: torch.Tensor, layer: int) -> torch.Tensor:
-        """[N] bool: the points of one image [1 x N x C] that stay after this layer."""
+        """[T] bool: the tokens [1 x T x C] that stay after this layer."""
         keep = self.log_assignment[layer].matchability_prob(x) > 1 - self.conf['width_confidence']
         if token is not None:  # low-confidence points are never pruned
             keep |= token <= self.confidence_thresholds[layer]
         return keep[0]
 
     @staticmethod
-    def _empty(layers0: torch.Tensor, layers1: torch.Tensor, *, stop_layer: int) -> MatchResult:
-        device = layers0.device
+    def _empty(layers: torch.Tensor, split: int, *, stop_layer: int) -> MatchResult:
+        device = layers.device
         return MatchResult(torch.zeros(0, 2, dtype=torch.long, device=device),
-                           torch.zeros(0, device=device), stop_layer, layers0, layers1)
+                           torch.zeros(0, device=device), stop_layer, layers[:split],
+                           layers[split:])
