@@ -6,15 +6,22 @@
 Prints, for each keypoint count and mode (adaptive = early exit + pruning, full = 9 layers),
 the median time of each implementation, our ratio to transformers' (the fastest peer) and
 whether our matches are identical to each peer's.
+
+--floor also times, for full depth, only the kernels an exact pass cannot avoid at those shapes:
+the fused-attention calls and the GEMMs of our fused weights, with nothing in between. Every
+implementation compared here runs the same attention kernel, so this bounds how far below the
+peers' time an eager implementation can go on this machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, machine, print_table, shared_dir  # noqa: E402
@@ -44,6 +51,8 @@ def main() -> int:
     parser.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'bf16'])
     parser.add_argument('--peers', nargs='+', default=['transformers', 'kornia'],
                         choices=['transformers', 'kornia'])
+    parser.add_argument('--floor', action='store_true',
+                        help='also time the unavoidable attention + GEMM kernels (full depth)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -59,7 +68,7 @@ def main() -> int:
             return fn
         return lambda: _autocast(fn, autocast_dtype)
 
-    rows, records = [], []
+    rows, records, floor_rows = [], [], []
     for size in args.sizes:
         extractor = build_extractor(args.extractor,
                                     weights=weights / EXTRACTOR_FILES[args.extractor],
@@ -84,12 +93,17 @@ def main() -> int:
                 candidates['kornia'] = peer_call(lambda: interop.kornia_match(kornia, f0, f1))
                 identical['kornia'] = torch.equal(candidates['kornia']()[0].cpu(),
                                                   reference.matches.cpu())
+            if args.floor and mode == 'full':
+                candidates['floor'] = kernel_floor(ours.conf, len(f0), len(f1), device)
             medians = interleaved(candidates, repeats=args.repeats, device=device)
             record = {'keypoints': [len(f0), len(f1)], 'mode': mode, 'ms': medians,
                       'matches': len(reference), 'stop_layer': reference.stop_layer,
                       'identical': identical}
             for peer in identical:
                 record[f'ratio_vs_{peer}'] = medians['ours'] / medians[peer]
+            if 'floor' in medians:
+                floor_rows.append([size, f"{medians['ours']:.1f}", f"{medians['floor']:.1f}"]
+                                  + [f"{medians['floor'] / medians[p]:.2f}x" for p in identical])
             records.append(record)
             rows.append([size, mode, f"{medians['ours']:.1f}"]
                         + [f'{medians[p]:.1f}' for p in identical]
@@ -108,7 +122,34 @@ def main() -> int:
         print_table(['kpts', 'mode', 'ours ms'] + [f'{p} ms' for p in peers]
                     + [f'ours/{p}' for p in peers] + ['identical matches', 'matches', 'layers'],
                     rows)
+        if floor_rows:
+            print('\nKernel floor at full depth (attention + GEMM kernels only)')
+            print_table(['kpts', 'ours ms', 'floor ms'] + [f'floor/{p}' for p in peers],
+                        floor_rows)
     return 0
+
+
+def kernel_floor(conf: dict, m: int, n: int, device: torch.device) -> Callable[[], None]:
+    """The kernels of one exact full-depth pass with our fused weights, nothing else.
+
+    Per layer and point: self-attention in-projection C -> 5C (q, k, v and the FFN's x half),
+    message C -> 2C, FFN out 2C -> C; cross-attention C -> 4C, 2C, C (17 C^2 multiply-adds);
+    four fused-attention calls (self and cross for each image).
+    """
+    c, heads, layers = conf['descriptor_dim'], conf['num_heads'], conf['n_layers']
+    tokens, hidden = (torch.randn(m + n, k, device=device) for k in (c, 2 * c))
+    gemms = [(tokens, torch.randn(c, k * c, device=device)) for k in (5, 2, 4, 2)]
+    gemms += [(hidden, torch.randn(2 * c, c, device=device))] * 2
+    q0, q1 = (torch.randn(1, heads, k, c // heads, device=device) for k in (m, n))
+
+    def run() -> None:
+        for _ in range(layers):
+            for a, b in gemms:
+                a @ b
+            for q, kv in ((q0, q0), (q1, q1), (q0, q1), (q1, q0)):
+                F.scaled_dot_product_attention(q, kv, kv)
+
+    return run
 
 
 def _autocast(fn, dtype):

@@ -189,7 +189,8 @@ def _attend_both(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: int, 
         k0, k1, v0, v1 = k1, k0, v1, v0
     context0 = F.scaled_dot_product_attention(q0, k0, v0)
     context1 = F.scaled_dot_product_attention(q1, k1, v1)
-    return torch.cat([context0, context1], 2).transpose(1, 2).flatten(-2)
+    # Concatenating the token-major views writes [1 x M+N x H x d] in one copy.
+    return torch.cat([context0.transpose(1, 2), context1.transpose(1, 2)], 1).flatten(-2)
 
 
 class SelfBlock(_AttentionBlock):
