@@ -17,6 +17,14 @@ class InvalidImageError(LightGlueRosError, ValueError):
     """An input image is empty, of an unsupported dtype/shape, or cannot be decoded."""
 
 
+class ImageTooLargeError(InvalidImageError):
+    """An input image has more pixels than the configured cap (refused before decoding)."""
+
+
+class InvalidFeaturesError(LightGlueRosError, ValueError):
+    """Keypoints and descriptors that cannot be matched: mismatched counts or shapes, NaN."""
+
+
 class CalibrationError(LightGlueRosError, ValueError):
     """Camera intrinsics are missing or invalid (zero or NaN focal length, unknown model)."""
 

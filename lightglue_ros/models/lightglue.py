@@ -27,16 +27,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightglue_ros.errors import CheckpointError, ConfigError
+from lightglue_ros.errors import CheckpointError, ConfigError, InvalidFeaturesError
 from lightglue_ros.features import Features
 from lightglue_ros.models.checkpoints import StateDict, load_into, load_state_dict_file
 
-# Feature configurations: descriptor size that each extractor produces.
+# Feature configurations: the descriptor size each extractor produces and the architecture of
+# the LightGlue released for it. A checkpoint's own sizes (``architecture_of``) win, so a
+# LightGlue trained with other sizes loads as long as its input size fits the descriptors.
 FEATURE_CONFIGS: dict[str, dict[str, Any]] = {
     'superpoint': {'input_dim': 256},
     'disk': {'input_dim': 128},
     'aliked': {'input_dim': 128},
+    # LighterGlue (verlab/accelerated_features): 6 layers, 1 head, 96-d tokens on 64-d XFeat.
+    'xfeat': {'input_dim': 64, 'descriptor_dim': 96, 'n_layers': 6, 'num_heads': 1},
 }
+ARCHITECTURE_KEYS = ('input_dim', 'descriptor_dim', 'n_layers', 'num_heads')
 
 # Point pruning gathers tensors, which costs more than it saves for few points: prune only images
 # holding more points than this (the reference's thresholds; the CUDA path uses fused attention).
@@ -91,6 +96,19 @@ class MatchResult:
         return int(self.matches.shape[0])
 
 
+def check_features(keypoints: torch.Tensor, descriptors: torch.Tensor) -> None:
+    """Raise InvalidFeaturesError unless keypoints [1 x N x 2] are finite and descriptors are
+    [1 x N x D] for the same N (a NaN keypoint would silently give no matches)."""
+    if keypoints.dim() != 3 or keypoints.shape[0] != 1 or keypoints.shape[-1] != 2:
+        raise InvalidFeaturesError(f'keypoints must be [N x 2] (one image), got '
+                                   f'{tuple(keypoints.shape)}')
+    if descriptors.dim() != 3 or descriptors.shape[:2] != keypoints.shape[:2]:
+        raise InvalidFeaturesError(f'{keypoints.shape[1]} keypoints but descriptors of shape '
+                                   f'{tuple(descriptors.shape)}; need one descriptor per keypoint')
+    if not bool(torch.isfinite(keypoints).all()):
+        raise InvalidFeaturesError('keypoints contain NaN or infinite coordinates')
+
+
 def normalize_keypoints(keypoints: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """Map pixels to about [-1, 1] along the longer image side.
 
@@ -100,6 +118,11 @@ def normalize_keypoints(keypoints: torch.Tensor, image_size: tuple[int, int]) ->
     return (keypoints - size / 2) / (size.max() / 2)
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 -> fp32 (complex maths has no half types on CPU); fp32/fp64 unchanged."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def apply_rotary(frequencies: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive channel pairs of x by the keypoints' angles.
 
@@ -107,7 +130,7 @@ def apply_rotary(frequencies: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     The reference writes this as x * cos + rotate_half(x) * sin with rotate_half(x0, x1) =
     (-x1, x0): exactly a complex product per pair, which runs as one fused pass instead of five.
     """
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    pairs = torch.view_as_complex(_at_least_fp32(x).unflatten(-1, (-1, 2)))
     return torch.view_as_real(pairs * frequencies).flatten(-2).to(x.dtype)
 
 
@@ -118,7 +141,7 @@ class LearnableFourierPositionalEncoding(nn.Module):
 
     def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
         """keypoints: [B x N x 2] normalised -> [B x 1 x N x head_dim/2] complex exp(i * angle)."""
-        angles = self.Wr(keypoints).float()
+        angles = _at_least_fp32(self.Wr(keypoints))
         return torch.polar(torch.ones_like(angles), angles).unsqueeze(1)
 
 
@@ -370,16 +393,54 @@ def _from_hugging_face(state_dict: Mapping[str, torch.Tensor], num_heads: int) -
     return out
 
 
-def convert_state_dict(state_dict: Mapping[str, torch.Tensor], num_heads: int = 4) -> StateDict:
-    """Bring any released LightGlue key layout to this module's layout."""
+def _hugging_face_heads(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """Head count of a transformers checkpoint: token size / head size (from the encoding)."""
+    sd = {k.removeprefix('lightglue.'): v for k, v in state_dict.items()}
+    try:
+        dim = sd['transformer_layers.0.self_attention.o_proj.weight'].shape[0]
+        head_dim = 2 * sd['positional_encoder.projector.weight'].shape[0]
+    except KeyError as err:
+        raise CheckpointError(f'LightGlue checkpoint lacks {err}') from err
+    return dim // head_dim
+
+
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor], num_heads: int | None = None
+                       ) -> StateDict:
+    """Bring any released LightGlue key layout to this module's layout.
+
+    num_heads: needed only to split transformers' separate q/k/v projections; None = read it
+    from the checkpoint.
+    """
     if any(k.startswith(('transformer_layers.', 'lightglue.transformer_layers.'))
            for k in state_dict):
-        return _from_hugging_face(state_dict, num_heads)
-    # xfeat-style wrappers nest the matcher under 'matcher.'; early releases carry an unused
-    # training scalar `log_assignment.N.r` that no inference code reads.
-    sd = {k.removeprefix('matcher.'): v for k, v in state_dict.items()
-          if not re.fullmatch(r'log_assignment\.\d+\.r', k)}
+        heads = num_heads if num_heads is not None else _hugging_face_heads(state_dict)
+        return _from_hugging_face(state_dict, heads)
+    # Extractor + matcher bundles (xfeat-lighterglue.pt: ``extractor.*`` and ``matcher.*``)
+    # hold the matcher under 'matcher.'; early releases carry an unused training scalar
+    # `log_assignment.N.r` that no inference code reads.
+    if any(k.startswith('matcher.') for k in state_dict):
+        state_dict = {k.removeprefix('matcher.'): v for k, v in state_dict.items()
+                      if k.startswith('matcher.')}
+    sd = {k: v for k, v in state_dict.items() if not re.fullmatch(r'log_assignment\.\d+\.r', k)}
     return _rename_layer_keys(sd)
+
+
+def architecture_of(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """input_dim, descriptor_dim, n_layers and num_heads of a state dict in our layout; sizes
+    whose keys are missing are left out (the strict load names those keys)."""
+    out: dict[str, int] = {}
+    out_proj = state_dict.get('transformers.0.self_attn.out_proj.weight')
+    if out_proj is None:
+        return out
+    out['descriptor_dim'] = dim = int(out_proj.shape[0])
+    projection = state_dict.get('input_proj.weight')
+    out['input_dim'] = int(projection.shape[1]) if projection is not None else dim
+    out['n_layers'] = 1 + max(int(m.group(1)) for k in state_dict
+                              if (m := re.match(r'transformers\.(\d+)\.', k)))
+    encoding = state_dict.get('posenc.Wr.weight')
+    if encoding is not None:
+        out['num_heads'] = dim // (2 * int(encoding.shape[0]))
+    return out
 
 
 class LightGlue(nn.Module):
@@ -396,7 +457,8 @@ class LightGlue(nn.Module):
 
     def __init__(self, features: str = 'superpoint', *, weights: str | Path | None = None,
                  **conf: Any) -> None:
-        """features: superpoint | disk | aliked; weights: a checkpoint in any released layout."""
+        """features: one of FEATURE_CONFIGS; weights: a checkpoint in any released layout, whose
+        sizes (depth, heads, token and input size) set the architecture."""
         super().__init__()
         if features not in FEATURE_CONFIGS:
             raise ConfigError(f'unknown features {features!r}; choose one of '
@@ -405,7 +467,11 @@ class LightGlue(nn.Module):
         if unknown:
             raise ConfigError(f'unknown LightGlue option(s): {", ".join(sorted(unknown))}')
         self.features = features
-        self.conf = {**self.default_conf, **FEATURE_CONFIGS[features], **conf}
+        state_dict, source = None, None
+        if weights is not None:
+            state_dict, source = self._read_weights(weights)
+        self.conf = {**self.default_conf, **FEATURE_CONFIGS[features],
+                     **self._checked_architecture(features, state_dict, source, conf), **conf}
         if self.conf['precision'] not in _PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(_PRECISIONS)}, "
                               f"got {self.conf['precision']!r}")
@@ -420,19 +486,43 @@ class LightGlue(nn.Module):
         self.token_confidence = nn.ModuleList([TokenConfidence(d) for _ in range(n - 1)])
         self.confidence_thresholds = [
             min(max(0.8 + 0.1 * math.exp(-4.0 * i / n), 0.0), 1.0) for i in range(n)]
-        if weights is not None:
-            self.load_weights(weights)
+        if state_dict is not None:
+            self._load_converted(state_dict, source)
         self.eval()
 
     # -- weights ---------------------------------------------------------------------------
+    @staticmethod
+    def _read_weights(source: str | Path | Mapping[str, torch.Tensor]
+                      ) -> tuple[StateDict, str]:
+        """A checkpoint file or state dict in any released layout -> (our layout, its name)."""
+        if isinstance(source, Mapping):
+            return convert_state_dict(source), 'state dict'
+        return convert_state_dict(load_state_dict_file(source)), str(source)
+
+    @staticmethod
+    def _checked_architecture(features: str, state_dict: StateDict | None, source: str | None,
+                              conf: Mapping[str, Any]) -> dict[str, int]:
+        """The checkpoint's sizes, after checking them against the descriptors and ``conf``."""
+        if state_dict is None:
+            return {}
+        found = architecture_of(state_dict)
+        dim = FEATURE_CONFIGS[features]['input_dim']
+        if found.get('input_dim', dim) != dim:
+            raise CheckpointError(
+                f"{source} is a LightGlue for {found['input_dim']}-d descriptors (input_proj "
+                f"weights), {features} features are {dim}-d")
+        clashes = [f'{k} {found[k]} (asked for {conf[k]})' for k in ARCHITECTURE_KEYS
+                   if k in conf and k in found and found[k] != conf[k]]
+        if clashes:
+            raise CheckpointError(f'{source} is a LightGlue with {", ".join(clashes)}')
+        return found
+
     def load_weights(self, source: str | Path | Mapping[str, torch.Tensor]) -> None:
         """Load a checkpoint file or state dict in any supported layout (strict)."""
-        if isinstance(source, Mapping):
-            name, state_dict = 'state dict', dict(source)
-        else:
-            name, state_dict = str(source), load_state_dict_file(source)
-        converted = convert_state_dict(state_dict, self.conf['num_heads'])
-        load_into(self, converted, source=name, ignore=('confidence_thresholds',))
+        self._load_converted(*self._read_weights(source))
+
+    def _load_converted(self, state_dict: StateDict, source: str) -> None:
+        load_into(self, state_dict, source=source, ignore=('confidence_thresholds',))
         self.fuse()
 
     def fuse(self) -> None:
@@ -466,6 +556,7 @@ class LightGlue(nn.Module):
         if descriptors.shape[-1] != self.conf['input_dim']:
             raise ConfigError(f"descriptors have {descriptors.shape[-1]} channels, LightGlue for "
                               f"{self.features} expects {self.conf['input_dim']}")
+        check_features(keypoints, descriptors)
         weight = self.posenc.Wr.weight
         keypoints = normalize_keypoints(keypoints.to(weight), image_size)
         with self._autocast(weight.device):

