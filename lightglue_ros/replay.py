@@ -13,7 +13,13 @@ bag lines up with the input bag.
 
 Ctrl-C (SIGINT) or SIGTERM finishes the current frame, closes the output bag (its metadata is
 written on close, so it is valid and readable) and writes the summary with
-``interrupted: true``. A second Ctrl-C stops at once, still closing the bag.
+``interrupted: true``. A second Ctrl-C stops at once, still closing the bag. Before the first
+frame (imports, model loading) both signals end the process with code 130 and one line
+(``lightglue_ros.startup``).
+
+A damaged bag that yields fewer images than its index lists is an error (IncompleteBagError,
+exit 1) unless ``allow_partial`` / ``--allow-partial``; ``--overwrite`` replaces only an earlier
+replay's output (marked in its metadata.yaml).
 """
 from __future__ import annotations
 
@@ -21,9 +27,11 @@ import argparse
 import bisect
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -33,9 +41,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+# First, before numpy and torch: a clean exit on Ctrl-C / SIGTERM during the imports below
+# (python -m lightglue_ros.replay).
+from lightglue_ros import startup
+
 import numpy as np
 
-from lightglue_ros import argtypes
+from lightglue_ros import __version__, argtypes
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.errors import (
     BagError,
@@ -65,7 +77,10 @@ STORAGES = ('mcap', 'sqlite3')
 SUMMARY_NAME = 'replay_summary.json'  # written inside the output bag folder by default
 PLOTS_NAME = 'plots'
 BAG_VERSION = 8  # rosbag2 metadata version 8: read by Jazzy and Kilted (and rosbags)
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+# Written into the output bag's metadata.yaml (custom_data): --overwrite replaces only a folder
+# that carries it, i.e. an earlier replay's output.
+MARKER_KEY = 'lightglue_ros.replay'
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, startup.EXIT_INTERRUPTED  # 130, SIGTERM as well
 
 # Why a frame was skipped (summary key skipped_by_reason); the node's names
 # (lightglue_ros.ros.stats) plus one that only a bag can cause:
@@ -76,6 +91,16 @@ SKIP_REASONS = (SKIP_DESERIALIZE, SKIP_INVALID_IMAGE, SKIP_TIMESTAMP, SKIP_CALIB
 
 class OutputExistsError(BagError, FileExistsError):
     """The output path exists and overwrite was not requested."""
+
+
+class IncompleteBagError(BagError):
+    """Fewer images could be read than the bag's index lists (a damaged bag), and a partial
+    replay was not allowed. The output bag is closed and readable; ``summary`` (also written as
+    JSON) says how many images are missing."""
+
+    def __init__(self, message: str, summary: ReplaySummary) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,6 +119,8 @@ class ReplaySummary:
     input_format: str  # rosbag2 | rosbag1
     topic_prefix: str
     frames: int = 0  # image messages read from the bag
+    expected_frames: int = 0  # image messages the bag's index lists for the topic
+    missing_frames: int = 0  # listed but never read (damaged bag); 0 when interrupted/limited
     processed: int = 0  # frames the tracker returned a result for (= matches messages)
     skipped: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
@@ -106,8 +133,10 @@ class ReplaySummary:
     keyframes: int = 0  # keyframe events (= keyframe messages), the first keyframe included
     keyframe_switches: int = 0  # keyframe changes after the first keyframe
     tracker_resets: int = 0  # after backwards_reset_frames stamps that went back in time
-    camera_info_messages: int = 0
+    camera_info_messages: int = 0  # camera_info messages read
     camera_info_errors: int = 0  # camera_info messages that gave no valid camera model
+    camera_info_missing: int = 0  # listed in the bag's index but never read (damaged bag)
+    camera_info_read_error: str | None = None  # why reading camera_info stopped early
     messages_written: dict[str, int] = field(default_factory=dict)  # output topic -> count
     latency_ms: dict[str, float] = field(default_factory=dict)  # mean / p50 / p95 / max
     tracker_ms: dict[str, float] = field(default_factory=dict)  # the same, tracker only
@@ -331,7 +360,20 @@ class _Cameras:
         from lightglue_ros.ros.conversions import camera_info_to_camera_model, stamp_to_ns
 
         entries: list[tuple[int, CameraModel | None]] = []
-        for connection, _, raw in bag.messages(connections):
+        messages = bag.messages(connections)
+        while True:
+            try:
+                connection, _, raw = next(messages)
+            except StopIteration:
+                break
+            except Exception as err:  # noqa: BLE001 - a damaged bag: keep what was read
+                # The images may lie elsewhere in the bag and read fine; the replay goes on
+                # with the camera_info read so far (or the fallback), and the loss is counted.
+                summary.camera_info_read_error = f'{type(err).__name__}: {err}'
+                logger.warning('reading camera_info stopped after %d messages (%s); going on '
+                               'with those', summary.camera_info_messages,
+                               summary.camera_info_read_error)
+                break
             summary.camera_info_messages += 1
             try:
                 msg = bag.deserialize(raw, connection.msgtype)
@@ -342,13 +384,21 @@ class _Cameras:
                 continue
             try:
                 model = camera_info_to_camera_model(msg)
-            except CalibrationError as err:
+            except Exception as err:  # noqa: BLE001 - CalibrationError, or garbage values
                 summary.camera_info_errors += 1
                 logger.warning('ignoring invalid camera_info at %d ns: %s', stamp, err)
                 continue
             if entries and entries[-1][1] == model:
                 model = entries[-1][1]  # share one object for an unchanged calibration
             entries.append((stamp, model))
+        listed = sum(int(c.msgcount) for c in connections)
+        summary.camera_info_missing = max(listed - summary.camera_info_messages, 0)
+        if summary.camera_info_missing:
+            logger.warning('%d of %d camera_info messages the bag lists could not be read',
+                           summary.camera_info_missing, listed)
+        if not entries and summary.camera_info_messages + summary.camera_info_missing:
+            logger.warning('no valid camera_info in the bag: %s', 'using the fallback intrinsics'
+                           if self.fallback is not None else 'no calibration, matches only')
         entries.sort(key=lambda e: e[0])
         self.stamps = [s for s, _ in entries]
         self.models = [m for _, m in entries]
@@ -374,6 +424,9 @@ class _Cameras:
 # ------------------------------------------------------------------------------------------------
 
 def _check_output(output: Path, input_path: Path, overwrite: bool) -> None:
+    """Refuse an output that would overwrite the input or anything but an earlier replay's
+    output, or that cannot be written (read-only file system, a file where a folder should be):
+    before any model is loaded."""
     out, inp = output.resolve(), input_path.resolve()
     if out == inp or out in inp.parents:
         raise BagError(f'output {output} would overwrite the input bag {input_path}')
@@ -383,21 +436,70 @@ def _check_output(output: Path, input_path: Path, overwrite: bool) -> None:
         if not overwrite:
             raise OutputExistsError(f'output {output} exists; pass --overwrite '
                                     '(overwrite=True) to replace it')
-        if output.is_dir() and not output.is_symlink():
-            foreign = [p.name for p in output.iterdir()
-                       if p.suffix not in ('.yaml', '.mcap', '.db3', '.db3-shm', '.db3-wal',
-                                           '.json', '.tmp')
-                       and p.name != PLOTS_NAME]
-            if foreign:
-                raise BagError(f'refusing to overwrite {output}: it holds files that are not '
-                               f'from a bag or a replay ({", ".join(sorted(foreign)[:5])})')
+        reason = _not_our_output(output)
+        if reason:
+            raise BagError(f'refusing to overwrite {output}: {reason}; --overwrite replaces '
+                           'only the output folder of an earlier replay')
+    _check_writable(output, 'the output bag')
+
+
+def _not_our_output(path: Path) -> str | None:
+    """Why ``path`` is not a replay output folder (None when it is): a folder holding a rosbag2
+    whose metadata.yaml carries MARKER_KEY and nothing else but its storage files, the summary
+    and the plots folder."""
+    import yaml
+
+    if path.is_symlink() or not path.is_dir():
+        return 'it is not a folder' if not path.is_symlink() else 'it is a symbolic link'
+    metadata = path / 'metadata.yaml'
+    try:
+        info = yaml.safe_load(metadata.read_text(encoding='utf-8'))['rosbag2_bagfile_information']
+        files = {str(Path(name).name) for name in info['relative_file_paths']}
+        marked = MARKER_KEY in (info.get('custom_data') or {})
+    except FileNotFoundError:
+        return 'it is not a rosbag2 folder (no metadata.yaml)'
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as err:
+        return f'its metadata.yaml is not a rosbag2 one ({type(err).__name__})'
+    if not marked:
+        return 'it is a rosbag2 that was not written by a replay'
+    allowed = {'metadata.yaml', SUMMARY_NAME, f'{SUMMARY_NAME}.tmp'} | files
+    allowed |= {f'{name}{suffix}' for name in files for suffix in ('-shm', '-wal', '-journal')}
+    foreign = sorted(p.name for p in path.iterdir()
+                     if p.name not in allowed and not (p.name == PLOTS_NAME and p.is_dir()))
+    plots = path / PLOTS_NAME
+    if plots.is_dir():
+        foreign += sorted(f'{PLOTS_NAME}/{p.name}' for p in plots.iterdir()
+                          if p.suffix != '.png' or not p.is_file())
+    if foreign:
+        return f'it holds files that are not from a replay ({", ".join(foreign[:5])})'
+    return None
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """Raise BagError unless ``path`` can be created: its nearest existing folder takes a new
+    file. A probe file is the one check that holds for root (who passes every permission
+    check) on a read-only mount, and for a path below a file."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BagError(f'cannot write {what} {path}: {parent} is not a folder')
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.lightglue_ros_probe_', dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise BagError(f'cannot write {what} {path}: {err.strerror or err} ({parent})') from err
 
 
 def _remove_output(output: Path) -> None:
-    if output.is_dir() and not output.is_symlink():
-        shutil.rmtree(output)
-    elif output.exists() or output.is_symlink():
-        output.unlink()
+    try:
+        if output.is_dir() and not output.is_symlink():
+            shutil.rmtree(output)
+        elif output.exists() or output.is_symlink():
+            output.unlink()
+    except OSError as err:
+        raise BagError(f'cannot replace the output {output}: {err.strerror or err}') from err
 
 
 class _OutputBag:
@@ -410,7 +512,11 @@ class _OutputBag:
         plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
         typestore = get_typestore(Stores.ROS2_KILTED)
         self.writer = Writer(path, version=BAG_VERSION, storage_plugin=plugin)
-        self.writer.open()
+        self.writer.set_custom_data(MARKER_KEY, __version__)  # see _not_our_output
+        try:
+            self.writer.open()
+        except OSError as err:
+            raise BagError(f'cannot write the output bag {path}: {err.strerror or err}') from err
         try:
             self.connections = {topic: self.writer.add_connection(topic, msgtype,
                                                                   typestore=typestore)
@@ -496,7 +602,8 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
                odom_frame_id: str = DEFAULT_ODOM_FRAME,
                backwards_reset_frames: int = DEFAULT_BACKWARDS_RESET,
                summary_path: str | Path | None = None,
-               plots_dir: str | Path | None | bool = None) -> ReplaySummary:
+               plots_dir: str | Path | None | bool = None,
+               allow_partial: bool = False) -> ReplaySummary:
     """Replay every image of ``image_topic`` in ``input`` through the tracker into ``output``.
 
     input: rosbag2 folder, .mcap/.db3 file, or ROS 1 .bag. output: a new rosbag2 folder
@@ -513,9 +620,12 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
     False for no plots.
 
     Undecodable frames are skipped and counted (summary.skipped_by_reason). On Ctrl-C the
-    current frame finishes, the bag is closed and ``summary.interrupted`` is True. A bag that
-    cannot be read raises BagError; whatever was written before is closed and readable, and
-    the summary (with ``error``) is written first.
+    current frame finishes, the bag is closed and ``summary.interrupted`` is True. A damaged
+    bag, i.e. one that fails while being read or yields fewer images than its index lists
+    (``summary.missing_frames``), raises IncompleteBagError unless ``allow_partial``; whatever
+    was written before is closed and readable either way, and the summary (with ``error`` for
+    a read failure) is written first. Damaged camera_info is counted and the replay goes on
+    with the camera_info that could be read (or the fallback).
     """
     from lightglue_ros.ros.conversions import stamp_to_ns
 
@@ -526,6 +636,11 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
         raise ConfigError(f'max_frames must be >= 0, got {max_frames}')
     cameras = _Cameras(fallback_camera)
     _check_output(output_path, input_path, overwrite)
+    summary_file = Path(summary_path) if summary_path else output_path / SUMMARY_NAME
+    if summary_path:
+        if summary_file.is_dir():
+            raise BagError(f'cannot write the summary {summary_file}: it is a folder')
+        _check_writable(summary_file, 'the summary')
 
     bag = _InputBag(input_path)
     try:
@@ -540,17 +655,15 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
             input=str(input_path), output=str(output_path), image_topic=image_topic,
             camera_info_topic=camera_info_topic, storage=storage, input_format=bag.format,
             topic_prefix=topic_prefix, config=asdict(tracker.config))
+        summary.expected_frames = total
         if info_conns:
-            try:
-                cameras.load(bag, info_conns, summary)
-            except Exception as err:
-                raise BagError(f'cannot read camera_info from {input_path}: '
-                               f'{type(err).__name__}: {err}') from err
+            cameras.load(bag, info_conns, summary)
         if overwrite:
             _remove_output(output_path)
         topics = output_topics(topic_prefix, debug_images=debug_images)
         stop = _Stop()
         failure: BaseException | None = None
+        loop: _Loop | None = None
         out = _OutputBag(output_path, storage, topics)
         start = time.perf_counter()
         try:  # from here on the output bag is always closed (and so valid)
@@ -566,15 +679,31 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
         finally:
             summary._finish(time.perf_counter() - start)
             summary.messages_written = dict(out.counts)
-            out.close()
+            try:
+                out.close()
+            except Exception as err:  # noqa: BLE001 - e.g. a full disk; reported below
+                failure = failure or err
+                summary.error = summary.error or f'{type(err).__name__}: {err}'
         summary.interrupted = summary.interrupted or stop.requested
+        # Missing: the read reached the end of the data (or failed) before the index's count.
+        if isinstance(failure, _ReadError) or (loop is not None and loop.exhausted):
+            summary.missing_frames = max(total - summary.frames, 0)
+        if summary.frames > total:
+            logger.warning('read %d images on %s; the bag index lists only %d',
+                           summary.frames, image_topic, total)
         summary.complete = (failure is None and not summary.interrupted
-                            and summary.frames == total)
+                            and summary.frames >= total)
     finally:
         bag.close()
 
-    summary_file = Path(summary_path) if summary_path else output_path / SUMMARY_NAME
-    summary.write_json(summary_file)
+    try:
+        summary.write_json(summary_file)
+    except OSError as err:
+        message = (f'cannot write the summary {summary_file}: {err.strerror or err}; the output '
+                   f'bag {output_path} is closed and readable')
+        if failure is None:
+            raise BagError(message) from err
+        logger.error('%s', message)  # the failure below is the one to report
     if plots_dir is not False:
         try:
             from lightglue_ros.plots import plot_summary
@@ -582,11 +711,24 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
             plot_summary(summary, Path(plots_dir) if plots_dir else output_path / PLOTS_NAME)
         except Exception:  # noqa: BLE001 - plots are a convenience; the bag and JSON are written
             logger.exception('writing the replay plots failed')
-    if failure is not None:
+    kept = f'the output bag {output_path} is closed and readable'
+    if isinstance(failure, _ReadError) or (failure is None and summary.missing_frames):
+        missing = (f'{summary.missing_frames} of {total} images the bag index lists were not '
+                   'read')
         if isinstance(failure, _ReadError):
-            raise BagError(f'{input_path}: {failure} ({summary.processed} frames processed; '
-                           f'the output bag {output_path} is closed and readable)') \
-                from failure.__cause__
+            problem = f'{input_path}: {failure}'
+        else:  # rosbags skips some damage without a word: only the count shows it
+            problem = (f'{input_path}: damaged bag: {summary.frames} of {total} images on '
+                       f'{image_topic} could be read')
+        if not allow_partial:
+            raise IncompleteBagError(
+                f'{problem} ({summary.processed} frames processed, {missing}; {kept}; '
+                '--allow-partial accepts a partial replay)', summary) from failure
+        logger.warning('%s (%s); partial replay allowed', problem, missing)
+    elif isinstance(failure, OSError):
+        raise BagError(f'writing the output bag {output_path} failed after '
+                       f'{summary.processed} frames: {failure.strerror or failure}') from failure
+    elif failure is not None:
         raise failure
     return summary
 
@@ -617,6 +759,7 @@ class _Loop:
         self.debug_images = debug_images
         self.backwards_reset_frames = backwards_reset_frames
         self.backwards = 0  # consecutive images stamped before the last processed one
+        self.exhausted = False  # the reader reached the end of the topic's messages
 
     def run(self, connections: Sequence[Any], stop: _Stop, bar: Any,
             max_frames: int | None) -> None:
@@ -627,6 +770,7 @@ class _Loop:
             try:
                 connection, bag_time, raw = next(messages)
             except StopIteration:
+                self.exhausted = True
                 break
             except Exception as err:
                 raise _ReadError(f'reading failed after {summary.frames} images: '
@@ -733,7 +877,11 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument('--output', '-o', required=True, help='output rosbag2 folder')
     parser.add_argument('--storage', choices=STORAGES, default='mcap',
                         help='output storage (default: mcap)')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace the output of an earlier replay (nothing else)')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='exit 0 although a damaged bag gave fewer images than its index '
+                             'lists (the summary counts them in missing_frames)')
     parser.add_argument('--debug-images', action='store_true',
                         help=f'also write ~/{DEBUG_IMAGE_TOPIC} (matches drawn on the image)')
     parser.add_argument('--fallback-intrinsics', type=argtypes.intrinsics, metavar='FX,FY,CX,CY',
@@ -789,7 +937,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {'fallback_camera': None, 'odom_frame_id': DEFAULT_ODOM_FRAME,
                                 'backwards_reset_frames': DEFAULT_BACKWARDS_RESET}
     if args.params_file:
-        values = {**NODE_DEFAULTS, **load_params_file(args.params_file)}
+        values = {**NODE_DEFAULTS, **_read_yaml('--params-file', args.params_file,
+                                                 load_params_file)}
         reason = validate(values)
         if reason:
             raise ConfigError(f'{args.params_file}: {reason}')
@@ -798,7 +947,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
                         odom_frame_id=str(values['odom_frame_id']),
                         backwards_reset_frames=int(values['backwards_reset_frames']))
     elif args.config:
-        config = load_tracker_config(args.config)
+        config = _read_yaml('--config', args.config, load_tracker_config)
     else:
         config = TrackerConfig()
     for key, value in (('fallback_camera', args.fallback_intrinsics),
@@ -820,30 +969,76 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def _read_yaml(option: str, path: str, load: Callable[[str], Any]) -> Any:
+    """``load(path)`` with a one-line ConfigError for a file that is missing, binary, not UTF-8
+    or not YAML (the loaders raise OSError, UnicodeDecodeError or yaml errors for those)."""
+    import yaml
+
+    try:
+        return load(path)
+    except UnicodeDecodeError as err:
+        # The loader decodes in blocks, so err.start counts from its block: find the offset
+        # in the file itself.
+        data, offset = err.object, err.start
+        try:
+            Path(path).read_bytes().decode('utf-8')
+        except UnicodeDecodeError as whole:
+            data, offset = whole.object, whole.start
+        except OSError:
+            pass
+        raise ConfigError(f'{option} {path}: not a UTF-8 text file (byte 0x{data[offset]:02x} '
+                          f'at offset {offset}); expected a YAML file') from err
+    except OSError as err:
+        raise ConfigError(f'{option} {path}: cannot read it: {err.strerror or err}') from err
+    except yaml.YAMLError as err:
+        if isinstance(err, yaml.reader.ReaderError):  # a control character: a binary file
+            problem = (f'character #x{err.character:02x} at offset {err.position} '
+                       f'({err.reason}); a binary file?')
+        else:  # a syntax error: its message without the quoted snippet of the file
+            where = getattr(err, 'problem_mark', None)
+            at = f'line {where.line + 1}, column {where.column + 1}: ' if where else ''
+            problem = f'{at}{getattr(err, "problem", None) or err}'
+        raise ConfigError(f'{option} {path}: not valid YAML: '
+                          f'{" ".join(str(problem).split())}') from err
+
+
 def replay_command(args: argparse.Namespace) -> int:
-    """Run a replay from parsed arguments; returns the exit code (0, 1 error, 130 Ctrl-C)."""
+    """Run a replay from parsed arguments; returns the exit code (0, 1 error, 130 Ctrl-C or
+    SIGTERM, at any point: start-up included)."""
     if args.verbose and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
-        summary = replay_bag(
-            args.input, args.output, image_topic=args.image_topic,
-            camera_info_topic=args.camera_info_topic, storage=args.storage,
-            overwrite=args.overwrite, debug_images=args.debug_images,
-            progress=not args.no_progress, max_frames=args.max_frames,
-            topic_prefix=args.topic_prefix, summary_path=args.summary,
-            plots_dir=False if args.no_plots else args.plots_dir, **_settings(args))
+        with startup.interrupt_on_signals():  # the loop installs its own; this is for start-up
+            summary = replay_bag(
+                args.input, args.output, image_topic=args.image_topic,
+                camera_info_topic=args.camera_info_topic, storage=args.storage,
+                overwrite=args.overwrite, debug_images=args.debug_images,
+                progress=not args.no_progress, max_frames=args.max_frames,
+                topic_prefix=args.topic_prefix, summary_path=args.summary,
+                plots_dir=False if args.no_plots else args.plots_dir,
+                allow_partial=args.allow_partial, **_settings(args))
     except LightGlueRosError as err:
-        print(f'replay: error: {err}', file=sys.stderr)
+        print(f'replay: error: {_one_line(err)}', file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:  # while loading models, before the loop
-        print('replay: interrupted', file=sys.stderr)
+    except OSError as err:  # a file system failure no check above foresaw: still one line
+        print(f'replay: error: {_one_line(err)}', file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt as err:  # outside the loop (loading the models, say)
+        signal_name = 'SIGTERM' if isinstance(err, startup.Terminated) else 'SIGINT'
+        print(f'replay: interrupted ({signal_name})', file=sys.stderr)
         return EXIT_INTERRUPTED
     skipped = ', '.join(f'{k} {v}' for k, v in summary.skipped_by_reason.items())
+    missing = (f', {summary.missing_frames} of {summary.expected_frames} images missing '
+               '(damaged bag, --allow-partial)' if summary.missing_frames else '')
     print(f'replay: {summary.processed}/{summary.frames} frames processed'
-          f'{f" (skipped: {skipped})" if skipped else ""}, {summary.fps:.2f} fps, '
+          f'{f" (skipped: {skipped})" if skipped else ""}{missing}, {summary.fps:.2f} fps, '
           f'{summary.keyframes} keyframes -> {summary.output}'
           f'{" (interrupted)" if summary.interrupted else ""}', file=sys.stderr)
     return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+
+
+def _one_line(err: BaseException) -> str:
+    return ' '.join(str(err).split()) or type(err).__name__
 
 
 def replay_main(argv: Sequence[str] | None = None) -> int:
@@ -851,8 +1046,13 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog='replay', description='Replay a bag through the tracker; see docs/replay.md.')
     configure_replay_parser(parser)
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    return args.handler(args)
+    try:
+        with startup.interrupt_on_signals():
+            args = parser.parse_args(list(argv) if argv is not None else None)
+            return args.handler(args)
+    except KeyboardInterrupt:
+        print('replay: interrupted', file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == '__main__':

@@ -26,7 +26,8 @@ DEMO_DIRECTION_ERROR_DEG = 2.0
 
 
 def _weights_args(weights_dir: Path) -> list[str]:
-    return ['--extractor', 'aliked', '--extractor-weights', str(weights_dir / ALIKED),
+    return ['--profile', 'default', '--extractor', 'aliked', '--extractor-weights',
+            str(weights_dir / ALIKED),
             '--matcher-weights', str(weights_dir / ALIKED_LIGHTGLUE)]
 
 
@@ -65,7 +66,11 @@ def test_match_json_and_picture(freiburg_frames, freiburg_dir, weights_dir, tmp_
     assert 900 <= report['keypoints0'] <= 1024 and 900 <= report['keypoints1'] <= 1024
     assert 300 <= report['matches'] <= min(report['keypoints0'], report['keypoints1'])
     assert 1 <= report['stop_layer'] <= 9
-    assert report['pruned0'] >= 0 and report['pruned1'] >= 0
+    # A pruned point leaves LightGlue before the assignment, so it is never matched; on the CPU
+    # LightGlue prunes images of any size, and two views share far from all of their points
+    # (measured here: 159 and 179 of 1024 pruned, stop layer 7).
+    for i in (0, 1):
+        assert 0 < report[f'pruned{i}'] <= report[f'keypoints{i}'] - report['matches'], report
     assert 0.1 < report['mean_score'] <= 1.0
     pose = report['pose']
     assert pose['success'] and not pose['rotation_only']
@@ -290,7 +295,8 @@ def test_tracker_pose_on_synthetic_sequence_matches_ground_truth(weights_dir):
 def test_demo_runs_the_real_node_end_to_end(monkeypatch, weights_env, tmp_path, capsys):
     domain_id = _ros_isolation(monkeypatch)
     out = tmp_path / 'demo_out'
-    code = cli.main(['demo', '--frames', '6', '--max-keypoints', '512', '--device', 'cpu',
+    code = cli.main(['demo', '--profile', 'default', '--frames', '6', '--max-keypoints', '512',
+                     '--device', 'cpu',
                      '--output', str(out), '--domain-id', str(domain_id)])
     captured = capsys.readouterr()
     assert code == 0, captured.err + captured.out
@@ -338,7 +344,7 @@ def test_demo_on_an_image_folder(monkeypatch, weights_env, freiburg_frames, frei
     for frame in freiburg_frames[:3]:
         (folder / frame.name).symlink_to(frame)
     out = tmp_path / 'out'
-    code = cli.main(['demo', '--images', str(folder), '--camera-info',
+    code = cli.main(['demo', '--profile', 'default', '--images', str(folder), '--camera-info',
                      str(freiburg_dir / 'camera_info.yaml'), '--max-keypoints', '256',
                      '--device', 'cpu', '--output', str(out), '--domain-id', str(domain_id)])
     captured = capsys.readouterr()
@@ -400,7 +406,8 @@ def test_demo_on_a_bag_uses_the_replay_library(weights_env, freiburg_frames, fre
             writer.write(images, stamp, serialize_message(
                 array_to_image_msg(read_image(frame), header=header)))
     out = tmp_path / 'out'
-    code = cli.main(['demo', '--bag', str(bag), '--max-keypoints', '128', '--device', 'cpu',
+    code = cli.main(['demo', '--profile', 'default', '--bag', str(bag), '--max-keypoints', '128',
+                     '--device', 'cpu',
                      '--output', str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err + captured.out

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -159,6 +160,43 @@ def bag_path(root: Path, fmt: str, name: str = 'input') -> Path:
     return root / (f'{name}.bag' if fmt == 'ros1' else name)
 
 
+def write_previous_output(path: Path, storage: str = 'sqlite3') -> Path:
+    """An earlier replay's output folder, written by the replay's own output writer (no
+    tracking): the bag (empty), its summary and a plots folder."""
+    replay_module._OutputBag(path, storage, output_topics()).close()
+    (path / 'replay_summary.json').write_text('{}\n')
+    (path / 'plots').mkdir()
+    (path / 'plots' / 'matches_inliers.png').write_bytes(b'\x89PNG\r\n\x1a\n')
+    return path
+
+
+def mcap_chunks(bag: Path) -> tuple[Path, list[Any]]:
+    """The .mcap file of a bag folder and its chunk index (rosbags' reader)."""
+    from rosbags.rosbag2.storage_mcap import McapReader
+
+    (path,) = bag.glob('*.mcap')
+    reader = McapReader(path)
+    reader.open()
+    try:
+        return path, list(reader.chunks)
+    finally:
+        reader.close()
+
+
+def chunk_records(data: bytes | bytearray, chunk: Any) -> list[tuple[int, int, int]]:
+    """(offset in the file, opcode, length) of every record inside an uncompressed MCAP chunk."""
+    assert chunk.compression == ''
+    pos = chunk.chunk_start_offset + 9 + 40  # chunk opcode + length, then its fixed fields
+    end = pos + chunk.uncompressed_size
+    records = []
+    while pos < end:
+        size = int.from_bytes(data[pos + 1:pos + 9], 'little')
+        records.append((pos, data[pos], size))
+        pos += 9 + size
+    assert pos == end
+    return records
+
+
 # ------------------------------------------------------------------------------------------------
 # Reading outputs.
 # ------------------------------------------------------------------------------------------------
@@ -255,9 +293,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory, frames, camera, tracker
                                frame_records(fmt, frames, camera))
             output = root / f'out_{fmt}'
             if fmt == 'sqlite3':  # a previous replay's output: replaced with overwrite=True
-                output.mkdir()
-                (output / 'metadata.yaml').write_text('old: true\n')
-                (output / 'out_sqlite3_0.db3').write_bytes(b'old')
+                write_previous_output(output)
                 with pytest.raises(OutputExistsError, match='--overwrite'):
                     replay_bag(source, output, image_topic=IMAGE_TOPIC, tracker=tracker)
             summary = replay_bag(source, output, image_topic=IMAGE_TOPIC,
@@ -547,9 +583,332 @@ def test_undecodable_frames_are_skipped_and_counted(tmp_path, frames, camera, re
             contents((d for t, d in clean[topic(name)] if t <= s2), types[topic(name)]), name
 
 
+def damage_middle(bag: Path, fmt: str, stamps: list[int]) -> list[int]:
+    """Damage six frames' bag in place in its middle, in a way rosbags reads past without a
+    word; returns the image stamps that stay readable.
+
+    mcap: three chunks of two frames (a 640x480 rgb8 image is 0.9 MB, rosbags closes a chunk
+    above 1 MiB); in the middle one bit 7 of every message record's opcode is flipped, which
+    makes it an unknown opcode, and readers skip unknown records (MCAP spec).
+    sqlite3: the topic id of the middle two image rows becomes one that no topic has, so
+    rosbags' JOIN with the topics table drops those rows.
+    """
+    if fmt == 'mcap':
+        path, chunks = mcap_chunks(bag)
+        assert len(chunks) == 3
+        data = bytearray(path.read_bytes())
+        records = [r for r in chunk_records(data, chunks[1]) if r[1] == 0x05]
+        assert len(records) == 4  # two camera_info, two images
+        for pos, _, _ in records:
+            data[pos] |= 0x80
+        gone = stamps[2:4]
+    else:
+        (path,) = bag.glob('*.db3')
+        data = bytearray(path.read_bytes())
+        gone = stamps[2:4]
+        for stamp in gone:
+            # An image row's record: topic id 2 (one byte), then the stamp in the fewest of
+            # SQLite's integer sizes that hold it (big-endian, signed).
+            size = next(n for n in (1, 2, 3, 4, 6, 8) if stamp < 1 << (8 * n - 1))
+            value = b'\x02' + stamp.to_bytes(size, 'big')
+            assert data.count(value) == 1
+            data[data.find(value)] = 0x07
+    path.write_bytes(bytes(data))
+    return [s for s in stamps if s not in gone]
+
+
+@pytest.mark.parametrize('fmt', ['mcap', 'sqlite3'])
+def test_damaged_bag_is_an_error_unless_allow_partial(tmp_path, freiburg_frames, camera,
+                                                      tracker, monkeypatch, capsys, fmt):
+    """Images that rosbags skips without a word are counted against the bag's index: exit 1
+    and one error line, or with --allow-partial exit 0; either way the output is readable and
+    the summary says how many images are missing."""
+    frames6 = [(stamp_of(p), read_image(p)) for p in freiburg_frames[:6]]
+    stamps = [s for s, _ in frames6]
+    source = write_bag(tmp_path / 'in', fmt, frame_records(fmt, frames6, camera))
+    readable = damage_middle(source, fmt, stamps)
+    assert len(readable) == 4
+    monkeypatch.setattr(replay_module, 'Tracker', lambda config: tracker)  # the module's models
+    output = tmp_path / 'out'
+    argv = [str(source), '--image-topic', IMAGE_TOPIC, '--camera-info-topic', INFO_TOPIC,
+            '--output', str(output), '--no-progress', '--no-plots']
+
+    assert replay_main(argv) == 1
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f'replay: error: {source}: damaged bag: 4 of 6 images on '
+                           f'{IMAGE_TOPIC} could be read (4 frames processed, 2 of 6 images '
+                           'the bag index lists were not read; the output bag'), line
+    assert '--allow-partial' in line
+    summary = ReplaySummary.load(output / 'replay_summary.json')
+    assert (summary.expected_frames, summary.frames, summary.missing_frames) == (6, 4, 2)
+    assert summary.processed == 4 and not summary.complete and summary.error is None
+    # The mcap damage took the chunk's camera_info with it; the sqlite3 one only image rows.
+    assert summary.camera_info_missing == (2 if fmt == 'mcap' else 0)
+    assert summary.camera_info_messages == (4 if fmt == 'mcap' else 6)
+    assert [t for t, _ in read_raw(output)[topic('matches')]] == readable
+
+    # Accepted: exit 0, and the earlier output (ours) may be replaced.
+    assert replay_main([*argv, '--overwrite', '--allow-partial']) == 0
+    err = capsys.readouterr().err
+    assert 'replay: 4/4 frames processed, 2 of 6 images missing' in err
+    summary = ReplaySummary.load(output / 'replay_summary.json')
+    assert (summary.expected_frames, summary.frames, summary.missing_frames) == (6, 4, 2)
+    assert not summary.complete and summary.ok == [True] * 4
+    assert [t for t, _ in read_raw(output)[topic('matches')]] == readable
+
+    # The Python API raises (with the summary) unless allow_partial.
+    with pytest.raises(replay_module.IncompleteBagError, match='4 of 6 images') as info:
+        replay_bag(source, output, image_topic=IMAGE_TOPIC, tracker=tracker, overwrite=True,
+                   progress=False, plots_dir=False, max_frames=5)
+    assert info.value.summary.missing_frames == 2
+
+
+def test_damaged_camera_info_does_not_stop_the_replay(tmp_path, frames, camera, tracker):
+    """The camera_info pre-read meets a damaged chunk (which holds no image): the camera_info
+    read before it calibrates the images, the loss is counted, the replay completes."""
+    (s0, f0), (s1, f1) = frames[:2]
+    records: list[Record] = [
+        (IMAGE_TOPIC, IMAGE, s0, image_msg(TS2, s0, f0)),
+        (INFO_TOPIC, CAMERA_INFO, s0, info_msg(TS2, s0, camera)),
+        (INFO_TOPIC, CAMERA_INFO, s0 + 1,  # undecodable: cut inside the message
+         bytes(TS2.serialize_cdr(info_msg(TS2, s0 + 1, camera), CAMERA_INFO))[:30]),
+        (IMAGE_TOPIC, IMAGE, s1, image_msg(TS2, s1, f1)),  # > 1 MiB: closes the first chunk
+        (INFO_TOPIC, CAMERA_INFO, s1, info_msg(TS2, s1, camera)),  # the second chunk
+        (INFO_TOPIC, CAMERA_INFO, s1 + 1, info_msg(TS2, s1 + 1, camera)),
+    ]
+    source = write_bag(tmp_path / 'in', 'mcap', records)
+    path, chunks = mcap_chunks(source)
+    assert len(chunks) == 2
+    data = bytearray(path.read_bytes())
+    pos, op, _ = chunk_records(data, chunks[1])[0]
+    assert op == 0x05
+    data[pos + 1:pos + 9] = (10**9).to_bytes(8, 'little')  # a record length past the chunk
+    path.write_bytes(bytes(data))
+    with AnyReader([source]) as reader:  # the damage really fails the camera_info read
+        with pytest.raises(Exception, match='Truncated record'):
+            list(reader.messages(connections=[c for c in reader.connections
+                                              if c.topic == INFO_TOPIC]))
+
+    summary = replay_bag(source, tmp_path / 'out', image_topic=IMAGE_TOPIC,
+                         camera_info_topic=INFO_TOPIC, tracker=tracker, progress=False,
+                         plots_dir=False)
+    assert summary.complete and summary.processed == 2 and summary.missing_frames == 0
+    assert (summary.camera_info_messages, summary.camera_info_errors,
+            summary.camera_info_missing) == (2, 1, 2)
+    assert 'Truncated record' in summary.camera_info_read_error
+    assert summary.ok == [True, True] and summary.reason == ['first_frame', '']
+    assert len(read_raw(tmp_path / 'out')[topic('features')]) == 2  # calibrated outputs
+
+
+def _tree(path: Path) -> Any:
+    """The content of a file, a folder (recursively) or a link, for before/after checks."""
+    if path.is_symlink():
+        return ('link', os.readlink(path))
+    if path.is_dir():
+        return sorted((str(p.relative_to(path)), p.read_bytes() if p.is_file() else None)
+                      for p in path.rglob('*'))
+    return path.read_bytes()
+
+
+def test_overwrite_replaces_only_an_earlier_replay_output(tmp_path, frames, capsys):
+    stamp, rgb = frames[0]
+    source = write_bag(tmp_path / 'in', 'mcap', [(IMAGE_TOPIC, IMAGE, stamp,
+                                                  image_msg(TS2, stamp, rgb))])
+    plain = tmp_path / 'notes.txt'
+    plain.write_text('keep me')
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    (folder / 'data.csv').write_text('1,2\n')
+    recording = write_bag(tmp_path / 'recording', 'mcap', [(IMAGE_TOPIC, IMAGE, stamp,
+                                                            image_msg(TS2, stamp, rgb))])
+    ours_and_more = write_previous_output(tmp_path / 'ours_and_more', 'mcap')
+    (ours_and_more / 'notes.txt').write_text('mine')
+    link = tmp_path / 'link'
+    link.symlink_to(write_previous_output(tmp_path / 'target'))
+    refused = {plain: 'it is not a folder', folder: 'not a rosbag2 folder (no metadata.yaml)',
+               recording: 'a rosbag2 that was not written by a replay',
+               ours_and_more: 'not from a replay (notes.txt)', link: 'a symbolic link'}
+    for path, reason in refused.items():
+        before = _tree(path)
+        code = replay_main([str(source), '--image-topic', IMAGE_TOPIC, '--output', str(path),
+                            '--overwrite'])
+        err = capsys.readouterr().err
+        assert code == 1, path
+        assert err.startswith(f'replay: error: refusing to overwrite {path}: ') and reason in err
+        assert len(err.strip().splitlines()) == 1
+        assert _tree(path) == before, path  # untouched
+    # What the replay writes carries the marker; an earlier output is replaced (in
+    # test_damaged_bag_is_an_error_unless_allow_partial and the sqlite3 fixture).
+    assert replay_module._not_our_output(write_previous_output(tmp_path / 'ours')) is None
+
+
+def _read_only_mount(mount_point: Path) -> list[str]:
+    """A command prefix that runs the rest in a mount namespace of its own where
+    ``mount_point`` is a read-only tmpfs (root passes every permission check, so only a
+    read-only mount makes a folder unwritable to it)."""
+    unshare = shutil.which('unshare')
+    prefix = [unshare or 'unshare', '--mount', '--map-root-user', 'sh', '-c',
+              'mount -t tmpfs -o ro tmpfs "$1" && shift && exec "$@"', 'sh', str(mount_point)]
+    probe = subprocess.run([*prefix, 'true'], capture_output=True, text=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip('cannot mount a read-only tmpfs here (unshare --mount --map-root-user: '
+                    f'{probe.stderr.strip() if probe else "not installed"})')
+    return prefix
+
+
+@pytest.mark.parametrize('what', ['output', 'summary'])
+@pytest.mark.parametrize('where', ['below_a_file', 'procfs', 'read_only_mount'])
+def test_unwritable_output_or_summary_is_a_one_line_error(tmp_path, frames, capsys, what,
+                                                          where):
+    """Refused before the models load, in one line: a path below a regular file (ENOTDIR),
+    in /proc (ENOENT, even for root) and on a read-only file system (EROFS)."""
+    stamp, rgb = frames[0]
+    source = write_bag(tmp_path / 'in', 'mcap', [(IMAGE_TOPIC, IMAGE, stamp,
+                                                  image_msg(TS2, stamp, rgb))])
+    name = 'out' if what == 'output' else 'summary.json'
+    if where == 'below_a_file':
+        (tmp_path / 'a_file').write_text('x')
+        target, expected = tmp_path / 'a_file' / 'sub' / name, f'{tmp_path / "a_file"} is not a'
+    elif where == 'procfs':
+        target, expected = Path('/proc/self') / name, 'No such file or directory (/proc/self)'
+    else:
+        (tmp_path / 'ro').mkdir()
+        target, expected = tmp_path / 'ro' / name, 'Read-only file system'
+    output = target if what == 'output' else tmp_path / 'out'
+    argv = [str(source), '--image-topic', IMAGE_TOPIC, '--output', str(output)]
+    if what == 'summary':
+        argv += ['--summary', str(target)]
+    if where == 'read_only_mount':
+        proc = subprocess.run([*_read_only_mount(tmp_path / 'ro'), sys.executable, '-m',
+                               'lightglue_ros.replay', *argv], cwd=PROJECT_ROOT,
+                              capture_output=True, text=True, timeout=300)
+        code, err = proc.returncode, proc.stderr
+    else:
+        code, err = replay_main(argv), capsys.readouterr().err
+    assert code == 1, err
+    assert 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    kind = 'output bag' if what == 'output' else 'summary'
+    assert err.startswith(f'replay: error: cannot write the {kind} {target}: '), err
+    assert expected in err
+    assert not (tmp_path / 'out').exists()  # refused before anything was written
+
+
+def test_summary_unwritable_at_the_end_keeps_the_bag(tmp_path, frames, tracker, monkeypatch,
+                                                     capsys):
+    """The summary's folder becomes unwritable during the replay: one error line, exit 1, and
+    the output bag is closed and readable."""
+    stamp, rgb = frames[0]
+    source = write_bag(tmp_path / 'in', 'mcap', [(IMAGE_TOPIC, IMAGE, stamp,
+                                                  image_msg(TS2, stamp, rgb))])
+    (tmp_path / 'a_file').write_text('x')
+    summary = tmp_path / 'a_file' / 'summary.json'
+    monkeypatch.setattr(replay_module, '_check_writable', lambda path, what: None)  # as if
+    monkeypatch.setattr(replay_module, 'Tracker', lambda config: tracker)  # writable at first
+    code = replay_main([str(source), '--image-topic', IMAGE_TOPIC, '--output',
+                        str(tmp_path / 'out'), '--summary', str(summary), '--no-progress',
+                        '--no-plots'])
+    err = capsys.readouterr().err
+    assert code == 1 and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f'replay: error: cannot write the summary {summary}: ')
+    assert f'the output bag {tmp_path / "out"} is closed and readable' in err
+    assert [t for t, _ in read_raw(tmp_path / 'out')[topic('matches')]] == [stamp]
+
+
+@pytest.mark.parametrize('option', ['--params-file', '--config'])
+@pytest.mark.parametrize('content, expected', [
+    (b'\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR', 'not a UTF-8 text file (byte 0x89 at offset 0)'),
+    ('extractor: caf\xe9\n'.encode('latin-1'),
+     'not a UTF-8 text file (byte 0xe9 at offset 14)'),
+    (b'max_keypoints: 10\x00\x01\x02', 'not valid YAML: character #x00 at offset 17'),
+    (b'a: [1, 2\n', "not valid YAML: line 2, column 1: expected ',' or ']'"),
+    (None, 'cannot read it: Is a directory'),
+])
+def test_unreadable_settings_file_is_a_one_line_error(tmp_path, capsys, option, content,
+                                                      expected):
+    path = tmp_path / 'settings.yaml'
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    code = replay_main([str(tmp_path / 'in.mcap'), '--image-topic', '/a', '--output',
+                        str(tmp_path / 'out'), option, str(path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f'replay: error: {option} {path}: {expected}'), err
+
+
 # ------------------------------------------------------------------------------------------------
 # Ctrl-C.
 # ------------------------------------------------------------------------------------------------
+
+def _replay_command(entry: str) -> list[str]:
+    if entry == 'module':
+        return [sys.executable, '-m', 'lightglue_ros.replay']
+    script = Path(sys.executable).parent / 'replay'  # the console script (setup.py)
+    if not script.is_file():
+        pytest.skip(f'the replay console script is not installed beside {sys.executable}')
+    return [str(script)]
+
+
+@pytest.mark.parametrize('entry', ['module', 'console_script'])
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize('delay_s', [0.5, 1.0])
+def test_signal_while_importing_exits_130_in_one_line(tmp_path, frames, camera, weights_dir,
+                                                      entry, signum, delay_s):
+    """SIGINT / SIGTERM while torch & co. are being imported: exit code 130, one line."""
+    source = write_bag(tmp_path / 'in', 'mcap', frame_records('mcap', frames[:1], camera))
+    output = tmp_path / 'out'
+    proc = subprocess.Popen(
+        [*_replay_command(entry), str(source), '--image-topic', IMAGE_TOPIC, '--output',
+         str(output), '--extractor', 'aliked', '--extractor-weights',
+         str(weights_dir / 'aliked-n16.pth'), '--matcher-weights',
+         str(weights_dir / 'aliked_lightglue.pth'), '--device', 'cpu', '--no-progress'],
+        cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay_s)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert 'Traceback' not in err
+    name = signal.Signals(signum).name
+    assert err.strip().splitlines() == [f'replay: interrupted ({name}) while starting'], err
+    assert not output.exists()
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_signal_while_loading_models_exits_130_in_one_line(tmp_path, frames, camera,
+                                                           weights_dir, signum):
+    """The signal comes once the input bag is open, i.e. while the networks are built."""
+    source = write_bag(tmp_path / 'in', 'mcap', frame_records('mcap', frames[:1], camera))
+    (data_file,) = source.glob('*.mcap')
+    output = tmp_path / 'out'
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'lightglue_ros.replay', str(source), '--image-topic',
+         IMAGE_TOPIC, '--output', str(output), '--extractor', 'aliked', '--extractor-weights',
+         str(weights_dir / 'aliked-n16.pth'), '--matcher-weights',
+         str(weights_dir / 'aliked_lightglue.pth'), '--device', 'cpu', '--no-progress'],
+        cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True)
+    fds = Path(f'/proc/{proc.pid}/fd')
+    deadline = time.monotonic() + 300
+
+    def input_open() -> bool:
+        try:
+            return any(os.readlink(fd) == str(data_file.resolve()) for fd in fds.iterdir())
+        except OSError:  # an fd closed while listing
+            return False
+
+    while proc.poll() is None and not input_open():
+        assert time.monotonic() < deadline, 'the replay never opened its input'
+        time.sleep(0.005)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    name = signal.Signals(signum).name
+    assert 'Traceback' not in err
+    assert err.strip().splitlines() == [f'replay: interrupted ({name})'], err
+    assert not output.exists()  # the models were still loading
 
 def test_sigint_mid_run_leaves_a_readable_bag(tmp_path, freiburg_frames, camera, weights_dir):
     frames = [(stamp_of(p), read_image(p)) for p in freiburg_frames]
@@ -615,7 +974,33 @@ def test_plots_from_a_summary_with_gaps(tmp_path):
     summary._finish(0.32)
     paths = plot_summary(summary, tmp_path / 'plots')
     assert [p.stem for p in paths] == list(PLOT_NAMES)
-    assert all(p.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' for p in paths)
+    # Each PNG decodes to its figure's size (inches x DPI) and holds a drawing, not a blank
+    # canvas; the data plots differ from the empty ones.
+    sizes = {'matches_inliers': (400, 800), 'stop_layer': (400, 800), 'latency': (400, 1000),
+             'keyframes': (400, 800), 'trajectory': (450, 1000)}
+    for path in paths:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        assert image is not None and image.shape == (*sizes[path.stem], 3), path
+        assert len(np.unique(image.reshape(-1, 3), axis=0)) > 20 and image.std() > 5, path
+        empty = cv2.imread(str(tmp_path / 'empty' / path.name), cv2.IMREAD_COLOR)
+        assert empty.shape == image.shape and not np.array_equal(empty, image), path
+    # The plotted data are the summary's: the curves' values, the switch marks and the start.
+    from lightglue_ros import plots
+
+    (ax,) = plots.plot_matches_inliers(summary).axes
+    t = [0.0, 0.1, 0.2, 0.3]
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), t)
+    assert list(ax.lines[0].get_ydata()) == summary.matches
+    assert list(ax.lines[1].get_ydata()) == summary.inliers
+    np.testing.assert_allclose(ax.lines[2].get_xdata(), [0.2, 0.2])  # the low_inliers switch
+    (ax,) = plots.plot_keyframes(summary).axes
+    assert list(ax.lines[0].get_ydata()) == summary.keyframe_index
+    np.testing.assert_allclose(ax.lines[1].get_xdata(), [0.2])
+    assert list(ax.lines[1].get_ydata()) == [1]
+    top, _ = plots.plot_trajectory(summary).axes
+    np.testing.assert_allclose(top.lines[0].get_xdata(), [0.0, 0.1, np.nan, 0.2])
+    np.testing.assert_allclose(top.lines[0].get_ydata(), [0.0, 0.9, np.nan, 1.9])
+    assert (list(top.lines[1].get_xdata()), list(top.lines[1].get_ydata())) == ([0.0], [0.0])
 
 
 def test_camera_info_pairing_by_stamp(tmp_path, camera):

@@ -1,0 +1,99 @@
+"""Ctrl-C and SIGTERM while a command starts: one line on stderr and exit code 130, no traceback.
+
+Starting ``replay`` or ``lightglue-ros`` imports torch (and rclpy) and builds the networks, which
+takes seconds. Python's default handlers print a KeyboardInterrupt traceback there (SIGINT) or
+end the process without a word (SIGTERM). Importing this module first from an entry module
+(``lightglue_ros.cli``, ``lightglue_ros.replay``) in a process that one of our commands started
+installs handlers that end the process at once: during the imports nothing has been opened or
+written, so there is nothing to close. The command's main function then enters
+``interrupt_on_signals()``, under which SIGINT raises KeyboardInterrupt and SIGTERM raises
+``Terminated`` (a KeyboardInterrupt), so that later phases (model loading, the replay loop)
+unwind through their ``except KeyboardInterrupt`` / ``finally`` clean-up.
+
+Imported anywhere else (tests, a program using the library) this module changes nothing.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ['EXIT_INTERRUPTED', 'Terminated', 'interrupt_on_signals', 'started_by_entry_point']
+
+EXIT_INTERRUPTED = 130  # for SIGINT and SIGTERM alike, as documented in docs/replay.md
+ENTRY_SCRIPTS = ('replay', 'lightglue-ros')  # setup.py console_scripts that import this
+ENTRY_MODULES = {'lightglue_ros.replay': 'replay', 'lightglue_ros.cli': 'lightglue-ros'}
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every clean-up path written for Ctrl-C runs for it."""
+
+
+def _entry_name() -> str | None:
+    """The command this process runs when it is one of ENTRY_SCRIPTS or ``python -m`` one of
+    ENTRY_MODULES, else None (the node is neither: rclpy chains to the handler it finds, which
+    must stay Python's own there)."""
+    spec = getattr(sys.modules.get('__main__'), '__spec__', None)
+    if spec is not None and spec.name in ENTRY_MODULES:
+        return ENTRY_MODULES[spec.name]
+    name = Path(sys.argv[0]).name if sys.argv else ''
+    return name if name in ENTRY_SCRIPTS else None
+
+
+def started_by_entry_point() -> bool:
+    """True in a process started by our console scripts or ``python -m lightglue_ros.replay``
+    / ``lightglue_ros.cli``."""
+    return _entry_name() is not None
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    """While importing: nothing is open yet, so leave at once (no unwinding through imports)."""
+    try:
+        sys.stderr.write(f'{_entry_name() or "lightglue_ros"}: interrupted '
+                         f'({signal.Signals(signum).name}) while starting\n')
+        sys.stderr.flush()
+    finally:
+        os._exit(EXIT_INTERRUPTED)
+
+
+def _raise(signum: int, frame: Any) -> None:
+    if signum == signal.SIGTERM:
+        raise Terminated('SIGTERM')
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Inside: SIGINT raises KeyboardInterrupt, SIGTERM raises Terminated (unless ignored); the
+    previous handlers come back on exit. Only the main thread can set handlers; elsewhere this
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # A signal the parent set to be ignored (nohup, a background job) stays ignored.
+    previous = {sig: signal.signal(sig, _raise) for sig in SIGNALS
+                if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _guard_imports() -> None:
+    if not started_by_entry_point() or threading.current_thread() is not threading.main_thread():
+        return
+    # Only over Python's defaults: a host program that set its own handlers keeps them.
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    for sig in SIGNALS:
+        if signal.getsignal(sig) is defaults[sig]:
+            signal.signal(sig, _exit_now)
+
+
+_guard_imports()  # on purpose at import: see the module docstring
