@@ -88,7 +88,9 @@ def main() -> int:
                 identical['transformers'] = torch.equal(
                     candidates['transformers']()[0].cpu(), reference.matches.cpu())
             if 'kornia' in args.peers:
+                # kornia turns an outer autocast off inside its forward unless mp=True.
                 kornia = interop.build_kornia_lightglue(args.extractor, matcher_weights,
+                                                        mp=args.precision != 'fp32',
                                                         **MODES[mode]).to(device)
                 candidates['kornia'] = peer_call(lambda: interop.kornia_match(kornia, f0, f1))
                 identical['kornia'] = torch.equal(candidates['kornia']()[0].cpu(),

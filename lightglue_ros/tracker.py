@@ -174,6 +174,36 @@ class _View:
             self.keypoints = self.features.keypoints.cpu().numpy()
 
 
+@dataclass(frozen=True)
+class _HostMatch:
+    """The part of a MatchResult that a frame's result needs, on the host."""
+
+    pairs: np.ndarray  # [K x 2] int64, (keyframe index, current index)
+    scores: np.ndarray  # [K] float32
+    pruned_kf: int
+    pruned_cur: int
+
+
+def _to_host(match: MatchResult, keypoints: torch.Tensor | None = None
+             ) -> tuple[_HostMatch, np.ndarray | None]:
+    """A match (and the frame's [N x 2] keypoints) in one device -> host copy.
+
+    Each copy from a GPU waits for it: packed into one float32 buffer (exact for the float32
+    values, and for indices and counts below 2**24), the frame waits once instead of five times.
+    """
+    stop = match.stop_layer
+    parts = [match.matches.reshape(-1), match.scores, (match.layers0 < stop).sum().reshape(1),
+             (match.layers1 < stop).sum().reshape(1)]
+    if keypoints is not None:
+        parts.append(keypoints.reshape(-1))
+    flat = torch.cat([part.to(torch.float32) for part in parts]).cpu().numpy()
+    k = len(match)
+    host = _HostMatch(flat[:2 * k].astype(np.int64).reshape(k, 2), flat[2 * k:3 * k].copy(),
+                      int(flat[3 * k]), int(flat[3 * k + 1]))
+    points = flat[3 * k + 2:].reshape(-1, 2) if keypoints is not None else None
+    return host, points
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when available; 'cuda' without a GPU raises ConfigError."""
     if device == 'auto':
@@ -285,9 +315,9 @@ class Tracker:
         t0 = time.perf_counter()
         prepared = self.matcher.prepare_features(features)
         match = self.matcher.match_prepared(self._keyframe_cache(keyframe), prepared)
-        pairs = match.matches.cpu().numpy()  # one host copy per match: (kf index, cur index)
+        host, keypoints = _to_host(match, features.keypoints)  # the frame's one host copy
+        pairs = host.pairs  # (kf index, cur index)
         match_ms = (time.perf_counter() - t0) * 1e3
-        keypoints = features.keypoints.cpu().numpy()
         t0 = time.perf_counter()
         pose = self._estimate_pose(keyframe, keypoints, camera, pairs)
         pose_ms = (time.perf_counter() - t0) * 1e3
@@ -301,7 +331,8 @@ class Tracker:
             keyframe = candidate
             t0 = time.perf_counter()
             match = self.matcher.match_prepared(self._keyframe_cache(keyframe), prepared)
-            pairs = match.matches.cpu().numpy()
+            host, _ = _to_host(match)
+            pairs = host.pairs
             match_ms += (time.perf_counter() - t0) * 1e3
             t0 = time.perf_counter()
             pose = self._estimate_pose(keyframe, keypoints, camera, pairs)
@@ -317,7 +348,7 @@ class Tracker:
             self._candidate = view
         timings = FrameTimings(extract_ms, match_ms, pose_ms,
                                (time.perf_counter() - start) * 1e3)
-        return self._result(index, stamp_ns, keyframe, match, pairs, pose, view,
+        return self._result(index, stamp_ns, keyframe, match, host, pose, view,
                             tuple(events), timings)
 
     # -- helpers --------------------------------------------------------------------------
@@ -395,9 +426,10 @@ class Tracker:
                      keypoints=keypoints)
 
     def _result(self, index: int, stamp_ns: int, keyframe: _View, match: MatchResult,
-                idx: np.ndarray, pose: RelativePose | None, view: _View,
+                host: _HostMatch, pose: RelativePose | None, view: _View,
                 events: tuple[KeyframeEvent, ...], timings: FrameTimings) -> FrameResult:
         features = view.features
+        idx = host.pairs
         points = view.keypoints[idx[:, 1]].astype(np.float32)
         kf_points = keyframe.keypoints[idx[:, 0]].astype(np.float32)
         track_ids = keyframe.track_ids[idx[:, 0]]
@@ -409,12 +441,12 @@ class Tracker:
             index=index, stamp_ns=stamp_ns, ok=has_pose, reason=reason,
             keyframe_index=keyframe.index, keyframe_stamp_ns=keyframe.stamp_ns,
             num_keypoints=len(features), points=points, kf_points=kf_points,
-            scores=match.scores.cpu().numpy().astype(np.float32), track_ids=track_ids,
+            scores=host.scores, track_ids=track_ids,
             inliers=inliers, points_norm=points_norm, velocity_norm=velocity, pose=pose,
             R_world_cam=view.R_world_cam if has_pose else None,
             t_world_cam=view.t_world_cam if has_pose else None,
-            stop_layer=match.stop_layer, pruned_kf=match.num_pruned0,
-            pruned_cur=match.num_pruned1, keyframe_events=events, timings=timings)
+            stop_layer=match.stop_layer, pruned_kf=host.pruned_kf,
+            pruned_cur=host.pruned_cur, keyframe_events=events, timings=timings)
 
     def _normalised(self, points: np.ndarray, track_ids: np.ndarray,
                     camera: CameraModel | None, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:

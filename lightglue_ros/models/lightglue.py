@@ -29,6 +29,7 @@ from torch import nn
 
 from lightglue_ros.errors import CheckpointError, ConfigError, InvalidFeaturesError
 from lightglue_ros.features import Features
+from lightglue_ros.image import constant_like
 from lightglue_ros.models.checkpoints import StateDict, load_into, load_state_dict_file
 
 # Feature configurations: the descriptor size each extractor produces and the architecture of
@@ -98,14 +99,15 @@ class MatchResult:
 
 def check_features(keypoints: torch.Tensor, descriptors: torch.Tensor) -> None:
     """Raise InvalidFeaturesError unless keypoints [1 x N x 2] are finite and descriptors are
-    [1 x N x D] for the same N (a NaN keypoint would silently give no matches)."""
+    [1 x N x D] for the same N (a NaN keypoint would silently give no matches). The NaN check
+    runs for CPU tensors: on CUDA it would make the host wait for the GPU on every frame."""
     if keypoints.dim() != 3 or keypoints.shape[0] != 1 or keypoints.shape[-1] != 2:
         raise InvalidFeaturesError(f'keypoints must be [N x 2] (one image), got '
                                    f'{tuple(keypoints.shape)}')
     if descriptors.dim() != 3 or descriptors.shape[:2] != keypoints.shape[:2]:
         raise InvalidFeaturesError(f'{keypoints.shape[1]} keypoints but descriptors of shape '
                                    f'{tuple(descriptors.shape)}; need one descriptor per keypoint')
-    if not bool(torch.isfinite(keypoints).all()):
+    if keypoints.device.type == 'cpu' and not bool(torch.isfinite(keypoints).all()):
         raise InvalidFeaturesError('keypoints contain NaN or infinite coordinates')
 
 
@@ -114,8 +116,8 @@ def normalize_keypoints(keypoints: torch.Tensor, image_size: tuple[int, int]) ->
 
     keypoints: [... x N x 2] pixels (x, y); image_size: (width, height).
     """
-    size = keypoints.new_tensor(image_size)
-    return (keypoints - size / 2) / (size.max() / 2)
+    size = constant_like(image_size, keypoints)
+    return (keypoints - size / 2) / (max(image_size) / 2)
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:

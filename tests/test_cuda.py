@@ -1,0 +1,406 @@
+"""The CUDA path: CUDA against CPU, fp16 against fp32, host synchronisations.
+
+Tests marked ``needs_cuda`` skip where torch sees no CUDA GPU; benchmarks/gpu_check.sh runs
+them on the device machine (docs/gpu.md) and puts the measured agreements (``record_property``)
+into its report. The other tests check, on any machine, the parts of the CUDA path that run
+on the CPU too.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from test_scannet import SIZE, camera_for, read_pairs
+
+import lightglue_ros.image
+import lightglue_ros.tracker
+from lightglue_ros.camera import CameraModel
+from lightglue_ros.features import Features
+from lightglue_ros.geometry import RelativePose, estimate_relative_pose, pose_error_deg
+from lightglue_ros.image import (constant_like, image_to_tensor, read_image, scale_keypoints,
+                                 to_grayscale)
+from lightglue_ros.models import interop
+from lightglue_ros.models.extractors import build_extractor
+from lightglue_ros.models.lightglue import LightGlue, MatchResult
+from lightglue_ros.models.superpoint import (SuperPoint, _max_pool_kernel, _nms_mask_numpy,
+                                             _nms_mask_torch, max_pool, nms_mask)
+from lightglue_ros.tracker import Tracker, TrackerConfig, _to_host
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason=f'needs a CUDA GPU; torch {torch.__version__} sees none (benchmarks/gpu_check.sh '
+           'runs these on a GPU machine, docs/gpu.md)')
+
+MODES = {'adaptive': {'depth_confidence': 0.95, 'width_confidence': 0.99},
+         'full': {'depth_confidence': -1, 'width_confidence': -1}}
+FRAMES = 5  # freiburg frames 0-4 (what gpu_check.sh --prepare carries); frame 0 is the keyframe
+# Same features in, fp32 on both devices: shared matches / larger match count, pooled over the
+# pairs (the issue's 99 %), and the largest score difference of a shared match.
+MATCH_AGREEMENT = 0.99
+SCORE_TOL = 1e-3
+# fp16 keeps this share of the fp32 matches (pooled over the pairs; the issue's target).
+FP16_KEPT = 0.99
+# Pose difference, max(rotation, translation direction), between two runs' poses. Dropping a
+# random 1 % of the fp32 matches moves the freiburg poses (frame 0 to 1-4) by <= 0.09 deg and
+# the ScanNet poses of pairs with >= 100 matches by <= 5.1 deg (PoseLib, measured on CPU,
+# 10 draws per pair); on pairs with fewer matches it moves them by tens of degrees.
+FREIBURG_POSE_TOL_DEG = 0.5
+SCANNET_POSE_TOL_DEG = 6.0
+SCANNET_MIN_MATCHES = 100
+# Extractor on CUDA too: cuDNN runs fp32 convolutions in TF32 by default, so a few keypoints
+# near the top-k boundary differ from the CPU's. Matches whose two points both lie within
+# MATCH_PX of a CPU match's count as the same.
+END_TO_END_AGREEMENT = 0.95
+END_TO_END_POSE_TOL_DEG = 1.0
+MATCH_PX = 0.5
+
+
+# -- helpers ------------------------------------------------------------------------------------
+@contextmanager
+def sync_sites() -> Iterator[Counter]:
+    """Host synchronisations of the block, counted by (resolved file, line) of the Python call."""
+    sites: Counter = Counter()
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            yield sites
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+    for warning in caught:
+        if 'called a synchronizing' in str(warning.message):
+            sites[(str(Path(warning.filename).resolve()), warning.lineno)] += 1
+
+
+def syncs_in(sites: Counter, module: object) -> int:
+    path = str(Path(module.__file__).resolve())  # type: ignore[attr-defined]
+    return sum(n for (file, _), n in sites.items() if file == path)
+
+
+def shared_matches(a: MatchResult, b: MatchResult) -> tuple[int, float]:
+    """(matches in both, largest score difference among them)."""
+    sa = {tuple(p): s for p, s in zip(a.matches.tolist(), a.scores.tolist())}
+    sb = {tuple(p): s for p, s in zip(b.matches.tolist(), b.scores.tolist())}
+    common = sa.keys() & sb.keys()
+    return len(common), max((abs(sa[k] - sb[k]) for k in common), default=0.0)
+
+
+def pose_of(match: MatchResult, f0: Features, f1: Features, camera0: CameraModel,
+            camera1: CameraModel) -> RelativePose:
+    m = match.matches.cpu().numpy()
+    return estimate_relative_pose(f0.keypoints.cpu().numpy()[m[:, 0]],
+                                  f1.keypoints.cpu().numpy()[m[:, 1]], camera0, camera1)
+
+
+def pose_difference_deg(a: RelativePose, b: RelativePose) -> float:
+    assert a.success and b.success, (a.reason, b.reason)
+    return max(pose_error_deg(a.R_kf_to_cur, a.t_kf_to_cur, b.R_kf_to_cur, b.t_kf_to_cur))
+
+
+def make_matcher(weights_dir: Path, device: str, mode: str, precision: str = 'fp32'
+                 ) -> LightGlue:
+    return LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth', precision=precision,
+                     **MODES[mode]).to(device)
+
+
+def he_normal_superpoint(**conf) -> SuperPoint:
+    """SuperPoint with seeded He-normal weights: a peaked heatmap like a trained one's."""
+    torch.manual_seed(0)
+    model = SuperPoint(**conf)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity='relu')
+            torch.nn.init.normal_(module.bias, std=0.1)
+    return model
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def frames(freiburg_dir: Path) -> list[Path]:
+    """The first FRAMES frames (conftest's freiburg_frames wants all; the GPU carry has 5)."""
+    paths = sorted(freiburg_dir.glob('*.png'))[:FRAMES]
+    assert len(paths) == FRAMES, f'expected {FRAMES} freiburg frames in {freiburg_dir}'
+    return paths
+
+
+@pytest.fixture(scope='module')
+def images(frames: list[Path]) -> list[np.ndarray]:
+    return [read_image(p) for p in frames]
+
+
+@pytest.fixture(scope='module')
+def camera(freiburg_dir: Path) -> CameraModel:
+    return CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
+
+
+@pytest.fixture(scope='module')
+def aliked(weights_dir: Path) -> dict[str, torch.nn.Module]:
+    """ALIKED with 1024 keypoints on the CPU and on CUDA."""
+    return {device: build_extractor('aliked', weights=weights_dir / 'aliked-n16.pth',
+                                    max_keypoints=1024, device=device)
+            for device in ('cpu', 'cuda')}
+
+
+@pytest.fixture(scope='module')
+def cpu_features(aliked, images) -> list[Features]:
+    return [aliked['cpu'].extract(image_to_tensor(im)) for im in images]
+
+
+@pytest.fixture(scope='module')
+def cuda_features(aliked, images) -> list[Features]:
+    return [aliked['cuda'].extract(image_to_tensor(im, device='cuda')) for im in images]
+
+
+@pytest.fixture(scope='module')
+def scannet(shared_dir: Path, aliked) -> list[tuple[Features, Features, CameraModel,
+                                                    CameraModel]]:
+    """CUDA features and cameras of the ScanNet pairs at 640x480 (as tests/test_scannet.py)."""
+    out = []
+    for path0, path1, K0, K1, _ in read_pairs(shared_dir / 'data' / 'scannet_pairs'):
+        pair = [read_image(p) for p in (path0, path1)]
+        original = (pair[0].shape[1], pair[0].shape[0])
+        f0, f1 = (aliked['cuda'].extract(image_to_tensor(
+            cv2.resize(im, SIZE, interpolation=cv2.INTER_AREA), device='cuda')) for im in pair)
+        out.append((f0, f1, camera_for(K0, original), camera_for(K1, original)))
+    assert out, 'no ScanNet pairs'
+    return out
+
+
+# -- on any machine -----------------------------------------------------------------------------
+@pytest.mark.parametrize('radius', [0, 1, 2, 4])
+def test_kernel_max_pool_and_its_nms_equal_the_separable_ones(radius):
+    """The CUDA NMS pools with one max_pool2d kernel; it must select what the CPU selects."""
+    gen = torch.Generator().manual_seed(radius)
+    # Quantised scores make ties, the case where NMS variants disagree.
+    scores = (torch.rand(2, 61, 83, generator=gen) * 20).floor() / 20
+    assert torch.equal(_max_pool_kernel(scores, radius), max_pool(scores, radius))
+    mask = scores > 0.5
+    assert torch.equal(_max_pool_kernel(mask, radius), max_pool(mask, radius))
+    expected = torch.from_numpy(_nms_mask_numpy(scores.numpy(), radius))
+    assert torch.equal(_nms_mask_torch(scores, radius, pool=_max_pool_kernel), expected)
+    kept = int(expected.sum())  # everything without suppression, few maxima with it
+    assert kept == expected.numel() if radius == 0 else 0 < kept < expected.numel() / 4
+
+
+def test_host_copy_of_a_match_is_exact():
+    """The tracker's one packed device -> host copy loses no index, score or keypoint bit."""
+    gen = torch.Generator().manual_seed(0)
+    k, n = 300, 5000
+    matches = torch.stack([torch.randperm(n, generator=gen)[:k],
+                           torch.randint(0, 2**24 - 1, (k,), generator=gen)], 1)
+    scores = torch.rand(k, generator=gen)
+    layers0 = torch.randint(1, 10, (n,), generator=gen)
+    layers1 = torch.randint(1, 10, (n,), generator=gen)
+    match = MatchResult(matches, scores, 7, layers0, layers1)
+    keypoints = torch.rand(n, 2, generator=gen) * 640
+    host, points = _to_host(match, keypoints)
+    assert host.pairs.dtype == np.int64 and np.array_equal(host.pairs, matches.numpy())
+    assert host.scores.dtype == np.float32 and np.array_equal(host.scores, scores.numpy())
+    assert (host.pruned_kf, host.pruned_cur) == (match.num_pruned0, match.num_pruned1)
+    assert points.dtype == np.float32 and np.array_equal(points, keypoints.numpy())
+    empty = MatchResult(torch.zeros(0, 2, dtype=torch.long), torch.zeros(0), 3, layers0,
+                        layers1)
+    host, points = _to_host(empty)
+    assert host.pairs.shape == (0, 2) and host.scores.shape == (0,) and points is None
+    assert (host.pruned_kf, host.pruned_cur) == (empty.num_pruned0, empty.num_pruned1)
+
+
+def test_constants_and_upload_keep_the_cpu_values():
+    x = torch.rand(4, 2, dtype=torch.float64)
+    for values in (0.25, (2.0, 3.0)):
+        c = constant_like(values, x)
+        assert c.dtype == x.dtype and torch.equal(c, x.new_tensor(values))
+    image = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    expected = torch.from_numpy(image).float().permute(2, 0, 1) * (1 / 255)
+    assert torch.equal(image_to_tensor(image), expected)
+
+
+# -- on CUDA ------------------------------------------------------------------------------------
+@needs_cuda
+def test_upload_and_small_constants_do_not_sync():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    expected = image_to_tensor(image)
+    keypoints = torch.rand(10, 2, device='cuda')
+    with sync_sites() as sites:
+        tensor = image_to_tensor(image, device='cuda')
+        image[:] = 0  # the caller may reuse its array at once: the upload copied it
+        gray = to_grayscale(tensor)
+        scaled = scale_keypoints(keypoints, (2.0, 1.5))
+        pair = constant_like((1.0, 2.0), keypoints)
+        deep = image_to_tensor(rng.integers(0, 65536, (48, 64), dtype=np.uint16), device='cuda')
+    assert not sites, f'synchronising calls: {dict(sites)}'
+    assert torch.equal(tensor.cpu(), expected)  # one float32 multiply, the same on both
+    assert torch.allclose(gray.cpu(), to_grayscale(expected), atol=1e-6)
+    assert torch.allclose(scaled.cpu(), (keypoints.cpu() + 0.5) * torch.tensor([2.0, 1.5]) - 0.5)
+    assert pair.tolist() == [1.0, 2.0] and deep.shape == (1, 48, 64)
+
+
+@needs_cuda
+def test_superpoint_on_cuda_syncs_once_and_selects_like_cpu(images):
+    """NMS and top-k stay on the GPU; only the keypoint count (nonzero) reaches the host."""
+    image = image_to_tensor(images[0])
+    cpu = he_normal_superpoint(max_keypoints=1024)
+    cuda = he_normal_superpoint(max_keypoints=1024).to('cuda')
+    heatmap = torch.rand(1, 480, 640).mul(50).floor().div(50)  # ties
+    assert torch.equal(nms_mask(heatmap.cuda(), 4).cpu(), nms_mask(heatmap, 4))
+    on_device = image.cuda()
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # compare fp32 with fp32
+        on_cuda = cuda.extract(on_device)
+        with sync_sites() as sites:
+            cuda.extract(on_device)
+    on_cpu = cpu.extract(image)
+    assert sum(sites.values()) <= 1, f'synchronising calls: {dict(sites)}'
+    a = {tuple(p) for p in on_cpu.keypoints.round().int().tolist()}
+    b = {tuple(p) for p in on_cuda.keypoints.cpu().round().int().tolist()}
+    assert len(a) == 1024 and len(a & b) / len(a) >= MATCH_AGREEMENT
+
+
+@needs_cuda
+@pytest.mark.parametrize('mode', list(MODES))
+def test_fp32_matcher_on_cuda_matches_cpu(weights_dir, cpu_features, mode, record_property):
+    cpu, cuda = (make_matcher(weights_dir, device, mode) for device in ('cpu', 'cuda'))
+    shared = larger = 0
+    worst_score = 0.0
+    for f1 in cpu_features[1:]:
+        f0 = cpu_features[0]
+        a = cpu.match(f0, f1)
+        b = cuda.match(f0.to('cuda'), f1.to('cuda'))
+        b = MatchResult(b.matches.cpu(), b.scores.cpu(), b.stop_layer, b.layers0, b.layers1)
+        n, score_diff = shared_matches(a, b)
+        shared, larger = shared + n, larger + max(len(a), len(b))
+        worst_score = max(worst_score, score_diff)
+    record_property('agreement', round(shared / larger, 5))
+    record_property('max_score_diff', worst_score)
+    assert shared / larger >= MATCH_AGREEMENT
+    assert worst_score <= SCORE_TOL
+
+
+@needs_cuda
+def test_transformers_peer_runs_on_cuda(weights_dir, cuda_features):
+    """The benchmark's transformers peer on the GPU (its padding mask must live there too)."""
+    ours = make_matcher(weights_dir, 'cuda', 'full')
+    hf = interop.build_transformers_lightglue(128, ours.state_dict(), **MODES['full']).to('cuda')
+    f0, f1 = cuda_features[0], cuda_features[1]
+    matches, scores = interop.transformers_match(hf, f0, f1)
+    reference = ours.match(f0, f1)
+    n, _ = shared_matches(reference, MatchResult(matches, scores, 9, reference.layers0,
+                                                 reference.layers1))
+    assert n / max(len(reference), len(matches)) >= MATCH_AGREEMENT
+
+
+@needs_cuda
+@pytest.mark.parametrize('mode', list(MODES))
+def test_fp16_keeps_fp32_matches_and_pose_on_freiburg(weights_dir, cuda_features, camera, mode,
+                                                      record_property):
+    fp32, fp16 = (make_matcher(weights_dir, 'cuda', mode, p) for p in ('fp32', 'fp16'))
+    kept = total = 0
+    worst = 0.0
+    f0 = cuda_features[0]
+    for f1 in cuda_features[1:]:
+        a, b = fp32.match(f0, f1), fp16.match(f0, f1)
+        kept, total = kept + shared_matches(a, b)[0], total + len(a)
+        worst = max(worst, pose_difference_deg(pose_of(a, f0, f1, camera, camera),
+                                               pose_of(b, f0, f1, camera, camera)))
+    record_property('kept', round(kept / total, 5))
+    record_property('max_pose_difference_deg', round(worst, 4))
+    assert kept / total >= FP16_KEPT
+    assert worst <= FREIBURG_POSE_TOL_DEG
+
+
+@needs_cuda
+@pytest.mark.parametrize('mode', list(MODES))
+def test_fp16_keeps_fp32_matches_and_pose_on_scannet(weights_dir, scannet, mode,
+                                                     record_property):
+    fp32, fp16 = (make_matcher(weights_dir, 'cuda', mode, p) for p in ('fp32', 'fp16'))
+    kept = total = 0
+    differences = []
+    for f0, f1, camera0, camera1 in scannet:
+        a, b = fp32.match(f0, f1), fp16.match(f0, f1)
+        kept, total = kept + shared_matches(a, b)[0], total + len(a)
+        if len(a) >= SCANNET_MIN_MATCHES:  # fewer: RANSAC's answer itself is unstable
+            differences.append(pose_difference_deg(pose_of(a, f0, f1, camera0, camera1),
+                                                   pose_of(b, f0, f1, camera0, camera1)))
+    record_property('kept', round(kept / total, 5))
+    record_property('pose_pairs', len(differences))
+    record_property('max_pose_difference_deg', round(max(differences, default=0.0), 4))
+    assert len(differences) >= 2, 'too few well-conditioned ScanNet pairs to compare poses'
+    assert kept / total >= FP16_KEPT
+    assert max(differences) <= SCANNET_POSE_TOL_DEG
+
+
+@needs_cuda
+@pytest.mark.parametrize('precision', ['fp32', 'fp16'])
+def test_keyframe_cache_is_identical_on_cuda(weights_dir, aliked, images, camera, precision,
+                                             monkeypatch):
+    """Every frame's result equals a fresh match against its keyframe, bit for bit: the cached
+    keyframe inputs (prepared when the keyframe was the current frame) are what a fresh
+    prepare computes, and the one host copy is exact."""
+    extractor = aliked['cuda']
+    matcher = make_matcher(weights_dir, 'cuda', 'adaptive', precision)
+    features: list[Features] = []
+    original = extractor.extract
+
+    def recording(image: torch.Tensor) -> Features:
+        features.append(original(image))
+        return features[-1]
+
+    monkeypatch.setattr(extractor, 'extract', recording)
+    tracker = Tracker(TrackerConfig(extractor='aliked', device='cuda', precision=precision),
+                      extractor=extractor, matcher=matcher)
+    results = [tracker.process(im, i + 1, camera) for i, im in enumerate(images)]
+    assert len(features) == len(images)
+    for result in results[1:]:
+        keyframe, current = features[result.keyframe_index], features[result.index]
+        fresh = matcher.match(keyframe, current)
+        m = fresh.matches.cpu().numpy()
+        assert result.num_matches > 200
+        assert np.array_equal(result.kf_points, keyframe.keypoints.cpu().numpy()[m[:, 0]])
+        assert np.array_equal(result.points, current.keypoints.cpu().numpy()[m[:, 1]])
+        assert np.array_equal(result.scores, fresh.scores.cpu().numpy())
+        assert result.stop_layer == fresh.stop_layer
+
+
+@needs_cuda
+def test_tracker_copies_each_frame_to_the_host_once(weights_dir, aliked, images, camera):
+    matcher = make_matcher(weights_dir, 'cuda', 'adaptive', 'fp16')
+    tracker = Tracker(TrackerConfig(extractor='aliked', device='cuda', precision='fp16'),
+                      extractor=aliked['cuda'], matcher=matcher)
+    tracker.process(images[0], 1, camera)
+    with sync_sites() as sites:
+        result = tracker.process(images[1], 2, camera)
+    assert result.ok and not result.keyframe_events  # one match, no keyframe switch
+    assert syncs_in(sites, lightglue_ros.image) == 0, dict(sites)
+    assert syncs_in(sites, lightglue_ros.tracker) == 1, dict(sites)
+
+
+@needs_cuda
+def test_fp32_tracker_on_cuda_matches_cpu(weights_dir, aliked, images, camera, record_property):
+    """End to end (extractor too) on the two devices, fp32: nearly the same matches and pose."""
+    runs = {}
+    for device in ('cpu', 'cuda'):
+        tracker = Tracker(TrackerConfig(extractor='aliked', device=device),
+                          extractor=aliked[device],
+                          matcher=make_matcher(weights_dir, device, 'adaptive'))
+        runs[device] = [tracker.process(im, i + 1, camera) for i, im in enumerate(images)]
+    same = larger = 0
+    worst = 0.0
+    for a, b in zip(runs['cpu'][1:], runs['cuda'][1:]):
+        assert a.keyframe_index == b.keyframe_index
+        # a CPU match and a CUDA match are the same when both their points nearly coincide
+        close = ((np.abs(a.kf_points[:, None] - b.kf_points[None]).max(-1) <= MATCH_PX)
+                 & (np.abs(a.points[:, None] - b.points[None]).max(-1) <= MATCH_PX))
+        same, larger = same + int(close.any(1).sum()), larger + max(a.num_matches, b.num_matches)
+        worst = max(worst, pose_difference_deg(a.pose, b.pose))
+    record_property('agreement', round(same / larger, 5))
+    record_property('max_pose_difference_deg', round(worst, 4))
+    assert same / larger >= END_TO_END_AGREEMENT
+    assert worst <= END_TO_END_POSE_TOL_DEG

@@ -1,0 +1,91 @@
+"""benchmarks/gpu_check.sh end to end on the CPU (--quick), so that the GPU check cannot rot."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = PROJECT_ROOT / 'benchmarks' / 'gpu_check.sh'
+STATS = {'p50', 'p99', 'mean', 'n'}
+MATCHERS = {'ours', 'ours_cached', 'kornia', 'transformers'}
+
+
+def leaves(value: Any, path: str = '') -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in leaves(v, f'{path}.{k}')]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in leaves(v, f'{path}[{i}]')]
+    return [(path, value)]
+
+
+def assert_stats(stats: dict[str, Any], frames: int) -> None:
+    assert set(stats) == STATS
+    assert stats['n'] == frames
+    assert 0 < stats['p50'] <= stats['p99'] and stats['mean'] > 0
+
+
+def test_cpu_quick_run_writes_a_complete_report(shared_dir: Path, tmp_path: Path):
+    out = tmp_path / 'report'
+    env = {**os.environ, 'LIGHTGLUE_ROS_SHARED': str(shared_dir), 'PYTHON': sys.executable}
+    run = subprocess.run(['bash', str(SCRIPT), '--device', 'cpu', '--quick', '--out', str(out)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+
+    def no_nan(token: str) -> None:
+        raise AssertionError(f'report.json holds {token}')
+
+    report = json.loads((out / 'report.json').read_text(), parse_constant=no_nan)
+    for path, value in leaves(report):
+        assert isinstance(value, (str, bool, int, float)), (path, value)
+        assert not isinstance(value, float) or math.isfinite(value), (path, value)
+    assert report['schema'] == 1 and report['status'] == 'complete'
+    assert report['device'] == 'cpu' and report['gpu'] == 'n/a' and report['quick'] is True
+    assert '--quick' in report['command']
+    frames = report['frames']['timed']
+    assert frames >= 1 and report['frames']['size'] == [640, 480]
+
+    tests = report['tests']
+    assert tests['exit_code'] == 0 and tests['failed'] == 0 and tests['errors'] == 0
+    assert tests['passed'] >= 1  # the CUDA path's CPU-side tests
+    assert tests['skipped'] >= 1 and any('CUDA' in r for r in tests['skip_reasons'])
+
+    (extraction,) = report['extraction']
+    assert extraction['status'] == 'ok' and extraction['syncs_per_frame'] == 'n/a'
+    assert_stats(extraction['upload_ms'], frames)
+    assert_stats(extraction['extract_ms'], frames)
+    size = extraction['keypoints']
+    assert all(0.8 * size <= n <= size for n in extraction['num_keypoints'])
+
+    cells = {(c['precision'], c['mode']): c for c in report['cells']}
+    assert set(cells) == {(p, m) for p in ('fp32', 'fp16') for m in ('adaptive', 'full')}
+    for mode in ('adaptive', 'full'):
+        assert cells['fp16', mode]['status'] == 'n/a'  # autocast is CUDA-only
+        cell = cells['fp32', mode]
+        assert cell['status'] == 'ok' and cell['keypoints'] == size, cell
+        assert set(cell['matcher_ms']) == MATCHERS
+        for stats in cell['matcher_ms'].values():
+            assert_stats(stats, frames)
+        assert set(cell['ratio']) == {'kornia', 'transformers'}
+        assert all(r > 0 for r in cell['ratio'].values())
+        assert cell['matches']['ours'] > 100
+        # fp32 on the CPU: the peers find exactly our matches (tests/test_lightglue.py)
+        assert all(a >= 0.99 for a in cell['agreement'].values()), cell['agreement']
+        assert (cell['stop_layer'] == 9) == (mode == 'full')
+        assert_stats(cell['tracker_ms'], frames)
+        assert set(cell['tracker_parts_ms']) == {'extract', 'match', 'pose'}
+        assert all(v > 0 for v in cell['tracker_parts_ms'].values())
+        assert cell['tracker_matches_p50'] > 100 and cell['tracker_inliers_p50'] > 50
+        for key in ('syncs_per_frame', 'sync_sites', 'gpu_peak_mib'):
+            assert cell[key] == 'n/a', key
+    assert [t['value'] for t in report['targets']] == ['n/a'] * 3
+
+    markdown = (out / 'report.md').read_text()
+    for heading in ('## CUDA tests', '## Extractor', '## Matcher', '## Whole tracker',
+                    '## Targets'):
+        assert heading in markdown
+    assert (out / 'tests.xml').is_file()
