@@ -28,6 +28,13 @@ _NUM_COEFFS: dict[str, tuple[int, ...]] = {
 _UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-14)
 # Round-trip tolerance in pixels above which an undistorted point is declared invalid (NaN).
 _UNDISTORT_CHECK_PX = 1e-3
+# Plausible focal lengths, as multiples of the longer image side: 1e-3 is a field of view of
+# 179.9 deg across it, 1e3 one of 0.06 deg. Values outside (a CameraInfo with fx = 1e-300 or
+# 1e300) are corrupt, and would turn every normalised coordinate into inf or 0.
+FOCAL_RANGE = (1e-3, 1e3)
+# The principal point may lie off the image (a crop of a larger sensor), but within one image
+# size of it: 0 < cx < 2 * width, 0 < cy < 2 * height.
+PRINCIPAL_POINT_RANGE = 2.0
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -56,7 +63,8 @@ class CameraModel:
 
     width, height:    image size in pixels.
     K:                [3 x 3] float64 intrinsic matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]];
-                      skew is not supported.
+                      skew is not supported. fx and fy must lie within FOCAL_RANGE times the
+                      longer image side, 0 < cx < 2 * width and 0 < cy < 2 * height.
     distortion_model: one of DistortionModel ('none' means an ideal pinhole).
     D:                distortion coefficients in ROS CameraInfo order (= OpenCV order):
                       plumb_bob k1 k2 p1 p2 [k3] (4 or 5), rational_polynomial k1 k2 p1 p2 k3 k4 k5
@@ -88,6 +96,18 @@ class CameraModel:
                                    '(an all-zero K means the camera is not calibrated)')
         if cx <= 0.0 or cy <= 0.0:
             raise CalibrationError(f'principal point must be positive, got cx={cx}, cy={cy}')
+        size = max(self.width, self.height)
+        low, high = FOCAL_RANGE[0] * size, FOCAL_RANGE[1] * size
+        if not (low <= fx <= high and low <= fy <= high):
+            raise CalibrationError(
+                f'focal length fx={fx:g}, fy={fy:g} is implausible for a {self.width}x'
+                f'{self.height} image (expected {low:g} to {high:g} pixels)')
+        bound = PRINCIPAL_POINT_RANGE
+        if not (cx < bound * self.width and cy < bound * self.height):
+            raise CalibrationError(
+                f'principal point cx={cx:g}, cy={cy:g} is implausible for a {self.width}x'
+                f'{self.height} image (expected 0 < cx < {bound * self.width:g}, '
+                f'0 < cy < {bound * self.height:g})')
         if K[0, 1] != 0.0 or K[1, 0] != 0.0 or not np.array_equal(K[2], [0.0, 0.0, 1.0]):
             raise CalibrationError(
                 f'K must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew), got {K.tolist()}')

@@ -62,6 +62,31 @@ def test_invalid_intrinsics_rejected(fx, fy, cx, cy):
         CameraModel.from_intrinsics(fx, fy, cx, cy, 640, 480)
 
 
+@pytest.mark.parametrize('fx,fy,cx,cy,match', [
+    (1e-300, 500.0, 320.0, 240.0, 'focal length'), (500.0, 1e-300, 320.0, 240.0, 'focal'),
+    (1e300, 500.0, 320.0, 240.0, 'focal length'), (500.0, 1e300, 320.0, 240.0, 'focal'),
+    (0.63, 500.0, 320.0, 240.0, 'focal length'),  # below 1e-3 * 640
+    (640001.0, 500.0, 320.0, 240.0, 'focal length'),  # above 1e3 * 640
+    (500.0, 500.0, 1e9, 240.0, 'principal point'), (500.0, 500.0, 320.0, 1e9, 'principal'),
+    (500.0, 500.0, 1280.0, 240.0, 'principal point'),  # 2 * width
+    (500.0, 500.0, 320.0, 960.0, 'principal point'),  # 2 * height
+])
+def test_finite_but_implausible_intrinsics_rejected(fx, fy, cx, cy, match):
+    with pytest.raises(CalibrationError, match=f'{match} .*implausible for a 640x480 image'):
+        CameraModel.from_intrinsics(fx, fy, cx, cy, 640, 480)
+
+
+def test_plausibility_bounds_are_inclusive_of_real_cameras():
+    # The limits themselves, an equidistant fisheye seeing 180 deg across the image (f = 190
+    # px at 1280 px) and a small telephoto crop.
+    for fx, cx in ((0.64, 320.0), (640000.0, 320.0), (500.0, 1279.9)):
+        CameraModel.from_intrinsics(fx, fx, cx, 240.0, 640, 480)
+    fisheye = CameraModel.from_intrinsics(190.0, 190.0, 639.5, 479.5, 1280, 960,
+                                          distortion_model='equidistant', D=[0.0] * 4)
+    assert np.all(np.isfinite(fisheye.undistort_points(np.array([[0.0, 0.0]]))))
+    CameraModel.from_intrinsics(50000.0, 50000.0, 32.0, 24.0, 64, 48)  # 0.07 deg field
+
+
 @pytest.mark.parametrize('K,match', [
     (np.eye(2), '3x3'),
     (np.array([[500.0, 1.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]]), 'skew'),

@@ -1,7 +1,12 @@
 """Tests of lightglue_ros.ros.conversions: images, camera info and output messages."""
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,7 +20,8 @@ from sensor_msgs.msg import (  # noqa: E402
     CameraInfo, CompressedImage, Image, PointCloud2, PointField)
 from std_msgs.msg import Header  # noqa: E402
 
-from lightglue_ros.errors import CalibrationError, InvalidImageError  # noqa: E402
+from lightglue_ros.errors import (  # noqa: E402
+    CalibrationError, ImageTooLargeError, InvalidImageError)
 from lightglue_ros.ros import conversions as conv  # noqa: E402
 
 RNG = np.random.default_rng(1234)
@@ -325,6 +331,158 @@ def test_compressed_depth_rejected():
 
 
 # ------------------------------------------------------------------------------------------------
+# Pixel cap: the size a header declares is checked before anything is decoded or allocated.
+# ------------------------------------------------------------------------------------------------
+
+def _jpeg(h: int = 48, w: int = 64, **params: int) -> bytes:
+    flags = [v for kv in params.items() for v in (getattr(cv2, kv[0]), kv[1])]
+    ok, data = cv2.imencode('.jpg', cv2.cvtColor(_smooth_rgb(h, w), cv2.COLOR_RGB2BGR), flags)
+    assert ok
+    return data.tobytes()
+
+
+def _png(h: int = 48, w: int = 64) -> bytes:
+    ok, data = cv2.imencode('.png', _smooth_rgb(h, w))
+    assert ok
+    return data.tobytes()
+
+
+def _sof_offset(jpeg: bytes) -> int:
+    """Offset of the height field of the first SOF0/SOF2 segment (found the naive way)."""
+    for marker in (b'\xff\xc0', b'\xff\xc2'):
+        i = jpeg.find(marker)
+        if i > 0:
+            return i + 5
+    raise AssertionError('no SOF segment')
+
+
+def _claim_jpeg(jpeg: bytes, width: int, height: int) -> bytes:
+    i = _sof_offset(jpeg)
+    return jpeg[:i] + height.to_bytes(2, 'big') + width.to_bytes(2, 'big') + jpeg[i + 4:]
+
+
+def _claim_png(png: bytes, width: int, height: int) -> bytes:
+    return png[:16] + width.to_bytes(4, 'big') + height.to_bytes(4, 'big') + png[24:]
+
+
+def test_header_sizes_are_read_without_decoding():
+    assert conv.compressed_image_size(_jpeg(48, 64)) == (64, 48)
+    assert conv.compressed_image_size(_jpeg(30, 20, IMWRITE_JPEG_PROGRESSIVE=1)) == (20, 30)
+    assert conv.compressed_image_size(_png(7, 9)) == (9, 7)
+    # An EXIF-like APP1 segment holding a thumbnail's own SOF0 comes first: it is skipped.
+    jpeg = _jpeg(48, 64)
+    thumbnail_sof = b'\xff\xc0\x00\x11\x08' + (9999).to_bytes(2, 'big') * 2 + bytes(10)
+    app1 = b'\xff\xe1' + (2 + len(thumbnail_sof)).to_bytes(2, 'big') + thumbnail_sof
+    assert conv.compressed_image_size(jpeg[:2] + app1 + jpeg[2:]) == (64, 48)
+    for data, match in ((b'GIF89a' + bytes(20), 'not a JPEG or PNG'),
+                        (jpeg[:20], 'no JPEG image header'),
+                        (_png()[:20], 'no PNG image header'),
+                        (_claim_jpeg(jpeg, 64, 0), 'empty 64x0')):
+        with pytest.raises(InvalidImageError, match=match):
+            conv.compressed_image_size(data)
+
+
+@pytest.mark.parametrize('kind', ['jpeg', 'png'])
+def test_compressed_image_claiming_a_huge_size_is_refused_before_decoding(kind, monkeypatch):
+    small = _jpeg() if kind == 'jpeg' else _png()
+    claim = _claim_jpeg if kind == 'jpeg' else _claim_png
+    side = 20000 if kind == 'jpeg' else 16000
+    huge = claim(small, side, side)
+    assert len(huge) < 4096  # a few hundred bytes that would decode to gigabytes
+
+    def no_decoding(buffer):
+        raise AssertionError('decoded although the header is over the cap')
+
+    monkeypatch.setattr(conv, '_decode', no_decoding)
+    with pytest.raises(ImageTooLargeError, match=f'{side}x{side} = {side * side} pixels'):
+        conv.compressed_msg_to_array(_compressed(huge, kind))
+    with pytest.raises(ImageTooLargeError, match='max_image_pixels = 3071'):
+        conv.compressed_msg_to_array(_compressed(small, kind), max_pixels=64 * 48 - 1)
+    assert issubclass(ImageTooLargeError, InvalidImageError)  # callers that skip it still do
+
+
+def test_pixel_cap_boundary_and_off_switch():
+    out = conv.compressed_msg_to_array(_compressed(_png(48, 64), 'png'), max_pixels=64 * 48)
+    assert out.shape == (48, 64, 3)
+    out = conv.image_msg_to_array(_packed(_rgb(6, 10), 'rgb8'), max_pixels=60)
+    assert out.shape == (6, 10, 3)
+    with pytest.raises(ImageTooLargeError):
+        conv.image_msg_to_array(_packed(_rgb(6, 10), 'rgb8'), max_pixels=59)
+    big = _claim_jpeg(_jpeg(), 5000, 5000)  # over the default cap of 4096 x 4096
+    with pytest.raises(ImageTooLargeError):
+        conv.compressed_msg_to_array(_compressed(big, 'jpeg'))
+    # Without a cap libjpeg happily makes a 1000 x 1000 image out of 64 x 48 pixels of data:
+    # what a 335-byte JPEG claiming 20000 x 20000 does to the memory of a node.
+    warnings: list[str] = []
+    out = conv.compressed_msg_to_array(_compressed(_claim_jpeg(_jpeg(), 1000, 1000), 'jpeg'),
+                                       max_pixels=None, on_warning=warnings.append)
+    assert out.shape == (1000, 1000, 3) and warnings
+
+
+def test_raw_image_claiming_a_huge_size_is_refused_as_too_large():
+    msg = _msg(b'\x00' * 64, 'rgb8', 20000, 20000, 60000)
+    with pytest.raises(ImageTooLargeError, match='rgb8 image of 20000x20000'):
+        conv.image_msg_to_array(msg)
+    assert conv.DEFAULT_MAX_IMAGE_PIXELS == 4096 * 4096
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoder messages: libjpeg/libpng write to file descriptor 2 themselves.
+# ------------------------------------------------------------------------------------------------
+
+def _corrupt_images() -> dict[str, bytes]:
+    """Data that makes libjpeg / libpng print: a JPEG with garbage before a marker (decodes,
+    'Corrupt JPEG data: 50 extraneous bytes'), a PNG with a damaged IDAT (does not)."""
+    jpeg, png = _jpeg(), _png()
+    marker = jpeg.find(b'\xff\xc4')
+    return {'jpeg': jpeg[:marker] + bytes(50) + jpeg[marker:],
+            'png': png[:41] + bytes(30) + png[71:]}
+
+
+_STORM = """
+import json, sys
+from sensor_msgs.msg import CompressedImage
+from lightglue_ros.ros import conversions as conv
+from lightglue_ros.errors import InvalidImageError
+data = {k: bytes.fromhex(v) for k, v in json.loads(sys.argv[1]).items()}
+warnings, errors, decoded = [], [], 0
+for _ in range(100):
+    for kind, blob in data.items():
+        try:
+            conv.compressed_msg_to_array(CompressedImage(format=kind, data=blob),
+                                         on_warning=warnings.append)
+            decoded += 1
+        except InvalidImageError as err:
+            errors.append(str(err))
+print('a line of our own', file=sys.stderr)
+print(json.dumps({'warnings': warnings, 'errors': errors, 'decoded': decoded}))
+"""
+
+
+def test_corrupt_image_storm_leaves_stderr_quiet_and_reports_through_the_caller():
+    images = _corrupt_images()
+    env = {**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, '-c', _STORM, json.dumps({k: v.hex() for k, v in images.items()})],
+        capture_output=True, text=True, timeout=120, env=env, check=True)
+    assert done.stderr == 'a line of our own\n', done.stderr  # nothing from the decoders
+    result = json.loads(done.stdout)
+    assert result['decoded'] == 100  # the JPEG still decodes: its warning goes to the caller
+    assert len(result['warnings']) == 100
+    assert all(w.startswith('Corrupt JPEG data: 50 extraneous bytes') for w in result['warnings'])
+    assert len(result['errors']) == 100  # the PNG does not: libpng's reason ends the error
+    assert all('cannot decode' in e and 'libpng error' in e for e in result['errors'])
+
+
+def test_stderr_capture_passes_other_output_through(capfd):
+    with conv._native_stderr_captured() as lines:
+        os.write(2, b'Corrupt JPEG data: premature end of data segment\n')
+        os.write(2, b'[WARN] [1.0] [node]: a log line of another thread\n')
+    assert lines == ['Corrupt JPEG data: premature end of data segment']
+    assert capfd.readouterr().err == '[WARN] [1.0] [node]: a log line of another thread\n'
+
+
+# ------------------------------------------------------------------------------------------------
 # Images out.
 # ------------------------------------------------------------------------------------------------
 
@@ -441,6 +599,18 @@ def test_camera_info_wrong_coefficient_count(model, d):
 def test_camera_info_bad_focal(kwargs):
     _camera_module()
     with pytest.raises(CalibrationError):
+        conv.camera_info_to_camera_model(_camera_info(**kwargs))
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    ({'fx': 1e-300}, 'focal length'), ({'fy': 1e-300}, 'focal length'),
+    ({'fx': 1e300}, 'focal length'), ({'fx': 1e300, 'fy': 1e300}, 'focal length'),
+    ({'cx': 1e9}, 'principal point'), ({'cy': 1e9}, 'principal point'),
+])
+def test_camera_info_with_absurd_finite_values_is_rejected(kwargs, match):
+    """Finite but absurd intrinsics filled ~/features with inf (x = (u - cx) / 1e-300)."""
+    _camera_module()
+    with pytest.raises(CalibrationError, match=f'{match} .* implausible for a 640x480 image'):
         conv.camera_info_to_camera_model(_camera_info(**kwargs))
 
 
@@ -582,7 +752,87 @@ def test_vins_features_layout():
                                       expected.astype(np.float32))
 
 
+def _vins_mono_reads(msg, num_of_cam: int = 1) -> dict[int, list]:
+    """What VINS-Mono's estimator reads of each point, index by index, as its
+    vins_estimator/src/estimator_node.cpp process() does (Python raises IndexError where the
+    C++ would read out of range)."""
+    image: dict[int, list] = {}
+    for i in range(len(msg.points)):
+        v = int(msg.channels[0].values[i] + 0.5)
+        feature_id, camera_id = v // num_of_cam, v % num_of_cam
+        x, y, z = (float(np.float32(c)) for c in (msg.points[i].x, msg.points[i].y,
+                                                  msg.points[i].z))  # float32 on the wire
+        p_u = msg.channels[1].values[i]
+        p_v = msg.channels[2].values[i]
+        velocity_x = msg.channels[3].values[i]
+        velocity_y = msg.channels[4].values[i]
+        assert z == 1
+        image.setdefault(feature_id, []).append(
+            (camera_id, (x, y, z, p_u, p_v, velocity_x, velocity_y)))
+    return image
+
+
+def _vins_fusion_reads(msg) -> tuple[dict[int, list], dict[int, tuple]]:
+    """What VINS-Fusion's feature_callback (vins_estimator/src/rosNodeTest.cpp) reads: six
+    channels, and with more than five channels also channels 6, 7, 8 (pts_gt)."""
+    feature_frame: dict[int, list] = {}
+    pts_gt: dict[int, tuple] = {}
+    for i in range(len(msg.points)):
+        feature_id = int(msg.channels[0].values[i])
+        camera_id = int(msg.channels[1].values[i])
+        x, y, z = (float(np.float32(c)) for c in (msg.points[i].x, msg.points[i].y,
+                                                  msg.points[i].z))  # float32 on the wire
+        p_u = msg.channels[2].values[i]
+        p_v = msg.channels[3].values[i]
+        velocity_x = msg.channels[4].values[i]
+        velocity_y = msg.channels[5].values[i]
+        if len(msg.channels) > 5:
+            gx = msg.channels[6].values[i]
+            gy = msg.channels[7].values[i]
+            gz = msg.channels[8].values[i]
+            pts_gt[feature_id] = (gx, gy, gz)
+        assert z == 1
+        feature_frame.setdefault(feature_id, []).append(
+            (camera_id, (x, y, z, p_u, p_v, velocity_x, velocity_y)))
+    return feature_frame, pts_gt
+
+
+def _expected_reads(ids, columns) -> dict[int, list]:
+    f32 = [np.asarray(c, np.float32).tolist() for c in columns]
+    return {int(i): [(0, (x, y, 1.0, u, v, vx, vy))]
+            for i, x, y, u, v, vx, vy in zip(ids, *f32)}
+
+
+@pytest.mark.parametrize('layout', ['vins_mono', 'vins_fusion'])
+def test_vins_features_are_what_each_estimator_reads(layout):
+    n = 6
+    ids = np.array([0, 1, 7, 100, 2**24 - 1, 12345])
+    x, y = RNG.normal(size=n), RNG.normal(size=n)
+    u, v = RNG.uniform(0, 640, n), RNG.uniform(0, 480, n)
+    vx, vy = RNG.normal(size=n), RNG.normal(size=n)
+    msg = conv.make_vins_features(Header(), track_id=ids, x_norm=x, y_norm=y, u=u, v=v,
+                                  velocity_x=vx, velocity_y=vy, layout=layout)
+    expected = _expected_reads(ids, (x, y, u, v, vx, vy))
+    assert [c.name for c in msg.channels] == list(conv.VINS_LAYOUTS[layout])
+    if layout == 'vins_mono':
+        assert len(msg.channels) == 5
+        assert _vins_mono_reads(msg) == expected
+        with pytest.raises(IndexError):  # VINS-Fusion would read past the channels
+            _vins_fusion_reads(msg)
+    else:
+        assert len(msg.channels) == 9
+        frame, pts_gt = _vins_fusion_reads(msg)
+        assert frame == expected
+        assert pts_gt == {int(i): (0.0, 0.0, 0.0) for i in ids}
+    empty = conv.make_vins_features(Header(), track_id=[], x_norm=[], y_norm=[], u=[], v=[],
+                                    velocity_x=[], velocity_y=[], layout=layout)
+    assert len(empty.channels) == len(conv.VINS_LAYOUTS[layout]) and not empty.points
+
+
 def test_vins_features_rejects():
+    with pytest.raises(ValueError, match="unknown features layout 'vins_3'"):
+        conv.make_vins_features(Header(), track_id=[1], x_norm=[0], y_norm=[0], u=[0], v=[0],
+                                velocity_x=[0], velocity_y=[0], layout='vins_3')
     with pytest.raises(ValueError, match='non-negative'):
         conv.make_vins_features(Header(), track_id=[-1], x_norm=[0], y_norm=[0], u=[0], v=[0],
                                 velocity_x=[0], velocity_y=[0])

@@ -6,8 +6,10 @@ hear each other. Waits are bounded and say what they waited for.
 """
 from __future__ import annotations
 
+import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import cv2
 import numpy as np
@@ -46,7 +48,8 @@ from lightglue_ros.ros.conversions import (array_to_image_msg, ns_to_stamp,  # n
 from lightglue_ros.ros.node import MatcherNode  # noqa: E402
 from lightglue_ros.ros.outputs import frame_outputs  # noqa: E402
 from lightglue_ros.ros.stats import (DROP_OVERFLOW, DROP_SUPERSEDED, LEVEL_ERROR,  # noqa: E402
-                                     LEVEL_OK, LEVEL_WARN, FrameQueue, NodeStats, Throttle)
+                                     LEVEL_OK, LEVEL_WARN, FrameQueue, NodeStats,
+                                     StampGapMonitor, Throttle)
 from lightglue_ros.tracker import Tracker, TrackerConfig  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +112,35 @@ def test_throttle_suppresses_per_key_and_counts() -> None:
     assert throttle('a') == 2  # two suppressed since the last one shown
 
 
+def test_stamp_gap_monitor_tells_transport_loss_from_jitter_and_pauses() -> None:
+    period = 33_333_333
+    rng = random.Random(7)
+
+    def feed(indices: list[float], monitor: StampGapMonitor | None = None
+             ) -> tuple[StampGapMonitor, list[int]]:
+        monitor = monitor or StampGapMonitor()
+        fired = [n for n, i in enumerate(indices) if monitor.add(int(i * period))]
+        return monitor, fired
+
+    # Regular and jittered (+-20 % of a period) streams: no pattern, no gaps worth a warning.
+    monitor, fired = feed([float(i) for i in range(300)])
+    assert not fired and monitor.gaps == 0 and monitor.period_ns == period
+    monitor, fired = feed([i + rng.uniform(-0.2, 0.2) for i in range(3000)])
+    assert not fired and monitor.gaps == 0
+    # Every third frame missing: the period stays one frame, each hole is a gap.
+    kept = [float(i) for i in range(90) if i % 3 != 2]
+    monitor, fired = feed(kept)
+    assert fired == [10], fired  # once, as soon as three gaps are seen
+    assert monitor.gaps == 27 and monitor.missing_frames == 27
+    assert monitor.pattern.startswith('3 gaps in the last 5 frame intervals')
+    # Heavy random loss (5 % received, as best effort over Fast DDS defaults) is caught too.
+    sparse = [float(i) for i in range(3000) if rng.random() < 0.05]
+    assert feed(sparse)[1]
+    # A pause (the driver stops for 10 s) is not loss; stamps going back start over.
+    monitor, fired = feed([*range(20), *range(320, 340), *range(0, 20)])
+    assert not fired and monitor.gaps == 0
+
+
 def test_node_stats_rates_percentiles_and_levels() -> None:
     now = [100.0]
     stats = NodeStats(rate_window_s=5.0, clock=lambda: now[0])
@@ -134,6 +166,52 @@ def test_node_stats_rates_percentiles_and_levels() -> None:
     assert stats.report().level == LEVEL_OK  # the level reflects news since the last report
     stats.on_skip('processing_error', 'CUDA out of memory')
     assert stats.report().level == LEVEL_ERROR
+
+
+def _documented_diagnostics_keys() -> set[str]:
+    """The keys the Diagnostics table of docs/node.md names (first column, in backquotes)."""
+    text = (PROJECT_ROOT / 'docs' / 'node.md').read_text(encoding='utf-8')
+    section = text.split('\n## Diagnostics\n', 1)[1].split('\n## ', 1)[0]
+    keys: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith('| `'):
+            keys.update(re.findall(r'`([^`]+)`', line.split('|')[1]))
+    return keys
+
+
+def _emittable_diagnostics_keys() -> set[str]:
+    """Every key the node's /diagnostics status can carry: its static values, the last frame's,
+    and the counters with every reason of each family the code can count."""
+    from lightglue_ros.ros.node import FRAME_DIAGNOSTICS, STATIC_DIAGNOSTICS
+    from lightglue_ros.ros.stats import (DROP_REASONS, KEYFRAME_REASONS,
+                                         POSE_UNAVAILABLE_REASONS, SKIP_REASONS)
+
+    stats = NodeStats()
+    for reason in DROP_REASONS:
+        stats.on_drop(reason)
+    for reason in SKIP_REASONS:
+        stats.on_skip(reason, 'x')
+    for reason in POSE_UNAVAILABLE_REASONS:
+        stats.on_result(latency_ms=1.0, stamp_age_ms=1.0, core_ms=1.0, pose_reason=reason,
+                        keyframe_reasons=KEYFRAME_REASONS,
+                        values=dict.fromkeys(FRAME_DIAGNOSTICS, 0))
+    return set(stats.report(dict.fromkeys(STATIC_DIAGNOSTICS, '')).values)
+
+
+def test_docs_name_exactly_the_diagnostics_keys_the_node_can_emit() -> None:
+    from lightglue_ros import tracker
+    from lightglue_ros.geometry import FailureReason
+    from lightglue_ros.ros.stats import KEYFRAME_REASONS, POSE_UNAVAILABLE_REASONS
+
+    # The reason lists are the tracker's and the pose estimator's own.
+    source = Path(tracker.__file__).read_text(encoding='utf-8')
+    assert set(POSE_UNAVAILABLE_REASONS) == {
+        'no_calibration', 'too_few_keypoints', *(r for r in get_args(FailureReason) if r)}
+    for reason in ('no_calibration', 'too_few_keypoints', *KEYFRAME_REASONS):
+        assert f"'{reason}'" in source, reason
+    documented, emitted = _documented_diagnostics_keys(), _emittable_diagnostics_keys()
+    assert not emitted - documented, f'not in docs/node.md: {sorted(emitted - documented)}'
+    assert not documented - emitted, f'never emitted: {sorted(documented - emitted)}'
 
 
 # ------------------------------------------------------------------------------------------------
@@ -569,6 +647,108 @@ def test_compressed_input_is_decoded_and_corrupt_data_skipped_with_throttled_war
         logger.warnings
 
 
+def _claimed_jpeg(image: np.ndarray, width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header claims width x height pixels."""
+    ok, data = cv2.imencode('.jpg', cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert ok
+    jpeg = data.tobytes()
+    i = jpeg.find(b'\xff\xc0') + 5
+    return jpeg[:i] + height.to_bytes(2, 'big') + width.to_bytes(2, 'big') + jpeg[i + 4:]
+
+
+def test_compressed_bombs_decoder_warnings_and_absurd_camera_info_are_counted_skips(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
+        small_camera: CameraModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    node, rig = make_node(compressed_input=True, log_throttle_s=60.0)
+    logger = RecordingLogger()
+    monkeypatch.setattr(node, 'get_logger', lambda: logger)
+    rig.publish_info(small_camera)
+    _wait(lambda: node.stats.camera_info_received >= 1, 30, 'camera_info to arrive')
+    absurd = []
+    for change in ({'fx': 1e-300}, {'fx': 1e300}, {'cx': 1e9}):
+        msg = camera_info_msg(small_camera)
+        k = list(msg.k)
+        k[{'fx': 0, 'cx': 2}[next(iter(change))]] = next(iter(change.values()))
+        msg.k = k
+        absurd.append(msg)
+        rig.publish_info(msg)
+    _wait(lambda: node.stats.camera_info_invalid == 3, 30, 'three absurd camera_info rejected')
+    (image0, stamp0), (image1, stamp1) = small_frames[:2]
+    ok, png = cv2.imencode('.png', np.zeros((8, 8), np.uint8))
+    huge_png = png.tobytes()[:16] + (16000).to_bytes(4, 'big') * 2 + png.tobytes()[24:]
+    bombs = [_claimed_jpeg(image0, 20000, 20000), huge_png]
+    assert all(len(bomb) < 40000 for bomb in bombs)
+    for i, bomb in enumerate(bombs):
+        rig.publish_image(CompressedImage(format='jpeg', data=bomb), stamp0 - 10 + i)
+    ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(image0, cv2.COLOR_RGB2BGR))
+    marker = jpeg.tobytes().find(b'\xff\xc4')
+    corrupt = jpeg.tobytes()[:marker] + bytes(50) + jpeg.tobytes()[marker:]  # still decodes
+    rig.publish_image(CompressedImage(format='jpeg', data=corrupt), stamp0)
+    ok, jpeg1 = cv2.imencode('.jpg', cv2.cvtColor(image1, cv2.COLOR_RGB2BGR))
+    rig.publish_image(CompressedImage(format='jpeg', data=jpeg1.tobytes()), stamp1)
+    rig.wait_matches(stamp1)
+    assert node.wait_idle(WAIT_S)
+    assert dict(node.stats.skipped) == {'image_too_large': 2}
+    assert node.stats.decoder_warnings == 1 and node.stats.processed == 2
+    too_large = [w for w in logger.warnings if 'image_too_large' in w]
+    assert len(too_large) == 1 and '20000x20000' in too_large[0]  # throttled: once
+    assert [w for w in logger.warnings if w.startswith('image decoder: Corrupt JPEG data')]
+    features = rig.by_stamp('features')[stamp1]  # the valid camera_info stayed in use
+    assert all(math.isfinite(p.x) and math.isfinite(p.y) for p in features.points)
+    values = rig.wait_diagnostics(lambda d: d.get('frames_processed') == '2', 'both frames')
+    assert values['skipped.image_too_large'] == '2' and values['camera_info_invalid'] == '3'
+    assert values['decoder_warnings'] == '1'
+    assert values['calibration'] == f'camera_info {small_camera.width}x{small_camera.height}'
+
+
+def test_gaps_and_stalls_of_the_input_are_counted_and_logged_once(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regular stream that stalls with its publisher still there, then goes on missing every
+    third frame (what best-effort transport of large images does): counted in diagnostics,
+    one clear warning of each kind however long it goes on."""
+    node, rig = make_node(processing_mode='latest')
+    logger = RecordingLogger()
+    monkeypatch.setattr(node, 'get_logger', lambda: logger)
+    image = cv2.resize(small_frames[0][0], (80, 60), interpolation=cv2.INTER_AREA)
+    period = 33_333_333
+    start = small_frames[0][1]
+    # A raw image claiming 20000 x 20000 pixels is skipped as too large, not as truncated.
+    bomb = array_to_image_msg(image)
+    bomb.width = bomb.height = 20000
+    bomb.step = 60000
+    frames = [i for i in range(12)] + [i for i in range(12, 72) if i % 3 != 2]
+    for n, i in enumerate(frames):
+        rig.publish_image(bomb if n == 0 else image, start + i * period)
+        time.sleep(0.002)
+        if n == 11:  # the regular part alone: no warning, until it stops for over 1 s
+            _wait(lambda: node.stats.received == 12, 30, 'the regular frames')
+            assert not [w for w in logger.warnings if 'lost' in w], logger.warnings
+            _wait(lambda: node.stats.stalls == 1, 30, 'the stall to be noticed')
+    _wait(lambda: node.stats.received == len(frames), 30, 'every frame (reliable QoS)')
+    assert node.wait_idle(WAIT_S)
+    intervals = np.diff(frames)
+    gaps = int(sum(1 for k, d in enumerate(intervals) if k >= 5 and d > 1.5))
+    assert gaps == 19  # frames 14, 17, ..., 68 missing
+    lost = [w for w in logger.warnings if 'images are being lost' in w]
+    assert len(lost) == 1, logger.warnings
+    assert 'qos_reliability: reliable' in lost[0] and 'fastdds_large_data.xml' in lost[0]
+    stalled = [w for w in logger.warnings if w.startswith('no image for')]
+    assert len(stalled) == 1 and '1 publisher(s)' in stalled[0] and '30.0 Hz' in stalled[0]
+    _wait(lambda: node.stats.stalls == 2, 30, 'the silence after the test stream')
+    assert len([w for w in logger.warnings if w.startswith('no image for')]) == 1
+    assert node.stats.skipped['image_too_large'] == 1
+    values = rig.wait_diagnostics(lambda d: d.get('input_gaps') == str(gaps)
+                                  and d.get('input_stalls') == '2', 'the gaps and stalls')
+    assert values['input_frames_missing'] == str(gaps)
+    assert float(values['input_period_ms']) == pytest.approx(period * 1e-6)
+    assert values['_level'] == '1'
+    from lightglue_ros.ros.node import FRAME_DIAGNOSTICS, STATIC_DIAGNOSTICS
+
+    assert set(node._static_diagnostics()) == set(STATIC_DIAGNOSTICS)
+    assert set(FRAME_DIAGNOSTICS) <= set(values)
+
+
 def test_fallback_intrinsics_without_camera_info_and_matches_without_any_calibration(
         make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
         small_camera: CameraModel) -> None:
@@ -766,12 +946,12 @@ def _console_script() -> str:
     return str(path)
 
 
-def _start_node(args: list[str]) -> subprocess.Popen:
+def _start_node(args: list[str], command: list[str] | None = None) -> subprocess.Popen:
     env = {**os.environ, **_ros_env(), 'PYTHONUNBUFFERED': '1'}
     env.pop('ROS_LOCALHOST_ONLY', None)
-    return subprocess.Popen([_console_script(), '--ros-args', *args], cwd=PROJECT_ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen([*(command or [_console_script()]), '--ros-args', *args],
+                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def _stop(process: subprocess.Popen, sig: int, timeout: float = 60.0) -> tuple[int, str]:
@@ -927,3 +1107,36 @@ def test_console_script_refuses_invalid_parameters_and_stops_on_sigint(
         code, output = _stop(good, signal.SIGINT)
     assert code == 0, output
     assert 'Traceback' not in output, output
+
+
+def _has_loaded(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f'/proc/{pid}/maps').read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path('/proc/self/maps').exists(), reason='needs /proc/<pid>/maps')
+@pytest.mark.parametrize('how,sig,library', [
+    ('console_script', signal.SIGINT, '_rclpy_pybind11'),  # importing rclpy
+    ('console_script', signal.SIGTERM, 'libtorch_cpu'),  # importing torch (seconds)
+    ('python -m', signal.SIGTERM, '_rclpy_pybind11'),
+    ('python -m', signal.SIGINT, 'libtorch_cpu'),
+])
+def test_a_signal_during_start_up_exits_cleanly(how: str, sig: int, library: str,
+                                                weights_dir: Path) -> None:
+    """SIGINT/SIGTERM while the node imports rclpy or torch (well before the models are
+    loaded): exit code 0 and no traceback (was: a KeyboardInterrupt traceback, or death by
+    SIGTERM with -15)."""
+    command = None if how == 'console_script' else [
+        sys.executable, '-m', 'lightglue_ros.ros.node']
+    process = _start_node([arg for k, v in {**_weights(weights_dir), 'device': 'cpu'}.items()
+                           for arg in ('-p', f'{k}:={v}')], command)
+    deadline = time.monotonic() + 60.0
+    while not _has_loaded(process.pid, library):
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, f'{library} never loaded'
+        time.sleep(0.005)
+    code, output = _stop(process, sig)
+    assert 'Traceback' not in output, output
+    assert code == 0, output

@@ -109,6 +109,9 @@ def test_tracker_updates_take_only_run_time_settings() -> None:
     ({'fallback_intrinsics': (500.0, math.inf, 1.0, 1.0)}, 'fallback_intrinsics must be finite'),
     ({'fallback_intrinsics': (-1.0, -1.0, -1.0, -1.0)}, 'values must be in'),
     ({'diagnostics_period_s': 0.0}, 'diagnostics_period_s must be in'),
+    ({'features_layout': 'vins_3'}, 'features_layout must be one of vins_mono, vins_fusion'),
+    ({'max_image_pixels': 0}, r'max_image_pixels must be in \[1, 1.07374e\+09\]'),
+    ({'max_image_pixels': 1.0e6}, 'max_image_pixels must be a int'),
     ({'bogus': 1}, 'unknown parameter'),
 ])
 def test_validate_refuses_with_a_reason(changes: dict[str, Any], reason: str) -> None:
@@ -139,6 +142,17 @@ def test_node_settings() -> None:
     settings = P.NodeSettings.from_values(_values(processing_mode='lossless', queue_size=7,
                                                   qos_reliability='reliable'))
     assert settings.lossless and settings.frame_capacity == 7 and settings.reliable
+    assert settings.features_layout == 'vins_mono'
+    settings = P.NodeSettings.from_values(_values(features_layout='vins_fusion'))
+    assert settings.features_layout == 'vins_fusion'
+
+
+def test_input_guards_read_only_and_run_time() -> None:
+    # The layout is what a consumer is wired to: a restart; the pixel cap applies per frame.
+    assert P.SPECS['features_layout'].read_only
+    assert not P.SPECS['max_image_pixels'].read_only
+    assert P.DEFAULTS['max_image_pixels'] == 4096 * 4096
+    assert P.validate(_values(max_image_pixels=1 << 30)) is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -223,7 +237,8 @@ def test_declare_parameters_sets_descriptors(context: Any) -> None:
         assert not descriptor.read_only and descriptor.floating_point_range[0].to_value == 1.0
         assert descriptor.additional_constraints == '< 1'
         assert node.describe_parameter('extractor').additional_constraints == \
-            'one of: superpoint, disk, aliked'
+            'one of: ' + ', '.join(P.SPECS['extractor'].choices)
+        assert {'superpoint', 'disk', 'aliked'} <= set(P.SPECS['extractor'].choices)
         assert node.describe_parameter('fallback_intrinsics').type == \
             ParameterType.PARAMETER_DOUBLE_ARRAY
         # rclpy enforces the descriptor (range, read-only) before our own validation.

@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import array
+import logging
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import IO, TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -23,16 +28,21 @@ from sensor_msgs.msg import (
 )
 from std_msgs.msg import Header
 
-from lightglue_ros.errors import CalibrationError, InvalidImageError
+from lightglue_ros.errors import CalibrationError, ImageTooLargeError, InvalidImageError
 
 if TYPE_CHECKING:
     from lightglue_ros.camera import CameraModel
 
 __all__ = [
     'SUPPORTED_ENCODINGS',
+    'DEFAULT_MAX_IMAGE_PIXELS',
     'MATCH_FIELDS',
     'VINS_CHANNELS',
+    'VINS_MONO_CHANNELS',
+    'VINS_FUSION_CHANNELS',
+    'VINS_LAYOUTS',
     'image_msg_to_array',
+    'compressed_image_size',
     'compressed_msg_to_array',
     'array_to_image_msg',
     'camera_info_to_camera_model',
@@ -93,6 +103,13 @@ _ENCODINGS: dict[str, tuple[int, int, str]] = {
 
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 
+# Most pixels (width * height) an image may have; a larger one is refused before anything is
+# allocated for it (a 335-byte JPEG can claim 20000 x 20000 pixels: 1.2 GB once decoded).
+# 4096 x 4096 covers 16-megapixel cameras; the node's max_image_pixels parameter changes it.
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+
+logger = logging.getLogger(__name__)
+
 # ROS names a Bayer pattern by its top-left 2x2 block read row-wise (bayer_rggb8: R at (0, 0),
 # B at (1, 1)), OpenCV by the 2x2 block starting at (1, 1), so every name is shifted:
 # ROS rggb == OpenCV BG. The classic names are used because the correctly named aliases
@@ -134,13 +151,22 @@ def _convert_raw(raw: np.ndarray, kind: str, encoding: str) -> np.ndarray:
     return _to_uint8(cv2.cvtColor(np.ascontiguousarray(raw), code))
 
 
-def image_msg_to_array(msg: Image) -> np.ndarray:
+def _check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f'{what} of {width}x{height} = {width * height} pixels is larger than '
+            f'max_image_pixels = {max_pixels}; refused before decoding')
+
+
+def image_msg_to_array(msg: Image, *, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+                       ) -> np.ndarray:
     """Return the pixels of a sensor_msgs/Image in the canonical form (see module comment).
 
     Honours `step` (row padding is skipped) and `is_bigendian` (for 16-bit data). The result
     is always a fresh array: later changes to `msg.data` do not affect it and vice versa.
     Raises InvalidImageError for an unknown encoding, an empty image, a `step` shorter than a
-    row of pixels, or `data` shorter than `step * height`.
+    row of pixels, or `data` shorter than `step * height`; ImageTooLargeError (before any
+    conversion) for more than `max_pixels` pixels (None: no limit).
     """
     encoding = msg.encoding
     if encoding not in _ENCODINGS:
@@ -151,6 +177,7 @@ def image_msg_to_array(msg: Image) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise InvalidImageError(f'empty image: {width}x{height} pixels ({encoding})')
+    _check_pixels(width, height, max_pixels, f'{encoding} image')
     row_bytes = width * channels * depth
     if step < row_bytes:
         raise InvalidImageError(
@@ -174,28 +201,160 @@ def image_msg_to_array(msg: Image) -> np.ndarray:
     return _convert_raw(raw.reshape(shape), kind, encoding)
 
 
-def compressed_msg_to_array(msg: CompressedImage) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (JPEG, PNG, ...) to the canonical form.
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# JPEG markers without a length field: TEM, RST0-7, SOI.
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8), 0xD8])
+# Start-of-frame markers (SOF0-SOF15 less DHT, JPG, DAC): they hold the image size.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first start-of-frame segment, None if there is none before
+    the scan or the end of the data. Segments are skipped by their length, so EXIF
+    thumbnails (inside APP1) are never mistaken for the image."""
+    i, n = 2, len(data)
+    while i + 1 < n:
+        if data[i] != 0xFF:
+            return None  # not at a marker: damaged
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            return None
+        marker = data[i]
+        i += 1
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA) or i + 2 > n:  # EOI or start of scan before any frame
+            return None
+        length = int.from_bytes(data[i:i + 2], 'big')
+        if marker in _JPEG_SOF:
+            if length < 7 or i + 7 > n:
+                return None
+            height = int.from_bytes(data[i + 3:i + 5], 'big')
+            width = int.from_bytes(data[i + 5:i + 7], 'big')
+            return width, height
+        if length < 2:
+            return None
+        i += length
+    return None
+
+
+def compressed_image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) that a JPEG or PNG stream's header declares, read without decoding.
+
+    JPEG: the first start-of-frame segment; PNG: the IHDR chunk. Raises InvalidImageError when
+    the data is neither, or its header is missing, truncated or declares a zero size (JPEG's
+    height 0, 'defined later by a DNL marker', is not supported by libjpeg either).
+    """
+    size: tuple[int, int] | None = None
+    if data[:2] == b'\xff\xd8':
+        size, kind = _jpeg_size(data), 'JPEG'
+    elif data[:8] == _PNG_SIGNATURE:
+        kind = 'PNG'
+        if len(data) >= 24 and data[12:16] == b'IHDR':
+            size = (int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big'))
+    else:
+        raise InvalidImageError('not a JPEG or PNG stream (the compressed formats that '
+                                'image_transport writes)')
+    if size is None:
+        raise InvalidImageError(f'no {kind} image header (truncated or damaged data)')
+    if size[0] == 0 or size[1] == 0:
+        raise InvalidImageError(f'{kind} header declares an empty {size[0]}x{size[1]} image')
+    return size
+
+
+# libjpeg and libpng print their warnings straight to the process's stderr (file descriptor 2),
+# bypassing every logger; these are the beginnings of what they (and OpenCV's imgcodecs) print.
+_DECODER_PREFIXES = (
+    'Corrupt JPEG data', 'Premature end of JPEG file', 'Invalid SOS parameters',
+    'Inconsistent progression sequence', 'Application transferred too many scanlines',
+    'Unknown Adobe color transform code', 'Warning: unknown JFIF revision',
+    'Warning: thumbnail image size', 'JPEG datastream contains no image', 'Bogus ',
+    'libpng warning', 'libpng error', '[ WARN:', '[ERROR:', '[ INFO:')
+_stderr_lock = threading.Lock()
+_capture_file: list[IO[bytes]] = []  # one temporary file, made on first use, reused
+
+
+@contextmanager
+def _native_stderr_captured() -> Iterator[list[str]]:
+    """Redirect file descriptor 2 to a temporary file for the block; the decoder's lines end
+    up in the yielded list. Lines that other threads wrote meanwhile (log output) are written
+    back to stderr afterwards: delayed by the decode at most, never lost. Without a usable
+    descriptor 2 or temporary file the block runs uncaptured."""
+    lines: list[str] = []
+    with _stderr_lock:
+        try:
+            if not _capture_file:
+                _capture_file.append(tempfile.TemporaryFile())
+            saved = os.dup(2)
+        except OSError:  # no temporary directory, or no stderr at all
+            yield lines
+            return
+        try:
+            capture = _capture_file[0]
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                os.dup2(saved, 2)
+                capture.seek(0)
+                text = capture.read().decode('utf-8', 'replace')
+                capture.seek(0)
+                capture.truncate()
+                others = []
+                for line in text.splitlines():
+                    (lines if line.startswith(_DECODER_PREFIXES) else others).append(line)
+                if others:
+                    os.write(2, ('\n'.join(others) + '\n').encode())
+        finally:
+            os.close(saved)
+
+
+def _decode(buffer: np.ndarray) -> tuple[np.ndarray | None, list[str]]:
+    """cv2.imdecode with the decoder's stderr messages returned instead of printed."""
+    with _native_stderr_captured() as messages:
+        try:
+            image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        except cv2.error as err:
+            messages.append(str(err).strip().splitlines()[-1])
+            image = None
+    return image, messages
+
+
+def compressed_msg_to_array(msg: CompressedImage, *,
+                            max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+                            on_warning: Callable[[str], None] | None = None) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (JPEG or PNG) to the canonical form.
 
     Decoding keeps the stored depth (a 16-bit PNG stays uint16 mono). image_transport stores
     colour as BGR, which is turned into RGB; a single-channel image whose `format` says it
     was Bayer (e.g. 'bayer_rggb8; png compressed mono8') is demosaiced.
-    Raises InvalidImageError for empty or undecodable data and for compressedDepth images.
+    The size the header declares is checked before decoding: more than `max_pixels` pixels
+    (None: no limit) raises ImageTooLargeError and nothing is allocated. libjpeg/libpng
+    messages never reach stderr: for undecodable data they end the error's text; warnings
+    about an image that still decoded (libjpeg's 'Corrupt JPEG data: 50 extraneous bytes
+    before marker 0xc4') go to `on_warning` (default: this module's logger, at debug level).
+    Raises InvalidImageError for empty, non-JPEG/PNG or undecodable data and for
+    compressedDepth images.
     """
     fmt = msg.format or ''
     if 'compresseddepth' in fmt.lower():
         raise InvalidImageError(f'compressedDepth images are not supported (format {fmt!r})')
-    buffer = np.frombuffer(msg.data, dtype=np.uint8)
-    if buffer.size == 0:
+    data = bytes(msg.data)
+    if not data:
         raise InvalidImageError(f'empty compressed image (format {fmt!r})')
+    what = f'compressed image (format {fmt!r}, {len(data)} bytes)'
     try:
-        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-    except cv2.error as err:
-        raise InvalidImageError(
-            f'cannot decode compressed image (format {fmt!r}, {buffer.size} bytes)') from err
+        width, height = compressed_image_size(data)
+    except InvalidImageError as err:
+        raise InvalidImageError(f'cannot decode {what}: {err}') from err
+    _check_pixels(width, height, max_pixels, what)
+    image, messages = _decode(np.frombuffer(data, dtype=np.uint8))
     if image is None or image.size == 0:
-        raise InvalidImageError(
-            f'cannot decode compressed image (format {fmt!r}, {buffer.size} bytes)')
+        detail = f': {"; ".join(messages)}' if messages else ''
+        raise InvalidImageError(f'cannot decode {what}{detail}')
+    for message in messages:
+        (on_warning or logger.debug)(message)
     if image.dtype not in (np.uint8, np.uint16):
         raise InvalidImageError(f'decoded image has unsupported dtype {image.dtype}')
     if image.ndim == 3 and image.shape[2] == 1:
@@ -467,10 +626,21 @@ def read_matches_cloud(msg: PointCloud2) -> dict[str, np.ndarray]:
             for name in names}
 
 
-# Channel order read by index by VINS-Mono/VINS-Fusion's estimator (channels[0..4]); VINS itself
-# leaves the names empty, these are the names of the variables in feature_tracker_node.cpp.
-VINS_CHANNELS: tuple[str, ...] = (
+# Channel layouts of ~/features, read by index by the two estimators (docs/node.md cites the
+# code). VINS-Mono (vins_estimator/src/estimator_node.cpp, process()): channels[0] = id
+# (feature_id * NUM_OF_CAM + camera_id), [1] u, [2] v, [3] velocity_x, [4] velocity_y; the
+# names are those of its feature_tracker_node.cpp. VINS-Fusion (vins_estimator/src/
+# rosNodeTest.cpp, feature_callback()): [0] feature_id, [1] camera_id, [2] u, [3] v,
+# [4] velocity_x, [5] velocity_y and, because it then has more than 5 channels, [6..8] a
+# ground-truth point (gx, gy, gz) it keeps for debugging only (pts_gt): written as zeros.
+VINS_MONO_CHANNELS: tuple[str, ...] = (
     'id_of_point', 'u_of_point', 'v_of_point', 'velocity_x', 'velocity_y')
+VINS_FUSION_CHANNELS: tuple[str, ...] = (
+    'feature_id', 'camera_id', 'u_of_point', 'v_of_point', 'velocity_x', 'velocity_y',
+    'gt_x', 'gt_y', 'gt_z')
+VINS_LAYOUTS: dict[str, tuple[str, ...]] = {
+    'vins_mono': VINS_MONO_CHANNELS, 'vins_fusion': VINS_FUSION_CHANNELS}
+VINS_CHANNELS = VINS_MONO_CHANNELS  # the default layout
 
 # Float32 represents every integer below 2**24 exactly; larger ids would silently merge.
 _VINS_MAX_ID = 1 << 24
@@ -478,34 +648,47 @@ _VINS_MAX_ID = 1 << 24
 
 def make_vins_features(header: Header, *, track_id: np.ndarray, x_norm: np.ndarray,
                        y_norm: np.ndarray, u: np.ndarray, v: np.ndarray,
-                       velocity_x: np.ndarray, velocity_y: np.ndarray) -> PointCloud:
-    """Build the sensor_msgs/PointCloud that VINS-Mono's feature_tracker publishes.
+                       velocity_x: np.ndarray, velocity_y: np.ndarray,
+                       layout: str = 'vins_mono', camera_id: int = 0) -> PointCloud:
+    """Build the sensor_msgs/PointCloud of external features that VINS reads.
 
-    points[i] = (x_norm, y_norm, 1): undistorted normalised coordinates; channels, in the
-    order VINS_CHANNELS: id, u and v (pixels), velocity_x and velocity_y (normalised
-    coordinates per second). VINS decodes id as feature_id * NUM_OF_CAM + camera_id, so pass
-    such ids for a multi-camera setup. Ids are taken modulo 2**24 to stay exact in float32;
-    VINS only associates ids within its sliding window, where a wrap cannot collide.
-    Raises ValueError for mismatched lengths or negative ids.
+    points[i] = (x_norm, y_norm, 1): undistorted normalised coordinates. Channels in the order
+    of ``VINS_LAYOUTS[layout]``: 'vins_mono' (5 channels, what VINS-Mono's feature_tracker
+    publishes): id, u and v (pixels), velocity_x and velocity_y (normalised coordinates per
+    second); VINS-Mono decodes id as feature_id * NUM_OF_CAM + camera_id, so pass such ids
+    for a multi-camera setup. 'vins_fusion' (9 channels): id, camera_id, u, v, velocity_x,
+    velocity_y, then three zeros for the ground-truth point VINS-Fusion reads whenever there
+    are more than 5 channels. Ids are taken modulo 2**24 to stay exact in float32; VINS only
+    associates ids within its sliding window, where a wrap cannot collide.
+    Raises ValueError for mismatched lengths, negative ids or an unknown layout.
     """
+    if layout not in VINS_LAYOUTS:
+        raise ValueError(f'unknown features layout {layout!r}; one of: '
+                         f'{", ".join(VINS_LAYOUTS)}')
     ids = _column('track_id', track_id, '<i8', None)
     n = ids.shape[0]
     if n and ids.min() < 0:
         raise ValueError('track_id must be non-negative')
     x = _column('x_norm', x_norm, '<f4', n).astype(np.float64)
     y = _column('y_norm', y_norm, '<f4', n).astype(np.float64)
-    values = [
-        ids % _VINS_MAX_ID,
+    ids = ids % _VINS_MAX_ID
+    pixels_and_velocity = [
         _column('u', u, '<f4', n),
         _column('v', v, '<f4', n),
         _column('velocity_x', velocity_x, '<f4', n),
         _column('velocity_y', velocity_y, '<f4', n),
     ]
+    if layout == 'vins_mono':
+        values = [ids, *pixels_and_velocity]
+    else:
+        zeros = np.zeros(n, np.float32)
+        values = [ids, np.full(n, camera_id, np.float32), *pixels_and_velocity,
+                  zeros, zeros, zeros]
     msg = PointCloud()
     msg.header = _copy_header(header)
     msg.points = [Point32(x=px, y=py, z=1.0) for px, py in zip(x.tolist(), y.tolist())]
     channels = []
-    for name, column in zip(VINS_CHANNELS, values):
+    for name, column in zip(VINS_LAYOUTS[layout], values):
         # array('f') built from raw float32 bytes avoids a Python float per value.
         channels.append(ChannelFloat32(
             name=name, values=array.array('f', column.astype(np.float32).tobytes())))

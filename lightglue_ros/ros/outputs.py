@@ -88,8 +88,10 @@ def keyframe_message(event: KeyframeEvent, frame_id: str) -> DiagnosticArray:
 
 
 def frame_outputs(result: FrameResult, header: Header, *, odom_frame_id: str,
-                  threshold_px: float, focal_px: float | None) -> FrameOutputs:
-    """All output messages of one frame; ``header`` is the input image's header."""
+                  threshold_px: float, focal_px: float | None,
+                  features_layout: str = 'vins_mono') -> FrameOutputs:
+    """All output messages of one frame; ``header`` is the input image's header.
+    ``features_layout``: the channels of ``features`` (conversions.VINS_LAYOUTS)."""
     matches = make_matches_cloud(
         header, u_cur=result.points[:, 0], v_cur=result.points[:, 1],
         u_kf=result.kf_points[:, 0], v_kf=result.kf_points[:, 1], score=result.scores,
@@ -100,7 +102,8 @@ def frame_outputs(result: FrameResult, header: Header, *, odom_frame_id: str,
         features = make_vins_features(
             header, track_id=result.track_ids, x_norm=result.points_norm[:, 0],
             y_norm=result.points_norm[:, 1], u=result.points[:, 0], v=result.points[:, 1],
-            velocity_x=result.velocity_norm[:, 0], velocity_y=result.velocity_norm[:, 1])
+            velocity_x=result.velocity_norm[:, 0], velocity_y=result.velocity_norm[:, 1],
+            layout=features_layout)
     relative_pose = odometry = None
     pose = result.pose
     if pose is not None and pose.success:

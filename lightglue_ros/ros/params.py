@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightglue_ros.errors import ConfigError
+from lightglue_ros.models.extractors import EXTRACTORS
 from lightglue_ros.tracker import TrackerConfig
 
 if TYPE_CHECKING:
@@ -109,10 +110,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=('latest', 'lossless'), read_only=True),
     ParamSpec('queue_size', 100, 'Frames the lossless queue holds before it overflows.',
               min=1, max=10000, read_only=True),
+    ParamSpec('max_image_pixels', 4096 * 4096,
+              'Images with more pixels (width * height, as the header of a raw image or of a '
+              'JPEG/PNG declares it) are refused before decoding (skipped.image_too_large).',
+              min=1, max=1 << 30),
     # -- model (restart to change) ------------------------------------------------------------
     ParamSpec('extractor', _T('extractor'),
               'Keypoint extractor; LightGlue uses the weights trained for it.',
-              choices=('superpoint', 'disk', 'aliked'), read_only=True, tracker_key='extractor'),
+              choices=EXTRACTORS, read_only=True, tracker_key='extractor'),
     ParamSpec('extractor_weights', '',
               'Extractor weights file or folder; empty: resolve by name (cache dir, '
               '$LIGHTGLUE_ROS_WEIGHTS_PATH, download).', read_only=True,
@@ -178,6 +183,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # -- outputs and robustness ---------------------------------------------------------------
     ParamSpec('odom_frame_id', 'odom',
               'frame_id of ~/odometry (child_frame_id is the image frame_id).', read_only=True),
+    ParamSpec('features_layout', 'vins_mono',
+              'Channels of ~/features: vins_mono (id, u, v, velocity_x, velocity_y, as '
+              'VINS-Mono reads them) or vins_fusion (id, camera_id, u, v, velocity_x, '
+              'velocity_y and three zeros, as VINS-Fusion reads them).',
+              choices=('vins_mono', 'vins_fusion'), read_only=True),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status, seconds.',
               min=0.1, max=60.0, read_only=True),
     ParamSpec('backwards_reset_frames', 3,
@@ -329,6 +339,7 @@ class NodeSettings:
     queue_size: int
     odom_frame_id: str
     diagnostics_period_s: float
+    features_layout: str
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:
@@ -338,7 +349,8 @@ class NodeSettings:
                    lossless=values['processing_mode'] == 'lossless',
                    queue_size=int(values['queue_size']),
                    odom_frame_id=str(values['odom_frame_id']),
-                   diagnostics_period_s=float(values['diagnostics_period_s']))
+                   diagnostics_period_s=float(values['diagnostics_period_s']),
+                   features_layout=str(values['features_layout']))
 
     @property
     def frame_capacity(self) -> int:

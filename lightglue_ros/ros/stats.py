@@ -14,9 +14,11 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-__all__ = ['FrameQueue', 'Throttle', 'NodeStats', 'Report', 'DROP_SUPERSEDED',
-           'DROP_OVERFLOW', 'SKIP_INVALID_IMAGE', 'SKIP_TIMESTAMP', 'SKIP_CALIBRATION',
-           'SKIP_ERROR', 'LEVEL_OK', 'LEVEL_WARN', 'LEVEL_ERROR']
+__all__ = ['FrameQueue', 'Throttle', 'StampGapMonitor', 'NodeStats', 'Report',
+           'DROP_SUPERSEDED', 'DROP_OVERFLOW', 'SKIP_INVALID_IMAGE', 'SKIP_TOO_LARGE',
+           'SKIP_TIMESTAMP', 'SKIP_CALIBRATION', 'SKIP_ERROR', 'DROP_REASONS', 'SKIP_REASONS',
+           'POSE_UNAVAILABLE_REASONS', 'KEYFRAME_REASONS', 'LEVEL_OK', 'LEVEL_WARN',
+           'LEVEL_ERROR']
 
 T = TypeVar('T')
 
@@ -25,11 +27,26 @@ DROP_SUPERSEDED = 'superseded'  # latest mode: a newer frame replaced it while t
 DROP_OVERFLOW = 'queue_overflow'  # lossless mode: the queue was full, the oldest frame went
 # Skip reasons share their names with the bag replay's summary (lightglue_ros.replay).
 SKIP_INVALID_IMAGE = 'invalid_image'  # unknown encoding, truncated data, zero size, bad JPEG
+SKIP_TOO_LARGE = 'image_too_large'  # more pixels than max_image_pixels (refused before decoding)
 SKIP_TIMESTAMP = 'non_increasing_stamp'  # header stamp not after the last processed frame's
 SKIP_CALIBRATION = 'calibration_mismatch'  # camera_info does not fit the image size
 SKIP_ERROR = 'processing_error'  # the extractor or matcher raised (e.g. CUDA out of memory)
+DROP_REASONS = (DROP_SUPERSEDED, DROP_OVERFLOW)
+SKIP_REASONS = (SKIP_INVALID_IMAGE, SKIP_TOO_LARGE, SKIP_TIMESTAMP, SKIP_CALIBRATION,
+                SKIP_ERROR)
+# FrameResult.reason of a processed frame without a pose (pose_unavailable.*): the tracker's
+# own two and the relative pose's failure reasons (geometry.FailureReason).
+POSE_UNAVAILABLE_REASONS = ('no_calibration', 'too_few_keypoints', 'too_few_matches',
+                            'ransac_failed', 'low_parallax', 'cheirality_failed')
+# KeyframeEvent.reason (keyframes.*).
+KEYFRAME_REASONS = ('first_frame', 'low_matches', 'low_inliers', 'pose_failed',
+                    'image_size_changed')
 
 LEVEL_OK, LEVEL_WARN, LEVEL_ERROR = 0, 1, 2
+# A running stream that goes silent for this many frame periods (and at least STALL_MIN_S)
+# while its publisher is still matched has stalled (NodeStats.check_stall).
+STALL_PERIODS = 30
+STALL_MIN_S = 1.0
 
 
 class FrameQueue(Generic[T]):
@@ -113,6 +130,88 @@ class Throttle:
             return self._suppressed.pop(key, 0)
 
 
+class StampGapMonitor:
+    """Gaps in the header stamps of the images that reach the node: frames lost before the
+    image callback (DDS transport, a subscription history too shallow), not the frames the
+    node drops itself. Not thread-safe (NodeStats guards it).
+
+    The frame period is the median of the last ``window`` stamp intervals (the lower of the two
+    middle values, so that a stream missing every third frame still shows its true period);
+    stamp jitter does not move it. Once ``min_intervals`` are known, an interval longer than
+    ``gap_factor`` periods is a gap with round(interval / period) - 1 frames missing (a lower
+    bound when most frames are lost). A loss pattern is at least ``min_gaps`` gaps and at least
+    ``gap_fraction`` of the classified intervals in the window: one late frame is a driver
+    hiccup, repeated holes in a regular stream are transport loss. ``add`` returns True the
+    first time a pattern is seen, so that the caller logs it once. A stamp before the previous
+    one (bag loop, driver restart) starts the window over; an interval of more than
+    ``pause_factor`` periods is the stream pausing, not loss, and is left out.
+    """
+
+    def __init__(self, *, window: int = 100, min_intervals: int = 5,
+                 gap_factor: float = 1.5, min_gaps: int = 3, gap_fraction: float = 0.05,
+                 pause_factor: float = 100.0) -> None:
+        self.window = window
+        self.min_intervals = min_intervals
+        self.gap_factor = gap_factor
+        self.min_gaps = min_gaps
+        self.gap_fraction = gap_fraction
+        self.pause_factor = pause_factor
+        self.gaps = 0  # since start
+        self.missing_frames = 0  # estimated, since start
+        self.pattern = ''  # the first loss pattern, in words ('' until one is seen)
+        self._last_ns: int | None = None
+        self._intervals: deque[int] = deque(maxlen=window)
+        self._flags: deque[bool] = deque(maxlen=window)  # classified intervals: gap or not
+
+    @property
+    def ready(self) -> bool:
+        """True once enough intervals are known to judge the next one."""
+        return len(self._intervals) >= self.min_intervals
+
+    @property
+    def period_ns(self) -> float:
+        """The frame period (median of the window's stamp intervals, the lower middle value),
+        nanoseconds; NaN before two stamps."""
+        if not self._intervals:
+            return float('nan')
+        return float(np.percentile(self._intervals, 50, method='lower'))
+
+    def add(self, stamp_ns: int) -> bool:
+        """Take the stamp of the next received image; True the first time it completes a
+        loss pattern (``pattern`` then says what was seen)."""
+        last, self._last_ns = self._last_ns, stamp_ns
+        if last is None:
+            return False
+        interval = stamp_ns - last
+        if interval <= 0:
+            if interval < 0:  # went back: a new stream
+                self._intervals.clear()
+                self._flags.clear()
+            return False
+        if self.ready:
+            period = self.period_ns
+            if interval > self.pause_factor * period:
+                return False
+            gap = interval > self.gap_factor * period
+            self._flags.append(gap)
+            if gap:
+                self.gaps += 1
+                self.missing_frames += max(1, round(interval / period) - 1)
+        self._intervals.append(interval)
+        return self._new_pattern()
+
+    def _new_pattern(self) -> bool:
+        if self.pattern:
+            return False
+        gaps = sum(self._flags)
+        if gaps < max(self.min_gaps, self.gap_fraction * len(self._flags)):
+            return False
+        self.pattern = (f'{gaps} gaps in the last {len(self._flags)} frame intervals '
+                        f'(frame period {self.period_ns * 1e-6:.1f} ms), at least '
+                        f'{self.missing_frames} frames missing so far')
+        return True
+
+
 @dataclass(frozen=True)
 class Report:
     """One diagnostics status: level (0 OK, 1 WARN, 2 ERROR), message and key-values."""
@@ -155,6 +254,11 @@ class NodeStats:
         self.camera_info_invalid = 0
         self.debug_images = 0
         self.tracker_resets = 0
+        self.decoder_warnings = 0  # libjpeg/libpng warnings about images that still decoded
+        self.gap_monitor = StampGapMonitor()
+        self.stalls = 0  # times a running stream went silent with its publisher matched
+        self._last_input: float | None = None
+        self._stalled = False
         self.last_error = ''
         self.last: dict[str, Any] = {}  # per-frame numbers of the last processed frame
         self._inputs: deque[float] = deque()
@@ -165,10 +269,34 @@ class NodeStats:
         self._reported: dict[str, int] = {}
 
     # -- events ---------------------------------------------------------------------------
-    def on_input(self) -> None:
+    def on_input(self, stamp_ns: int | None = None) -> bool:
+        """An image arrived (with its header stamp); True the first time the stamps show a
+        transport loss pattern (StampGapMonitor; its ``pattern`` says what)."""
         with self._lock:
             self.received += 1
-            self._inputs.append(self._clock())
+            self._last_input = self._clock()
+            self._inputs.append(self._last_input)
+            self._stalled = False
+            return self.gap_monitor.add(stamp_ns) if stamp_ns is not None else False
+
+    def check_stall(self, publishers: int) -> float | None:
+        """Seconds since the last image, the first time (per silence) that they exceed
+        STALL_PERIODS frame periods (at least STALL_MIN_S) of a stream whose period is known,
+        while ``publishers`` (of the image topic) are still matched; else None. Counted."""
+        with self._lock:
+            if self._stalled or self._last_input is None or publishers <= 0 \
+                    or not self.gap_monitor.ready:
+                return None
+            silent = self._clock() - self._last_input
+            if silent < max(STALL_MIN_S, STALL_PERIODS * self.gap_monitor.period_ns * 1e-9):
+                return None
+            self._stalled = True
+            self.stalls += 1
+            return silent
+
+    def on_decoder_warning(self) -> None:
+        with self._lock:
+            self.decoder_warnings += 1
 
     def on_drop(self, reason: str, count: int = 1) -> None:
         with self._lock:
@@ -250,6 +378,11 @@ class NodeStats:
                 'camera_info_invalid': self.camera_info_invalid,
                 'tracker_resets': self.tracker_resets,
                 'debug_images': self.debug_images,
+                'decoder_warnings': self.decoder_warnings,
+                'input_period_ms': self.gap_monitor.period_ns * 1e-6,
+                'input_gaps': self.gap_monitor.gaps,
+                'input_frames_missing': self.gap_monitor.missing_frames,
+                'input_stalls': self.stalls,
             })
             values.update(self.last)
             values['last_error'] = self.last_error
@@ -257,8 +390,8 @@ class NodeStats:
 
     def report(self, static: dict[str, Any] | None = None) -> Report:
         """The diagnostics status now; the level reflects what happened since the last call:
-        ERROR after processing errors, WARN after drops, skips, invalid camera_info or frames
-        without a pose, OK otherwise."""
+        ERROR after processing errors, WARN after drops, skips, invalid camera_info, frames
+        without a pose, gaps in the input stamps or a stalled input, OK otherwise."""
         values = dict(static or {})
         values.update(self.snapshot())
         with self._lock:
@@ -268,6 +401,8 @@ class NodeStats:
                 'errors': self.skipped.get(SKIP_ERROR, 0),
                 'invalid camera_info': self.camera_info_invalid,
                 'without pose': sum(self.pose_unavailable.values()),
+                'input gaps': self.gap_monitor.gaps,
+                'input stalls': self.stalls,
             }
             new = {k: v - self._reported.get(k, 0) for k, v in counts.items()}
             self._reported = counts

@@ -1,0 +1,428 @@
+"""MatcherNode: the Tracker behind ROS 2 topics (see docs/node.md); ``lightglue_ros.ros.node``
+is the executable's entry point, which imports this module once its signal handlers are in.
+
+Callbacks never run inference: the image callback only enqueues the message (a depth-1 slot
+in ``latest`` mode, a bounded queue in ``lossless`` mode) and a worker thread converts it,
+runs ``Tracker.process`` and publishes ``frame_outputs`` (the same messages as the bag
+replay). Bad input is logged (throttled), counted in /diagnostics and skipped; the node never
+dies of it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2
+
+from lightglue_ros.camera import CameraModel
+from lightglue_ros.errors import (CalibrationError, ImageTooLargeError, InvalidImageError,
+                                  LightGlueRosError, TimestampError)
+from lightglue_ros.ros.conversions import (array_to_image_msg, camera_info_to_camera_model,
+                                           compressed_msg_to_array, image_msg_to_array,
+                                           make_diagnostic_array, stamp_to_ns)
+from lightglue_ros.ros.outputs import frame_outputs
+from lightglue_ros.ros.params import (NODE_NAME, NodeSettings, declare_parameters,
+                                      fallback_intrinsics, output_focal_px, tracker_config,
+                                      tracker_updates, validate)
+from lightglue_ros.ros.stats import (DROP_OVERFLOW, DROP_SUPERSEDED, SKIP_CALIBRATION,
+                                     SKIP_ERROR, SKIP_INVALID_IMAGE, SKIP_TIMESTAMP,
+                                     SKIP_TOO_LARGE, FrameQueue, NodeStats, Throttle)
+from lightglue_ros.tracker import Tracker
+from lightglue_ros.viz import draw_tracks
+
+__all__ = ['MatcherNode', 'run', 'OUTPUT_TYPES', 'STATIC_DIAGNOSTICS', 'FRAME_DIAGNOSTICS']
+
+OUTPUT_TYPES: dict[str, type] = {
+    'matches': PointCloud2,
+    'features': PointCloud,
+    'relative_pose': PoseWithCovarianceStamped,
+    'odometry': Odometry,
+    'keyframe': DiagnosticArray,
+}
+OUTPUT_DEPTH = 10  # reliable keep-last: matches best-effort and reliable subscribers alike
+STOP_TIMEOUT_S = 10.0  # how long stop() waits for the frame in flight
+# Keys of the node's own /diagnostics values (NodeStats.snapshot adds the counters).
+STATIC_DIAGNOSTICS: tuple[str, ...] = (
+    'mode', 'device', 'precision', 'extractor', 'max_keypoints', 'features_layout',
+    'calibration', 'queue_length',
+    *(f'subscribers.{name}' for name in (*OUTPUT_TYPES, 'debug_image')))
+# Keys of the last processed frame's numbers (NodeStats.on_result values).
+FRAME_DIAGNOSTICS: tuple[str, ...] = (
+    'core_ms', 'latency_ms', 'stop_layer', 'matches', 'inliers', 'keypoints', 'keyframe_index',
+    'pruned_keyframe', 'pruned_current')
+TRANSPORT_HELP = ('qos_reliability: reliable (with a reliable publisher), or the Fast DDS '
+                  'profile config/fastdds_large_data.xml for the driver and this node; see '
+                  'docs/node.md, "Image transport"')
+
+
+class MatcherNode(Node):
+    """Subscribes image (or image/compressed) and camera_info; publishes under ~/.
+
+    ``models=(extractor, matcher)`` shares already-built models (tests, benchmarks); they must
+    have been built with the node's model parameters. Raises ConfigError (or a weights error)
+    when the parameters are invalid or the models cannot be built.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, *, models: tuple[Any, Any] | None = None,
+                 **kwargs: Any) -> None:
+        self._worker: threading.Thread | None = None
+        self._stopping = threading.Event()
+        super().__init__(node_name, **kwargs)
+        try:
+            self._values = declare_parameters(self)
+            self.settings = NodeSettings.from_values(self._values)
+            extractor, matcher = models if models is not None else (None, None)
+            self.tracker = Tracker(tracker_config(self._values), extractor=extractor,
+                                   matcher=matcher)
+        except BaseException:
+            super().destroy_node()  # nothing else was created yet
+            raise
+        if models is not None:  # shared matcher: give it this node's thresholds
+            self.tracker.update_thresholds()
+        self.stats = NodeStats()
+        self._throttle = Throttle(float(self._values['log_throttle_s']))
+        self._queue: FrameQueue[tuple[Any, float]] = FrameQueue(
+            self.settings.frame_capacity)
+        self._lock = threading.Lock()  # guards the fields below (callbacks vs worker)
+        self._camera: CameraModel | None = None
+        self._fallback = fallback_intrinsics(self._values)
+        self._fallback_cache: dict[tuple[int, int], CameraModel] = {}
+        self._pending: dict[str, Any] = {}  # tracker thresholds to apply before the next frame
+        self._backwards = 0  # consecutive frames stamped before the last processed one
+        self._stall_warned = False
+
+        self._output_publishers = {
+            name: self.create_publisher(kind, f'~/{name}', OUTPUT_DEPTH)
+            for name, kind in OUTPUT_TYPES.items()}
+        self._debug_publisher = self.create_publisher(Image, '~/debug_image', 1)
+        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, '/diagnostics',
+                                                            OUTPUT_DEPTH)
+        qos = self._input_qos()
+        if self.settings.compressed_input:
+            self.create_subscription(CompressedImage, 'image/compressed', self._on_image, qos)
+        else:
+            self.create_subscription(Image, 'image', self._on_image, qos)
+        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, qos)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.create_timer(self.settings.diagnostics_period_s, self._publish_diagnostics)
+
+        self._worker = threading.Thread(target=self._run, name='lightglue_worker', daemon=True)
+        self._worker.start()
+        mode = 'lossless' if self.settings.lossless else 'latest'
+        self.get_logger().info(
+            f'{self.tracker.config.extractor} + LightGlue on {self.tracker.device} '
+            f'({self.tracker.config.max_keypoints} keypoints, {mode} mode); listening on '
+            f'{self._image_topic()} and {self.resolve_topic_name("camera_info")}')
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _input_qos(self) -> QoSProfile:
+        """The sensor-data profile (best effort, keep last, volatile) or its reliable twin."""
+        reliability = (ReliabilityPolicy.RELIABLE if self.settings.reliable
+                       else qos_profile_sensor_data.reliability)
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.settings.qos_depth,
+                          reliability=reliability,
+                          durability=qos_profile_sensor_data.durability)
+
+    def _image_topic(self) -> str:
+        return self.resolve_topic_name(
+            'image/compressed' if self.settings.compressed_input else 'image')
+
+    # -- callbacks (executor thread; no inference) ----------------------------------------
+    def _on_image(self, msg: Any) -> None:
+        if self.stats.on_input(stamp_to_ns(msg.header.stamp)):
+            # Once per node: frames go missing before they reach this callback.
+            self.get_logger().warning(
+                f'images are being lost before they reach the node: '
+                f'{self.stats.gap_monitor.pattern} (counted in /diagnostics as input_gaps, '
+                f'input_frames_missing). Remedy: {TRANSPORT_HELP}')
+        evicted = self._queue.put((msg, time.monotonic()))
+        if evicted is not None:
+            reason = DROP_OVERFLOW if self.settings.lossless else DROP_SUPERSEDED
+            self.stats.on_drop(reason)
+            if self.settings.lossless:
+                self._warn('overflow', f'lossless queue full ({self.settings.queue_size} '
+                           'frames): dropped the oldest frame; raise queue_size or slow the '
+                           'input down')
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            camera = camera_info_to_camera_model(msg)
+        except CalibrationError as err:
+            self.stats.on_camera_info(valid=False)
+            self._warn('camera_info', f'ignoring camera_info: {err}')
+            return
+        self.stats.on_camera_info(valid=True)
+        with self._lock:
+            self._camera = camera
+
+    def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        changed = {p.name: _plain(p.value) for p in parameters}
+        with self._lock:
+            merged = {**self._values, **changed}
+        reason = validate(merged)
+        return SetParametersResult(successful=reason is None, reason=reason or '')
+
+    def _apply_parameters(self, parameters: list[Parameter]) -> None:
+        changed = {p.name: _plain(p.value) for p in parameters}
+        with self._lock:
+            self._values.update(changed)
+            self._pending.update(tracker_updates(changed))
+            self._fallback = fallback_intrinsics(self._values)
+            self._fallback_cache.clear()
+            self._throttle.period_s = float(self._values['log_throttle_s'])
+        self.get_logger().info('parameters set: ' + ', '.join(
+            f'{name}={value!r}' for name, value in changed.items()))
+
+    def _publish_diagnostics(self) -> None:
+        self._check_stall()
+        report = self.stats.report(self._static_diagnostics())
+        msg = make_diagnostic_array(
+            self.get_clock().now().to_msg(), name=f'{self.get_name()}: feature matcher',
+            hardware_id=str(self.tracker.device), level=report.level, message=report.message,
+            values=report.values)
+        self._diagnostics_publisher.publish(msg)
+
+    def _check_stall(self) -> None:
+        publishers = self.count_publishers(self._image_topic())
+        silent = self.stats.check_stall(publishers)
+        if silent is None or self._stall_warned:
+            return
+        self._stall_warned = True  # once per node; every stall is counted
+        rate = 1e9 / self.stats.gap_monitor.period_ns
+        self.get_logger().warning(
+            f'no image for {silent:.1f} s although {publishers} publisher(s) of '
+            f'{self._image_topic()} are matched (the stream ran at {rate:.1f} Hz): the driver '
+            'stopped sending, or frames are lost in transport (counted in /diagnostics as '
+            f'input_stalls). Remedy for transport loss: {TRANSPORT_HELP}')
+
+    def _static_diagnostics(self) -> dict[str, Any]:
+        config = self.tracker.config
+        with self._lock:
+            if self._camera is not None:
+                camera = f'camera_info {self._camera.width}x{self._camera.height}'
+            elif self._fallback is not None:
+                camera = 'fallback intrinsics'
+            else:
+                camera = 'none (pose skipped)'
+        values: dict[str, Any] = {
+            'mode': 'lossless' if self.settings.lossless else 'latest',
+            'device': str(self.tracker.device), 'precision': config.precision,
+            'extractor': config.extractor, 'max_keypoints': config.max_keypoints,
+            'features_layout': self.settings.features_layout,
+            'calibration': camera, 'queue_length': len(self._queue)}
+        publishers = {**self._output_publishers, 'debug_image': self._debug_publisher}
+        values.update({f'subscribers.{name}': publisher.get_subscription_count()
+                       for name, publisher in publishers.items()})
+        return values
+
+    # -- worker thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            item = self._queue.get(timeout=0.2)
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except Exception as err:  # noqa: BLE001 - the worker must survive anything
+                if self._stopping.is_set() or not self.context.ok():
+                    break
+                self.stats.on_skip(SKIP_ERROR, f'{type(err).__name__}: {err}')
+                self._warn('worker', f'frame failed: {type(err).__name__}: {err}')
+            finally:
+                self._queue.task_done()
+
+    def _process(self, msg: Any, received: float) -> None:
+        self._apply_pending()
+        header = msg.header
+        stamp_ns = stamp_to_ns(header.stamp)
+        try:
+            image = self._decode(msg)
+        except ImageTooLargeError as err:
+            return self._skip(SKIP_TOO_LARGE, err)
+        except InvalidImageError as err:
+            return self._skip(SKIP_INVALID_IMAGE, err)
+        try:
+            camera = self._camera_for(image.shape[1], image.shape[0])
+        except CalibrationError as err:  # fallback intrinsics implausible for this size
+            return self._skip(SKIP_CALIBRATION, err)
+        result = self._track(image, stamp_ns, camera)
+        if result is None:
+            return None
+        outputs = frame_outputs(result, header, odom_frame_id=self.settings.odom_frame_id,
+                                threshold_px=self.tracker.config.ransac_threshold_px,
+                                focal_px=output_focal_px(camera),
+                                features_layout=self.settings.features_layout)
+        for name, out in outputs.items():
+            self._output_publishers[name].publish(out)
+        latency_ms = (time.monotonic() - received) * 1e3
+        stamp_age_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
+        if self._debug_publisher.get_subscription_count() > 0:
+            self._debug_publisher.publish(array_to_image_msg(draw_tracks(image, result),
+                                                             header=header))
+            self.stats.on_debug_image()
+        if result.reason == 'no_calibration':
+            self._warn('no_calibration', 'no camera_info received and no fallback intrinsics '
+                       'set: publishing matches without a pose')
+        for event in result.keyframe_events:
+            if event.reason == 'image_size_changed':
+                self._warn('image_size', f'image size changed to {image.shape[1]}x'
+                           f'{image.shape[0]}: tracking restarts from frame {event.frame_index}')
+        self.stats.on_result(
+            latency_ms=latency_ms, stamp_age_ms=stamp_age_ms, core_ms=result.timings.total_ms,
+            pose_reason='' if result.ok else result.reason,  # never '' without a pose
+            keyframe_reasons=tuple(e.reason for e in result.keyframe_events),
+            values=dict(zip(FRAME_DIAGNOSTICS, (
+                result.timings.total_ms, latency_ms, result.stop_layer, result.num_matches,
+                result.num_inliers, result.num_keypoints, result.keyframe_index,
+                result.pruned_kf, result.pruned_cur), strict=True)))
+        return None
+
+    def _decode(self, msg: Any) -> Any:
+        """The image of a message; raises InvalidImageError (ImageTooLargeError)."""
+        max_pixels = int(self._values['max_image_pixels'])
+        if self.settings.compressed_input:
+            return compressed_msg_to_array(msg, max_pixels=max_pixels,
+                                           on_warning=self._decoder_warning)
+        return image_msg_to_array(msg, max_pixels=max_pixels)
+
+    def _decoder_warning(self, message: str) -> None:
+        """libjpeg/libpng complained about an image that still decoded: counted, throttled."""
+        self.stats.on_decoder_warning()
+        self._warn('decoder', f'image decoder: {message}')
+
+    def _track(self, image: Any, stamp_ns: int, camera: CameraModel | None) -> Any:
+        """Tracker.process; None (counted, logged) when the frame is skipped."""
+        try:
+            result = self.tracker.process(image, stamp_ns, camera)
+        except TimestampError as err:
+            if self._restart_after_backwards():
+                return self._track(image, stamp_ns, camera)
+            return self._skip(SKIP_TIMESTAMP, err)
+        except InvalidImageError as err:
+            return self._skip(SKIP_INVALID_IMAGE, err)
+        except CalibrationError as err:
+            return self._skip(SKIP_CALIBRATION, err)
+        except Exception as err:  # noqa: BLE001 - extractor/matcher failures (CUDA OOM, ...)
+            self._free_device_memory()
+            return self._skip(SKIP_ERROR, f'{type(err).__name__}: {err}')
+        self._backwards = 0
+        return result
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            self.tracker.update_thresholds(**pending)
+
+    def _camera_for(self, width: int, height: int) -> CameraModel | None:
+        with self._lock:
+            if self._camera is not None:
+                return self._camera
+            if self._fallback is None:
+                return None
+            camera = self._fallback_cache.get((width, height))
+            if camera is None:
+                camera = CameraModel.from_intrinsics(*self._fallback, width, height)
+                self._fallback_cache[(width, height)] = camera
+            return camera
+
+    def _restart_after_backwards(self) -> bool:
+        """Count a frame stamped before the last one; True when the tracker was reset."""
+        self._backwards += 1
+        limit = int(self._values['backwards_reset_frames'])
+        if limit <= 0 or self._backwards < limit:
+            return False
+        self.get_logger().warning(
+            f'{self._backwards} consecutive frames went back in time: resetting the tracker '
+            '(new map from this frame)')
+        self.tracker.reset()
+        self.stats.on_reset()
+        self._backwards = 0
+        return True
+
+    def _skip(self, reason: str, err: object) -> None:
+        self.stats.on_skip(reason, str(err))
+        self._warn(reason, f'skipping frame ({reason}): {err}')
+
+    def _free_device_memory(self) -> None:
+        if self.tracker.device.type == 'cuda':
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _warn(self, key: str, message: str) -> None:
+        suppressed = self._throttle(key)
+        if suppressed is None:
+            return
+        if suppressed:
+            message += f' ({suppressed} similar message(s) suppressed)'
+        self.get_logger().warning(message)
+
+    # -- life cycle -----------------------------------------------------------------------
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no frame waits or is in flight (tests, benchmarks); False on timeout."""
+        return self._queue.join(timeout)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop the worker (the frame in flight finishes, waiting frames are discarded)."""
+        self._stopping.set()
+        if self._worker is None:
+            return
+        self._queue.close()
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout)
+
+    def destroy_node(self) -> None:
+        self.stop()
+        super().destroy_node()
+
+
+def _plain(value: Any) -> Any:
+    """Array parameter values (list or array.array) as tuples, like the parameter table."""
+    return tuple(value) if isinstance(value, (list, tuple)) or hasattr(value, 'typecode') \
+        else value
+
+
+def run(args: list[str] | None = None) -> int:
+    """Start the node and spin until SIGINT/SIGTERM: 0 then (also while the models load), 1
+    when the parameters are invalid or the models cannot be built. ``node.main`` calls it."""
+    rclpy.init(args=args)
+    node: MatcherNode | None = None
+    executor: SingleThreadedExecutor | None = None
+    code = 0
+    try:
+        node = MatcherNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # SIGINT / SIGTERM
+    except Exception as err:
+        if not rclpy.ok():
+            pass  # a signal shut the context down while the node was starting
+        elif node is None and isinstance(err, (LightGlueRosError, ValueError, OSError)):
+            rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {err}')
+            code = 1
+        else:
+            raise
+    finally:
+        if node is not None:
+            node.stop()
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
