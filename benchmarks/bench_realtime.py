@@ -10,7 +10,9 @@ XFeat pipeline, in one process, and through the real node.
    keyframe image and on the frame, kornia's LightGlue configured as LighterGlue with the
    released settings (depth_confidence -1, width_confidence 0.95), the same pose estimator.
    Target: <= 0.5x (``ratio_vs_reference``).
-3. The node: ``matcher_node`` in its own process with ``config/realtime.yaml``; this process
+3. LighterGlue's early exit: matches, pose inliers, layers and time with depth_confidence 0.95
+   and off, on freiburg pairs (one and two frames apart) and the 15 ScanNet pairs.
+4. The node: ``matcher_node`` in its own process with ``config/realtime.yaml``; this process
    publishes the freiburg frames (back and forth, fresh stamps) as sensor_msgs/Image at 30 Hz in
    ``latest`` mode and at 10 Hz in ``lossless`` mode, reliable QoS, and times publish ->
    ``~/matches`` received. Target: >= 10 Hz with p50 latency <= 100 ms (``node_hz``,
@@ -134,7 +136,67 @@ def run_in_turns(trackers: dict[str, Tracker], reference: ReferencePipeline,
             'median_inliers': {name: med(v) for name, v in inliers.items()}}
 
 
-# -- 3: the node in its own process --------------------------------------------------------------
+# -- 3: is early exit safe with LighterGlue's confidence heads? ----------------------------------
+def early_exit(tracker: Tracker, images: list[np.ndarray], camera: CameraModel,
+               scannet: list[tuple[np.ndarray, np.ndarray, CameraModel, CameraModel]]
+               ) -> dict[str, Any]:
+    """Matches, pose inliers, layers and match time with depth_confidence 0.95 and off, on
+    freiburg pairs one and two frames apart and on the ScanNet pairs (640x480)."""
+    extractor, matcher = tracker.extractor, tracker.matcher
+    settings = {'adaptive': 0.95, 'off': -1.0}
+    pairs = [(images[i], images[i + d], camera, camera) for d in (1, 2)
+             for i in range(len(images) - d)]
+    out: dict[str, Any] = {}
+    for dataset, items in (('freiburg', pairs), ('scannet', scannet)):
+        features = [(extractor.extract(image_to_tensor(a)), extractor.extract(image_to_tensor(b)),
+                     ca, cb) for a, b, ca, cb in items]
+        rows = {}
+        for name, depth in settings.items():
+            matcher.set_thresholds(depth_confidence=depth)
+            matches, inliers, layers, ms = [], [], [], []
+            for f0, f1, c0, c1 in features:
+                start = time.perf_counter()
+                result = matcher.match(f0, f1)
+                ms.append((time.perf_counter() - start) * 1e3)
+                m = result.matches.numpy()
+                pose = estimate_relative_pose(f0.keypoints.numpy()[m[:, 0]],
+                                              f1.keypoints.numpy()[m[:, 1]], c0, c1,
+                                              method=tracker.config.pose_method)
+                matches.append(len(m))
+                inliers.append(pose.num_inliers if pose.success else 0)
+                layers.append(result.stop_layer)
+            rows[name] = {'pairs': len(features), 'mean_matches': statistics.fmean(matches),
+                          'mean_inliers': statistics.fmean(inliers),
+                          'mean_stop_layer': statistics.fmean(layers),
+                          'median_match_ms': statistics.median(ms)}
+        out[dataset] = rows
+    matcher.set_thresholds(depth_confidence=tracker.config.depth_confidence)
+    return out
+
+
+def scannet_pairs(shared: Path) -> list[tuple[np.ndarray, np.ndarray, CameraModel, CameraModel]]:
+    """The 15 ScanNet pairs at 640x480 with their scaled cameras."""
+    import cv2
+
+    folder = shared / 'data' / 'scannet_pairs'
+    out = []
+    for line in (folder / 'pairs_with_gt.txt').read_text().splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        images = [read_image(folder / name) for name in fields[:2]]
+        h, w = images[0].shape[:2]
+        cameras = []
+        for offset in (4, 13):
+            K = np.array(fields[offset:offset + 9], float).reshape(3, 3)
+            cameras.append(CameraModel.from_intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2], w, h)
+                           .scaled(640 / w, 480 / h))
+        small = [cv2.resize(im, (640, 480), interpolation=cv2.INTER_AREA) for im in images]
+        out.append((small[0], small[1], cameras[0], cameras[1]))
+    return out
+
+
+# -- 4: the node in its own process --------------------------------------------------------------
 def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray],
              camera: CameraModel, weights: tuple[str, str], threads: int) -> dict[str, Any]:
     import rclpy
@@ -251,6 +313,7 @@ def main() -> int:
                                       trackers['xfeat'].config.pose_method)
         load_before = os.getloadavg()
         turns = run_in_turns(trackers, reference, images, camera)
+    exits = early_exit(trackers['xfeat'], images, camera, scannet_pairs(shared))
     nodes = []
     if args.node_seconds > 0:
         config = trackers['xfeat'].config
@@ -270,6 +333,7 @@ def main() -> int:
         'ratio_xfeat_vs_aliked': t['xfeat'] / t['aliked'],
         'ratio_xfeat_vs_disk': t['xfeat'] / t['disk'],
         'ratio_vs_reference': t['xfeat'] / t['reference'],
+        'early_exit': exits,
         'node': nodes,
         'node_hz': latest['hz'] if latest else None,
         'latency_p50_ms': latest['latency_p50_ms'] if latest else None,
@@ -290,6 +354,12 @@ def main() -> int:
     p = turns['xfeat_parts_ms']
     print(f"xfeat parts: extract {p['extract']:.1f}, match {p['match']:.1f}, pose "
           f"{p['pose']:.1f} ms; fewest inliers {turns['min_inliers']}")
+    print('LighterGlue early exit (depth_confidence 0.95 vs off), means per pair:')
+    print_table(['pairs', 'depth', 'matches', 'inliers', 'stop layer', 'match ms'],
+                [[f"{dataset} ({row['pairs']})", name, f"{row['mean_matches']:.1f}",
+                  f"{row['mean_inliers']:.1f}", f"{row['mean_stop_layer']:.2f}",
+                  f"{row['median_match_ms']:.1f}"]
+                 for dataset, rows in exits.items() for name, row in rows.items()])
     if nodes:
         print_table(['node mode', 'publish Hz', 'published', 'processed', 'Hz', 'p50 ms',
                      'p95 ms'],
