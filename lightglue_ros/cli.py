@@ -45,7 +45,7 @@ import numpy as np
 
 from lightglue_ros import argtypes
 from lightglue_ros.models.extractors import EXTRACTORS
-from lightglue_ros.profiles import PROFILE_CHOICES
+from lightglue_ros.profiles import PROFILE_CHOICES, PROFILES, resolve_profile
 from lightglue_ros.errors import (BagError, CalibrationError, ConfigError, InvalidImageError,
                                   LightGlueRosError)
 
@@ -153,7 +153,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group('model')
     group.add_argument('--profile', choices=PROFILE_CHOICES, default='auto',
                        help='settings chosen by measurement: realtime (XFeat + LighterGlue, '
-                            '512 keypoints: >= 10 Hz on a 2-core CPU) or default '
+                            f"{PROFILES['realtime']['max_keypoints']} keypoints: >= 10 Hz on a "
+                            '2-core CPU) or default '
                             f'({DEFAULT_EXTRACTOR}, {DEFAULT_MAX_KEYPOINTS} keypoints); auto: '
                             'realtime on a CPU, default with CUDA. The options below win.')
     group.add_argument('--extractor', choices=EXTRACTOR_CHOICES, default=None,
@@ -167,7 +168,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                             'resolve by name)')
     group.add_argument('--max-keypoints', type=argtypes.positive_int, default=None,
                        metavar='N', help='strongest keypoints kept per image (default: by '
-                                         f'--profile; {DEFAULT_MAX_KEYPOINTS} or 512)')
+                                         f'--profile; {DEFAULT_MAX_KEYPOINTS} or '
+                                         f"{PROFILES['realtime']['max_keypoints']})")
     group.add_argument('--resize', type=argtypes.non_negative_int, default=None,
                        metavar='PX', help='longer image side the extractor sees, downscale '
                                           f'only; 0: native size (default: by --profile; '
@@ -253,8 +255,6 @@ class _Models:
 def apply_profile(args: argparse.Namespace) -> None:
     """Fill the model options left unset from ``--profile``; ``args.tracker_options`` gets the
     profile's other tracker settings (matcher pruning, keyframe minimums)."""
-    from lightglue_ros.profiles import PROFILES, resolve_profile
-
     if args.profile == 'auto':
         import torch
 
