@@ -223,8 +223,9 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
                 '-p', f'extractor_weights:={weights[0]}', '-p', f'matcher_weights:={weights[1]}',
                 '-p', 'device:=cpu', '-p', f'processing_mode:={mode}',
                 *[a for p in extra_params for a in ('-p', p)], '-r', '__ns:=/realtime']
-    process = subprocess.Popen(node_cmd, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile(mode='w+')  # not a pipe: a full pipe would stall the node
+    process = subprocess.Popen(node_cmd, env=env, stdout=subprocess.DEVNULL, stderr=log,
+                               text=True)
     os.environ.update(dds)  # this process is the camera: the same transport settings
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
@@ -260,7 +261,8 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
         deadline = time.monotonic() + 120.0
         while (image_pub.get_subscription_count() < 1 or sub.get_publisher_count() < 1):
             if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f'the node did not come up: {process.stderr.read()[-2000:]}'
+                log.seek(0)
+                raise RuntimeError(f'the node did not come up: {log.read()[-2000:]}'
                                    if process.poll() is not None else 'no node within 120 s')
             time.sleep(0.05)
         time.sleep(1.0)  # let the models finish loading before the clock starts
@@ -290,6 +292,7 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
     measured = {s: t for s, t in published.items() if t - start >= WARMUP_S}
     latencies = [(received[s] - t) * 1e3 for s, t in measured.items() if s in received]
     done = sorted(received[s] for s in measured if s in received)
@@ -302,12 +305,28 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
             'latency_p95_ms': percentile(latencies, 95)}
 
 
+NODE_RUNS = (('latest', 30.0, 'default'), ('latest', 30.0, 'shm'), ('lossless', 10.0, 'shm'))
+
+
+def node_runs(seconds: float, threads: int) -> list[dict[str, Any]]:
+    """Part 4 in a fresh process (``--node-only``): a camera process that never ran a network,
+    as on a robot (this process's own torch thread pools would compete with the node's)."""
+    done = subprocess.run([sys.executable, __file__, '--node-only', '--node-seconds',
+                           str(seconds), '--threads', str(threads)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f'the node runs failed: {done.stderr[-2000:]}')
+    return json.loads(done.stdout)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--json', action='store_true', help='print one JSON object')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     parser.add_argument('--node-seconds', type=float, default=12.0,
                         help='seconds of publishing per node mode (0: skip the node)')
+    parser.add_argument('--node-only', action='store_true',
+                        help='only part 4, as JSON (the full run starts it in a fresh process)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shared = shared_dir()
@@ -315,6 +334,12 @@ def main() -> int:
     images = [read_image(p) for p in sorted(folder.glob('*.png'))]
     camera = CameraModel.from_yaml(folder / 'camera_info.yaml')
     profile = PROFILES['realtime']
+    if args.node_only:
+        weights = (str(resolve_weights('xfeat')), str(resolve_weights('xfeat_lightglue')))
+        print(json.dumps([run_node(mode, rate, args.node_seconds, images, camera, weights,
+                                   args.threads, transport)
+                          for mode, rate, transport in NODE_RUNS]))
+        return 0
     trackers = build_trackers(shared)
     with tempfile.TemporaryDirectory(prefix='bench_realtime_') as tmp:
         cache = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
@@ -324,16 +349,9 @@ def main() -> int:
         load_before = os.getloadavg()
         turns = run_in_turns(trackers, reference, images, camera)
     exits = early_exit(trackers['xfeat'], images, camera, scannet_pairs(shared))
-    nodes = []
-    if args.node_seconds > 0:
-        config = trackers['xfeat'].config
-        weights = (config.extractor_weights, config.matcher_weights)
-        del trackers  # the node process gets the cores' memory and caches
-        for mode, rate, transport in (('latest', 30.0, 'default'), ('latest', 30.0, 'shm'),
-                                      ('lossless', 10.0, 'shm')):
-            nodes.append(run_node(mode, rate, args.node_seconds, images, camera, weights,
-                                  args.threads, transport))
     t = turns['tracker_ms']
+    del trackers, reference  # free the memory before the node runs
+    nodes = node_runs(args.node_seconds, args.threads) if args.node_seconds > 0 else []
     # The headline: latest mode with the transport profile docs/node.md recommends.
     latest = next((n for n in nodes if n['mode'] == 'latest' and n['transport'] == 'shm'), None)
     report = {
