@@ -66,8 +66,8 @@ setup(
     entry_points={
         'console_scripts': [
             'matcher_node = lightglue_ros.ros.node:main',
-            'replay = lightglue_ros.cli:replay_main',
-            'lightglue-ros = lightglue_ros.cli:main',
+            'replay = lightglue_ros.cli:replay_script',
+            'lightglue-ros = lightglue_ros.cli:script',
         ],
     },
 )

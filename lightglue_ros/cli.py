@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 # First, before numpy and torch: a clean exit on Ctrl-C / SIGTERM during the imports below
 # (the console scripts import this module).
@@ -97,10 +97,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def replay_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``replay`` console script: ``lightglue_ros.replay.replay_main``."""
+    """``lightglue_ros.replay.replay_main``: the ``replay`` command, returning its exit code."""
     from lightglue_ros.replay import replay_main as run
 
     return run(argv)
+
+
+def script() -> NoReturn:
+    """The ``lightglue-ros`` console script: ``main`` in its own process."""
+    startup.exit_process(main())
+
+
+def replay_script() -> NoReturn:
+    """The ``replay`` console script: ``replay_main`` in its own process."""
+    startup.exit_process(replay_main())
 
 
 def _error(args: argparse.Namespace, err: BaseException) -> None:
@@ -1186,4 +1196,4 @@ def _bag_demo(args: argparse.Namespace) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    startup.exit_process(main())

@@ -1056,4 +1056,4 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(replay_main())
+    startup.exit_process(replay_main())
