@@ -28,7 +28,6 @@ import platform
 import sys
 import time
 import traceback
-import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -45,6 +44,7 @@ from bench_matcher import MODES  # noqa: E402
 from common import PROJECT_ROOT, machine, shared_dir, time_ms  # noqa: E402
 
 from lightglue_ros.camera import CameraModel  # noqa: E402
+from lightglue_ros.cuda_syncs import host_syncs  # noqa: E402
 from lightglue_ros.image import image_to_tensor, read_image  # noqa: E402
 from lightglue_ros.models import interop  # noqa: E402
 from lightglue_ros.models.extractors import build_extractor  # noqa: E402
@@ -59,7 +59,6 @@ MATCH_PAIR = (0, 4)  # frames the matcher cells match (as bench_matcher.py)
 PRECISIONS = ('fp32', 'fp16')
 PEERS = ('kornia', 'transformers')
 STAMP_STEP_NS = 33_333_333  # 30 Hz stamps for the tracker
-SYNC_MESSAGE = 'called a synchronizing'  # torch's warning text in sync debug mode
 # The issue's targets on the H200, recorded against the measurements (never asserted).
 TARGET_CELL = {'keypoints': 1024, 'precision': 'fp16', 'mode': 'adaptive'}
 TARGETS = (('tracker_p50_ms', 'whole tracker p50 per frame, 1024 kpts, fp16, adaptive', 4.0),
@@ -222,22 +221,15 @@ class SyncCounter:
 
     @contextmanager
     def count(self) -> Iterator[Counter]:
+        """Synchronising calls of the block by 'file:line' (project- or package-relative)."""
         sites: Counter = Counter()
         if not self.enabled:
             yield sites
             return
-        torch.cuda.synchronize()
-        previous = torch.cuda.get_sync_debug_mode()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
-            torch.cuda.set_sync_debug_mode('warn')
-            try:
-                yield sites
-            finally:
-                torch.cuda.set_sync_debug_mode(previous)
-        for warning in caught:
-            if SYNC_MESSAGE in str(warning.message):
-                sites[f'{_short_path(warning.filename)}:{warning.lineno}'] += 1
+        with host_syncs() as raw:
+            yield sites
+        for (filename, line), n in raw.items():
+            sites[f'{_short_path(filename)}:{line}'] += n
 
     def measure(self, fn: Callable[[], object]) -> int | str:
         if not self.enabled:

@@ -7,10 +7,7 @@ on the CPU too.
 """
 from __future__ import annotations
 
-import warnings
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -22,6 +19,7 @@ from test_scannet import SIZE, camera_for, read_pairs
 import lightglue_ros.image
 import lightglue_ros.tracker
 from lightglue_ros.camera import CameraModel
+from lightglue_ros.cuda_syncs import host_syncs
 from lightglue_ros.features import Features
 from lightglue_ros.geometry import RelativePose, estimate_relative_pose, pose_error_deg
 from lightglue_ros.image import (constant_like, image_to_tensor, read_image, scale_keypoints,
@@ -63,23 +61,6 @@ MATCH_PX = 0.5
 
 
 # -- helpers ------------------------------------------------------------------------------------
-@contextmanager
-def sync_sites() -> Iterator[Counter]:
-    """Host synchronisations of the block, counted by (resolved file, line) of the Python call."""
-    sites: Counter = Counter()
-    torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        torch.cuda.set_sync_debug_mode('warn')
-        try:
-            yield sites
-        finally:
-            torch.cuda.set_sync_debug_mode('default')
-    for warning in caught:
-        if 'called a synchronizing' in str(warning.message):
-            sites[(str(Path(warning.filename).resolve()), warning.lineno)] += 1
-
-
 def syncs_in(sites: Counter, module: object) -> int:
     path = str(Path(module.__file__).resolve())  # type: ignore[attr-defined]
     return sum(n for (file, _), n in sites.items() if file == path)
@@ -230,7 +211,7 @@ def test_upload_and_small_constants_do_not_sync():
     image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     expected = image_to_tensor(image)
     keypoints = torch.rand(10, 2, device='cuda')
-    with sync_sites() as sites:
+    with host_syncs() as sites:
         tensor = image_to_tensor(image, device='cuda')
         image[:] = 0  # the caller may reuse its array at once: the upload copied it
         gray = to_grayscale(tensor)
@@ -255,7 +236,7 @@ def test_superpoint_on_cuda_syncs_once_and_selects_like_cpu(images):
     on_device = image.cuda()
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # compare fp32 with fp32
         on_cuda = cuda.extract(on_device)
-        with sync_sites() as sites:
+        with host_syncs() as sites:
             cuda.extract(on_device)
     on_cpu = cpu.extract(image)
     assert sum(sites.values()) <= 1, f'synchronising calls: {dict(sites)}'
@@ -375,7 +356,7 @@ def test_tracker_copies_each_frame_to_the_host_once(weights_dir, aliked, images,
     tracker = Tracker(TrackerConfig(extractor='aliked', device='cuda', precision='fp16'),
                       extractor=aliked['cuda'], matcher=matcher)
     tracker.process(images[0], 1, camera)
-    with sync_sites() as sites:
+    with host_syncs() as sites:
         result = tracker.process(images[1], 2, camera)
     assert result.ok and not result.keyframe_events  # one match, no keyframe switch
     assert syncs_in(sites, lightglue_ros.image) == 0, dict(sites)
