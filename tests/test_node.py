@@ -1140,3 +1140,26 @@ def test_a_signal_during_start_up_exits_cleanly(how: str, sig: int, library: str
     code, output = _stop(process, sig)
     assert 'Traceback' not in output, output
     assert code == 0, output
+
+
+def test_models_are_built_on_the_worker_thread_that_runs_them(
+        context: Any, weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built on the main thread and run on the worker, every frame took ~1.3x as long (torch's
+    OpenMP pool of the building thread, measured 2026-12-03): the worker builds them."""
+    from lightglue_ros.ros import matcher as matcher_module
+
+    built_on: list[str] = []
+
+    class RecordingTracker(matcher_module.Tracker):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built_on.append(threading.current_thread().name)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(matcher_module, 'Tracker', RecordingTracker)
+    node = MatcherNode(context=context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in _small_params(weights_dir).items()])
+    try:
+        assert built_on == ['lightglue_worker']
+        assert isinstance(node.tracker, RecordingTracker)
+    finally:
+        node.destroy_node()
