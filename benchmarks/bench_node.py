@@ -89,7 +89,8 @@ def run_node(config_values: dict[str, Any], models: tuple[Any, Any], images: lis
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    from lightglue_ros.ros.conversions import array_to_image_msg, ns_to_stamp, stamp_to_ns
+    from lightglue_ros.ros.images import array_to_image_msg
+    from lightglue_ros.ros.messages import ns_to_stamp, stamp_to_ns
     from lightglue_ros.ros.node import MatcherNode
 
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
@@ -173,8 +174,8 @@ def breakdown(config: Any, models: tuple[Any, Any], images: list[np.ndarray],
     """Median ms of the node's own per-frame steps, timed alone."""
     from std_msgs.msg import Header
 
-    from lightglue_ros.ros.conversions import array_to_image_msg, image_msg_to_array
-    from lightglue_ros.ros.conversions import ns_to_stamp
+    from lightglue_ros.ros.images import array_to_image_msg, image_msg_to_array
+    from lightglue_ros.ros.messages import ns_to_stamp
     from lightglue_ros.ros.outputs import frame_outputs
     from lightglue_ros.tracker import Tracker
 
@@ -189,8 +190,7 @@ def breakdown(config: Any, models: tuple[Any, Any], images: list[np.ndarray],
         image_msg_to_array(msg)
         convert.append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
-        frame_outputs(results[-1], header, odom_frame_id='odom',
-                      threshold_px=config.ransac_threshold_px, focal_px=camera.mean_focal)
+        frame_outputs(results[-1], header, odom_frame_id='odom')
         outputs.append((time.perf_counter() - t0) * 1e3)
     return {'image_conversion_ms': float(np.median(convert)),
             'output_messages_ms': float(np.median(outputs)),

@@ -80,7 +80,7 @@ def main() -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, PointCloud2
 
-    from lightglue_ros.ros.conversions import ns_to_stamp, stamp_to_ns
+    from lightglue_ros.ros.messages import ns_to_stamp, stamp_to_ns
 
     weights = shared_dir() / 'weights'
     domain = random.SystemRandom().randint(1, 200)

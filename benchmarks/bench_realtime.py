@@ -209,7 +209,8 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    from lightglue_ros.ros.conversions import array_to_image_msg, ns_to_stamp, stamp_to_ns
+    from lightglue_ros.ros.images import array_to_image_msg
+    from lightglue_ros.ros.messages import ns_to_stamp, stamp_to_ns
 
     domain = random.SystemRandom().randint(1, 200)
     dds = {'ROS_DOMAIN_ID': str(domain), 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST'}

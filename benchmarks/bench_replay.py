@@ -43,7 +43,7 @@ from common import machine, shared_dir  # noqa: E402
 
 from lightglue_ros.camera import CameraModel  # noqa: E402
 from lightglue_ros.image import read_image  # noqa: E402
-from lightglue_ros.replay import replay_bag  # noqa: E402
+from lightglue_ros.ros.replay import replay_bag  # noqa: E402
 from lightglue_ros.tracker import Tracker, TrackerConfig  # noqa: E402
 
 TARGET_OVERHEAD = 0.10

@@ -68,7 +68,7 @@ def subscriber(reliability: str, rate: float, stop_file: str, timeout_s: float
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
-    from lightglue_ros.ros.conversions import stamp_to_ns
+    from lightglue_ros.ros.messages import stamp_to_ns
     from lightglue_ros.ros.stats import NodeStats
 
     rclpy.init()
@@ -112,7 +112,8 @@ def publisher(reliability: str, frames: int, rate: float, width: int, height: in
     import rclpy
     from sensor_msgs.msg import Image
 
-    from lightglue_ros.ros.conversions import array_to_image_msg, ns_to_stamp
+    from lightglue_ros.ros.images import array_to_image_msg
+    from lightglue_ros.ros.messages import ns_to_stamp
 
     rclpy.init()
     node = rclpy.create_node(f'bench_transport_pub_{os.getpid()}')

@@ -18,6 +18,7 @@ from lightglue_ros.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 PoseMethod = Literal['poselib', 'opencv_ransac', 'opencv_magsac']
+POSE_METHODS: tuple[str, ...] = get_args(PoseMethod)
 FailureReason = Literal['', 'too_few_matches', 'low_parallax', 'ransac_failed',
                         'cheirality_failed']
 
@@ -83,6 +84,8 @@ class RelativePose:
                     R comes from a robust rotation-only fit (2-point RANSAC + Kabsch on the
                     bearing vectors, inlier angle sqrt(3) * threshold) and t is zeros.
                     success stays True and reason '': the rotation is valid.
+    threshold_rad:  the inlier threshold in normalised image units (threshold_px over the
+                    mean focal length of the two cameras): the angular noise of one match.
     method:         the estimator that ran (after any fallback).
     elapsed_ms:     wall time of the whole call, undistortion included.
     """
@@ -97,6 +100,7 @@ class RelativePose:
     inlier_ratio: float
     median_parallax_deg: float
     rotation_only: bool
+    threshold_rad: float
     method: str
     elapsed_ms: float
 
@@ -180,6 +184,50 @@ def invert(R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ==================================================================== internals
+
+
+def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
+    """Quaternion (x, y, z, w), w >= 0, of a 3x3 rotation matrix.
+
+    Uses Bar-Itzhack's method (the eigenvector of the largest eigenvalue of a symmetric 4x4
+    matrix), which has no division by a small trace term near 180 degrees and returns the
+    closest rotation's quaternion when R is slightly non-orthonormal. Raises ValueError for a
+    non-3x3, non-finite or reflecting (det <= 0) matrix.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    if R.shape != (3, 3) or not np.all(np.isfinite(R)):
+        raise ValueError(f'R must be a finite 3x3 matrix, got shape {R.shape}')
+    if np.linalg.det(R) <= 0:
+        raise ValueError('R is not a rotation (determinant <= 0)')
+    (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = R
+    K = np.array([
+        [r00 - r11 - r22, r01 + r10, r02 + r20, r21 - r12],
+        [r01 + r10, r11 - r00 - r22, r12 + r21, r02 - r20],
+        [r02 + r20, r12 + r21, r22 - r00 - r11, r10 - r01],
+        [r21 - r12, r02 - r20, r10 - r01, r00 + r11 + r22],
+    ]) / 3.0
+    eigenvalues, eigenvectors = np.linalg.eigh(K)
+    q = eigenvectors[:, int(np.argmax(eigenvalues))]
+    if q[3] < 0:
+        q = -q
+    return q / np.linalg.norm(q)
+
+
+def quaternion_to_rotation(q: np.ndarray) -> np.ndarray:
+    """3x3 rotation matrix of a quaternion (x, y, z, w); the quaternion is normalised first.
+
+    Raises ValueError for a zero-length or non-finite quaternion.
+    """
+    q = np.asarray(q, dtype=np.float64).reshape(-1)
+    norm = float(np.linalg.norm(q)) if q.shape == (4,) else 0.0
+    if not math.isfinite(norm) or norm < 1e-12:
+        raise ValueError(f'q must be a non-zero finite 4-vector (x, y, z, w), got {q.tolist()}')
+    x, y, z, w = q / norm
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
 
 
 def _bearings(x: np.ndarray) -> np.ndarray:
@@ -297,9 +345,9 @@ def _beats_chance(num_inliers: int, num_matches: int, camera: CameraModel,
 
 def _resolve_method(method: str) -> tuple[str, object | None]:
     global _poselib_missing_warned
-    if method not in get_args(PoseMethod):
+    if method not in POSE_METHODS:
         raise ConfigError(f'unknown pose method {method!r}; '
-                          f'choose one of {", ".join(get_args(PoseMethod))}')
+                          f'choose one of {", ".join(POSE_METHODS)}')
     if method != 'poselib':
         return method, None
     try:
@@ -354,12 +402,17 @@ def estimate_relative_pose(points_kf_px: np.ndarray, points_cur_px: np.ndarray,
                            method: str = DEFAULT_METHOD, threshold_px: float = 1.0,
                            confidence: float = 0.99999, max_iterations: int = 2000,
                            min_matches: int = 8,
-                           min_parallax_deg: float = DEFAULT_MIN_PARALLAX_DEG) -> RelativePose:
+                           min_parallax_deg: float = DEFAULT_MIN_PARALLAX_DEG,
+                           points_kf_norm: np.ndarray | None = None,
+                           points_cur_norm: np.ndarray | None = None) -> RelativePose:
     """Relative pose (R, t) with x_cur = R x_kf + t from matched pixels of two views.
 
     points_kf_px, points_cur_px: [N x 2] pixels (u, v) of the raw (distorted) images; row i
         of one matches row i of the other. Rows with NaN/inf are dropped (never inliers).
     camera_kf, camera_cur: the two views' cameras (they may differ).
+    points_kf_norm, points_cur_norm: the same rows already undistorted to normalised
+        coordinates (``camera.undistort_points``), for a caller that needs them anyway
+        (the tracker); None: undistorted here.
     method: 'poselib' (LO-RANSAC + non-linear refinement; OpenCV MAGSAC is used with a logged
         warning if poselib is missing), 'opencv_ransac' (findEssentialMat RANSAC +
         recoverPose) or 'opencv_magsac' (USAC_MAGSAC + recoverPose).
@@ -394,6 +447,7 @@ def estimate_relative_pose(points_kf_px: np.ndarray, points_cur_px: np.ndarray,
         raise ValueError(f'points must be two [N x 2] arrays of equal length, got shapes '
                          f'{p0.shape} and {p1.shape}')
     n_in = len(p0)
+    thr = threshold_px / (0.5 * (camera_kf.mean_focal + camera_cur.mean_focal))
 
     def result(reason: str, *, mask: np.ndarray | None = None, R: np.ndarray | None = None,
                t: np.ndarray | None = None, parallax: float = math.nan,
@@ -408,14 +462,22 @@ def estimate_relative_pose(points_kf_px: np.ndarray, points_cur_px: np.ndarray,
             success=reason == '', reason=reason, R_kf_to_cur=R_out, t_kf_to_cur=t_out,
             inlier_mask=full, num_matches=used, num_inliers=n_inl,
             inlier_ratio=n_inl / used if used else 0.0, median_parallax_deg=float(parallax),
-            rotation_only=rotation_only, method=method,
+            rotation_only=rotation_only, threshold_rad=thr, method=method,
             elapsed_ms=(time.perf_counter() - start) * 1e3)
 
     x0 = np.full_like(p0, np.nan)
     x1 = np.full_like(p1, np.nan)
     finite = np.all(np.isfinite(p0), axis=1) & np.all(np.isfinite(p1), axis=1)
-    x0[finite] = camera_kf.undistort_points(p0[finite])
-    x1[finite] = camera_cur.undistort_points(p1[finite])
+    for x, given, p, camera in ((x0, points_kf_norm, p0, camera_kf),
+                                (x1, points_cur_norm, p1, camera_cur)):
+        if given is None:
+            x[finite] = camera.undistort_points(p[finite])
+        else:
+            given = np.asarray(given, dtype=np.float64)
+            if given.shape != p.shape:
+                raise ValueError(f'normalised points must match the pixels, got shape '
+                                 f'{given.shape} for {p.shape}')
+            x[finite] = given[finite]
     idx = np.flatnonzero(np.all(np.isfinite(x0), axis=1) & np.all(np.isfinite(x1), axis=1))
     used = len(idx)
     if used < min_matches:
@@ -427,7 +489,6 @@ def estimate_relative_pose(points_kf_px: np.ndarray, points_cur_px: np.ndarray,
         m[idx[sub]] = True
         return m
 
-    thr = threshold_px / (0.5 * (camera_kf.mean_focal + camera_cur.mean_focal))
     if method == 'poselib':
         est = _essential_poselib(poselib, x0, x1, thr, confidence, max_iterations)
     else:

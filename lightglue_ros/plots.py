@@ -1,4 +1,4 @@
-"""PNG plots of a replay (lightglue_ros.replay.ReplaySummary), drawn with matplotlib's Agg canvas.
+"""PNG plots of a replay (``replay_summary.ReplaySummary``), drawn with matplotlib's Agg canvas.
 
 No pyplot: figures are created on an Agg canvas directly, so plotting never opens a window,
 never touches the global backend and is safe in threads and headless machines.
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from lightglue_ros.replay import ReplaySummary
+    from lightglue_ros.replay_summary import ReplaySummary
 
 PLOT_NAMES = ('matches_inliers', 'stop_layer', 'latency', 'keyframes', 'trajectory')
 DPI = 100

@@ -3,7 +3,7 @@
 Starting ``replay`` or ``lightglue-ros`` imports torch (and rclpy) and builds the networks, which
 takes seconds. Python's default handlers print a KeyboardInterrupt traceback there (SIGINT) or
 end the process without a word (SIGTERM). Importing this module first from an entry module
-(``lightglue_ros.cli``, ``lightglue_ros.replay``) in a process that one of our commands started
+(``lightglue_ros.cli``, ``lightglue_ros.cli.replay``) in a process that one of our commands started
 installs handlers that end the process at once: during the imports nothing has been opened or
 written, so there is nothing to close. The command's main function then enters
 ``interrupt_on_signals()``, under which SIGINT raises KeyboardInterrupt and SIGTERM raises
@@ -28,7 +28,8 @@ __all__ = ['EXIT_INTERRUPTED', 'Terminated', 'exit_process', 'interrupt_on_signa
 
 EXIT_INTERRUPTED = 130  # for SIGINT and SIGTERM alike, as documented in docs/replay.md
 ENTRY_SCRIPTS = ('replay', 'lightglue-ros')  # setup.py console_scripts that import this
-ENTRY_MODULES = {'lightglue_ros.replay': 'replay', 'lightglue_ros.cli': 'lightglue-ros'}
+ENTRY_MODULES = {'lightglue_ros.cli.replay': 'replay', 'lightglue_ros.cli': 'lightglue-ros',
+                 'lightglue_ros.cli.__main__': 'lightglue-ros'}  # a package runs its __main__
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -36,19 +37,32 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every clean-up path written for Ctrl-C runs for it."""
 
 
+def _module_run() -> str | None:
+    """MODULE of ``python -m MODULE``: __main__'s spec once MODULE runs; before that, while
+    Python imports MODULE's package (``python -m lightglue_ros.cli`` imports the package, and so
+    this module, before its __main__), the command line's word that named it."""
+    spec = getattr(sys.modules.get('__main__'), '__spec__', None)
+    if spec is not None:
+        return spec.name
+    if sys.argv and sys.argv[0] == '-m' and len(sys.orig_argv) >= len(sys.argv):
+        # sys.argv is ['-m', *ARGS] then, and sys.orig_argv ends with MODULE, *ARGS.
+        return sys.orig_argv[-len(sys.argv)].removeprefix('-m')
+    return None
+
+
 def _entry_name() -> str | None:
     """The command this process runs when it is one of ENTRY_SCRIPTS or ``python -m`` one of
     ENTRY_MODULES, else None (the node is neither: rclpy chains to the handler it finds, which
     must stay Python's own there)."""
-    spec = getattr(sys.modules.get('__main__'), '__spec__', None)
-    if spec is not None and spec.name in ENTRY_MODULES:
-        return ENTRY_MODULES[spec.name]
+    module = _module_run()
+    if module in ENTRY_MODULES:
+        return ENTRY_MODULES[module]
     name = Path(sys.argv[0]).name if sys.argv else ''
     return name if name in ENTRY_SCRIPTS else None
 
 
 def started_by_entry_point() -> bool:
-    """True in a process started by our console scripts or ``python -m lightglue_ros.replay``
+    """True in a process started by our console scripts or ``python -m lightglue_ros.cli.replay``
     / ``lightglue_ros.cli``."""
     return _entry_name() is not None
 

@@ -14,10 +14,11 @@ promoted and then dropped again at once.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -25,44 +26,57 @@ import torch
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.errors import CalibrationError, ConfigError, TimestampError
 from lightglue_ros.features import Features
-from lightglue_ros.geometry import RelativePose, compose, estimate_relative_pose, invert
+from lightglue_ros.geometry import (POSE_METHODS, FailureReason, RelativePose, compose,
+                                    estimate_relative_pose, invert)
 from lightglue_ros.image import image_to_tensor, validate_image
 from lightglue_ros.models.extractors import EXTRACTORS, build_extractor
-from lightglue_ros.models.lightglue import LightGlue, MatchResult, PreparedFeatures
+from lightglue_ros.models.lightglue import PRECISIONS, LightGlue, MatchResult, PreparedFeatures
 
 logger = logging.getLogger(__name__)
 
+_DEVICE_RE = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
+
 UNMATCHED = -1  # the track id / index that means "no correspondence"
+# KeyframeEvent.reason: why the keyframe changed at a frame.
+KEYFRAME_REASONS = ('first_frame', 'low_matches', 'low_inliers', 'pose_failed',
+                    'image_size_changed')
+# FrameResult.reason of a frame without a pose: the tracker's own and the relative pose's.
+POSE_UNAVAILABLE_REASONS = ('no_calibration', 'too_few_keypoints',
+                            *(reason for reason in get_args(FailureReason) if reason))
 
 
 @dataclass(frozen=True)
 class TrackerConfig:
     """All tracker settings; ``TrackerConfig.from_dict`` rejects unknown keys."""
 
-    extractor: str = 'superpoint'  # superpoint | disk | aliked
+    extractor: str = 'superpoint'  # one of models.extractors.EXTRACTORS
     extractor_weights: str | None = None  # file; None = resolve by name (lightglue_ros.weights)
     matcher_weights: str | None = None  # file; None = resolve by name
     max_keypoints: int = 1024  # strongest keypoints kept per frame
     resize: int | None = 1024  # longer image side the extractor sees (None = native)
     detection_threshold: float | None = None  # None = the extractor's default
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
-    precision: str = 'fp32'  # fp32 | fp16 | bf16 (CUDA autocast; CPU is always fp32)
+    precision: str = 'fp32'  # one of PRECISIONS (CUDA autocast; CPU is always fp32)
     depth_confidence: float = 0.95  # LightGlue early exit; -1 = off
     width_confidence: float = 0.99  # LightGlue point pruning; -1 = off
     filter_threshold: float = 0.1  # minimum match score
     keyframe_min_matches: int = 200  # a frame with fewer matches ends the keyframe
     keyframe_min_inliers: int = 150  # a frame with fewer pose inliers ends the keyframe
     keyframe_hysteresis: float = 1.25  # a frame tracks well at this multiple of the minimums
-    pose_method: str = 'poselib'  # poselib | opencv_ransac | opencv_magsac
+    pose_method: str = 'poselib'  # one of geometry.POSE_METHODS
     ransac_threshold_px: float = 1.0  # epipolar inlier threshold (pixels)
     ransac_confidence: float = 0.99999
     min_pose_matches: int = 8  # fewer matches: no pose (reason too_few_matches); >= 5
     min_parallax_deg: float = 0.25  # below: rotation-only estimate
 
     def __post_init__(self) -> None:
-        if self.extractor not in EXTRACTORS:
-            raise ConfigError(f'extractor must be one of {", ".join(EXTRACTORS)}, '
-                              f'got {self.extractor!r}')
+        for name, choices in (('extractor', EXTRACTORS), ('precision', PRECISIONS),
+                              ('pose_method', POSE_METHODS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f'{name} must be one of {", ".join(choices)}, '
+                                  f'got {getattr(self, name)!r}')
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
+            raise ConfigError(f'device must be auto, cpu, cuda or cuda:N, got {self.device!r}')
         if self.max_keypoints < 1:
             raise ConfigError(f'max_keypoints must be >= 1, got {self.max_keypoints}')
         if self.min_pose_matches < 5:
@@ -73,12 +87,16 @@ class TrackerConfig:
             raise ConfigError(f'keyframe_hysteresis must be >= 1, got {self.keyframe_hysteresis}')
         if not self.ransac_threshold_px > 0:
             raise ConfigError(f'ransac_threshold_px must be > 0, got {self.ransac_threshold_px}')
-        if not (0.0 <= self.filter_threshold < 1.0):
-            raise ConfigError(f'filter_threshold must be in [0, 1), got {self.filter_threshold}')
+        if not 0.0 < self.ransac_confidence < 1.0:
+            raise ConfigError(f'ransac_confidence must be in (0, 1), got {self.ransac_confidence}')
+        if not self.filter_threshold >= 0.0:
+            raise ConfigError(f'filter_threshold must be >= 0, got {self.filter_threshold}')
+        if not self.filter_threshold < 1.0:
+            raise ConfigError(f'filter_threshold must be < 1, got {self.filter_threshold}')
         for name in ('depth_confidence', 'width_confidence'):
             value = getattr(self, name)
             if not (value == -1 or 0.0 < value <= 1.0):
-                raise ConfigError(f'{name} must be in (0, 1] or -1 (off), got {value}')
+                raise ConfigError(f'{name} must be -1 (off) or in (0, 1], got {value}')
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrackerConfig:
@@ -104,7 +122,7 @@ class KeyframeEvent:
     frame_index: int  # frame that became the keyframe
     stamp_ns: int
     previous_index: int  # previous keyframe's frame index (-1 for the first)
-    reason: str  # first_frame | low_matches | low_inliers | pose_failed | image_size_changed
+    reason: str  # one of KEYFRAME_REASONS
     detail: str  # human-readable numbers behind the reason
     inherited_tracks: int  # keypoints of the new keyframe that kept an existing track id
 
@@ -126,7 +144,7 @@ class FrameResult:
     index: int
     stamp_ns: int
     ok: bool
-    reason: str  # '' | too_few_keypoints | first_frame | no_calibration | pose failure reason
+    reason: str  # '' | first_frame | image_size_changed | one of POSE_UNAVAILABLE_REASONS
     keyframe_index: int
     keyframe_stamp_ns: int
     num_keypoints: int
@@ -138,11 +156,13 @@ class FrameResult:
     points_norm: np.ndarray  # [K x 2] float32
     velocity_norm: np.ndarray  # [K x 2] float32
     pose: RelativePose | None
+    R_kf_cam: np.ndarray | None  # this camera's pose in the keyframe camera (pose inverted)
+    t_kf_cam: np.ndarray | None
     R_world_cam: np.ndarray | None
     t_world_cam: np.ndarray | None
     stop_layer: int
-    pruned_kf: int
-    pruned_cur: int
+    num_pruned_keyframe: int  # LightGlue's num_pruned0 / num_pruned1 for this pair
+    num_pruned_current: int
     keyframe_events: tuple[KeyframeEvent, ...]  # keyframe changes at this frame (usually none)
     timings: FrameTimings = field(default_factory=FrameTimings)
 
@@ -168,10 +188,15 @@ class _View:
     t_world_cam: np.ndarray
     prepared: PreparedFeatures | None = None
     keypoints: np.ndarray | None = None  # [N x 2] host copy of features.keypoints
+    # [N x 2] float64 undistorted normalised keypoints (None without a camera): computed once
+    # per frame, for its pose, its outputs and its pose as a keyframe.
+    keypoints_norm: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.keypoints is None:
             self.keypoints = self.features.keypoints.cpu().numpy()
+        if self.camera is not None:
+            self.keypoints_norm = self.camera.undistort_points(self.keypoints)
 
 
 @dataclass(frozen=True)
@@ -180,8 +205,8 @@ class _HostMatch:
 
     pairs: np.ndarray  # [K x 2] int64, (keyframe index, current index)
     scores: np.ndarray  # [K] float32
-    pruned_kf: int
-    pruned_cur: int
+    num_pruned_keyframe: int
+    num_pruned_current: int
 
 
 def _to_host(match: MatchResult, keypoints: torch.Tensor | None = None
@@ -319,7 +344,10 @@ class Tracker:
         pairs = host.pairs  # (kf index, cur index)
         match_ms = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        pose = self._estimate_pose(keyframe, keypoints, camera, pairs)
+        # Its track ids and world pose follow from the pose (_place).
+        current = _View(index, stamp_ns, features, camera, np.empty(0, np.int64), np.eye(3),
+                        np.zeros(3), prepared=prepared, keypoints=keypoints)
+        pose = self._estimate_pose(keyframe, current, pairs)
         pose_ms = (time.perf_counter() - t0) * 1e3
 
         events: list[KeyframeEvent] = []
@@ -335,21 +363,20 @@ class Tracker:
             pairs = host.pairs
             match_ms += (time.perf_counter() - t0) * 1e3
             t0 = time.perf_counter()
-            pose = self._estimate_pose(keyframe, keypoints, camera, pairs)
+            pose = self._estimate_pose(keyframe, current, pairs)
             pose_ms += (time.perf_counter() - t0) * 1e3
             weak = self._weakness(match, pose)
-        view = self._track(index, stamp_ns, features, keypoints, camera, keyframe, pairs, pose)
-        view.prepared = prepared  # the keyframe cache, should this frame become keyframe
+        cam_in_kf = self._place(current, keyframe, pairs, pose)
         if weak:
             # No keyframe holds on to this frame: tracking restarts from it.
             reason, detail = weak
-            events.append(self._promote(view, reason, f'{detail}; restarting from this frame'))
+            events.append(self._promote(current, reason, f'{detail}; restarting from this frame'))
         elif self._tracks_well(match, pose):
-            self._candidate = view
+            self._candidate = current
         timings = FrameTimings(extract_ms, match_ms, pose_ms,
                                (time.perf_counter() - start) * 1e3)
-        return self._result(index, stamp_ns, keyframe, match, host, pose, view,
-                            tuple(events), timings)
+        return self._result(keyframe, match, host, pose, current, cam_in_kf, tuple(events),
+                            timings)
 
     # -- helpers --------------------------------------------------------------------------
     def _keyframe_cache(self, view: _View) -> PreparedFeatures:
@@ -357,17 +384,20 @@ class Tracker:
             view.prepared = self.matcher.prepare_features(view.features)
         return view.prepared
 
-    def _estimate_pose(self, keyframe: _View, keypoints: np.ndarray, camera: CameraModel | None,
-                       pairs: np.ndarray) -> RelativePose | None:
-        """keypoints: [N x 2] of the current frame; pairs: [K x 2] (kf index, cur index)."""
-        if camera is None or keyframe.camera is None:
+    def _estimate_pose(self, keyframe: _View, current: _View, pairs: np.ndarray
+                       ) -> RelativePose | None:
+        """pairs: [K x 2] (keyframe keypoint index, current keypoint index)."""
+        if current.camera is None or keyframe.camera is None:
             return None
         cfg = self.config
+        kf, cur = pairs[:, 0], pairs[:, 1]
         return estimate_relative_pose(
-            keyframe.keypoints[pairs[:, 0]], keypoints[pairs[:, 1]], keyframe.camera, camera,
+            keyframe.keypoints[kf], current.keypoints[cur], keyframe.camera, current.camera,
             method=cfg.pose_method, threshold_px=cfg.ransac_threshold_px,
             confidence=cfg.ransac_confidence, min_matches=cfg.min_pose_matches,
-            min_parallax_deg=cfg.min_parallax_deg)
+            min_parallax_deg=cfg.min_parallax_deg,
+            points_kf_norm=keyframe.keypoints_norm[kf],
+            points_cur_norm=current.keypoints_norm[cur])
 
     def _weakness(self, match: MatchResult, pose: RelativePose | None) -> tuple[str, str] | None:
         """(reason, detail) when this frame no longer holds on to its keyframe, else None."""
@@ -408,25 +438,29 @@ class Tracker:
         logger.info('keyframe %d -> %d (%s: %s)', previous, view.index, reason, detail)
         return KeyframeEvent(view.index, view.stamp_ns, previous, reason, detail, inherited)
 
-    def _track(self, index: int, stamp_ns: int, features: Features, keypoints: np.ndarray,
-               camera: CameraModel | None, keyframe: _View, idx: np.ndarray,
-               pose: RelativePose | None) -> _View:
-        """This frame as a possible future keyframe: track ids and world pose."""
-        track_ids = np.full(len(features), UNMATCHED, dtype=np.int64)
+    def _place(self, current: _View, keyframe: _View, idx: np.ndarray,
+               pose: RelativePose | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Give the current frame its track ids and world pose (it may become a keyframe);
+        returns its pose in the keyframe camera's frame (None without a pose)."""
+        track_ids = np.full(len(current.features), UNMATCHED, dtype=np.int64)
         # Only geometrically verified matches pass their id on (when a pose exists).
-        keep = pose.inlier_mask if pose is not None and pose.success else np.ones(len(idx), bool)
+        has_pose = pose is not None and pose.success
+        keep = pose.inlier_mask if has_pose else np.ones(len(idx), bool)
         track_ids[idx[keep, 1]] = keyframe.track_ids[idx[keep, 0]]
-        R_wc, t_wc = keyframe.R_world_cam, keyframe.t_world_cam
-        if pose is not None and pose.success:
+        current.track_ids = track_ids
+        current.R_world_cam, current.t_world_cam = keyframe.R_world_cam, keyframe.t_world_cam
+        cam_in_kf = None
+        if has_pose:
             # pose maps keyframe camera -> current camera; its inverse maps current -> keyframe,
             # and the keyframe's world pose maps keyframe -> world.
-            R_kc, t_kc = invert(pose.R_kf_to_cur, pose.t_kf_to_cur)
-            R_wc, t_wc = compose(R_kc, t_kc, R_wc, t_wc)
-        return _View(index, stamp_ns, features, camera, track_ids, R_wc, t_wc,
-                     keypoints=keypoints)
+            cam_in_kf = invert(pose.R_kf_to_cur, pose.t_kf_to_cur)
+            current.R_world_cam, current.t_world_cam = compose(
+                *cam_in_kf, keyframe.R_world_cam, keyframe.t_world_cam)
+        return cam_in_kf
 
-    def _result(self, index: int, stamp_ns: int, keyframe: _View, match: MatchResult,
-                host: _HostMatch, pose: RelativePose | None, view: _View,
+    def _result(self, keyframe: _View, match: MatchResult, host: _HostMatch,
+                pose: RelativePose | None, view: _View,
+                cam_in_kf: tuple[np.ndarray, np.ndarray] | None,
                 events: tuple[KeyframeEvent, ...], timings: FrameTimings) -> FrameResult:
         features = view.features
         idx = host.pairs
@@ -434,27 +468,32 @@ class Tracker:
         kf_points = keyframe.keypoints[idx[:, 0]].astype(np.float32)
         track_ids = keyframe.track_ids[idx[:, 0]]
         inliers = pose.inlier_mask.copy() if pose is not None else np.zeros(len(idx), bool)
-        points_norm, velocity = self._normalised(points, track_ids, view.camera, stamp_ns)
+        points_norm, velocity = self._normalised(view, idx[:, 1], track_ids)
         has_pose = pose is not None and pose.success
         reason = '' if has_pose else ('no_calibration' if pose is None else pose.reason)
+        R_kf_cam, t_kf_cam = cam_in_kf if cam_in_kf is not None else (None, None)
         return FrameResult(
-            index=index, stamp_ns=stamp_ns, ok=has_pose, reason=reason,
+            index=view.index, stamp_ns=view.stamp_ns, ok=has_pose, reason=reason,
             keyframe_index=keyframe.index, keyframe_stamp_ns=keyframe.stamp_ns,
             num_keypoints=len(features), points=points, kf_points=kf_points,
             scores=host.scores, track_ids=track_ids,
             inliers=inliers, points_norm=points_norm, velocity_norm=velocity, pose=pose,
+            R_kf_cam=R_kf_cam, t_kf_cam=t_kf_cam,
             R_world_cam=view.R_world_cam if has_pose else None,
             t_world_cam=view.t_world_cam if has_pose else None,
-            stop_layer=match.stop_layer, pruned_kf=host.pruned_kf,
-            pruned_cur=host.pruned_cur, keyframe_events=events, timings=timings)
+            stop_layer=match.stop_layer, num_pruned_keyframe=host.num_pruned_keyframe,
+            num_pruned_current=host.num_pruned_current, keyframe_events=events,
+            timings=timings)
 
-    def _normalised(self, points: np.ndarray, track_ids: np.ndarray,
-                    camera: CameraModel | None, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:
-        if camera is None:
-            nan = np.full((len(points), 2), np.nan, dtype=np.float32)
+    def _normalised(self, view: _View, rows: np.ndarray, track_ids: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised coordinates of the view's keypoints ``rows`` and their velocities."""
+        stamp_ns = view.stamp_ns
+        if view.keypoints_norm is None:
+            nan = np.full((len(rows), 2), np.nan, dtype=np.float32)
             self._previous_norm, self._previous_stamp_ns = {}, None
-            return nan, np.zeros((len(points), 2), np.float32)
-        norm = camera.undistort_points(points).astype(np.float32)
+            return nan, np.zeros((len(rows), 2), np.float32)
+        norm = view.keypoints_norm[rows].astype(np.float32)
         velocity = np.zeros_like(norm)
         if self._previous_stamp_ns is not None:
             dt = (stamp_ns - self._previous_stamp_ns) * 1e-9
@@ -482,7 +521,8 @@ class Tracker:
             num_keypoints=len(features), points=empty2, kf_points=empty2.copy(),
             scores=np.zeros(0, np.float32), track_ids=np.zeros(0, np.int64),
             inliers=np.zeros(0, bool), points_norm=empty2.copy(), velocity_norm=empty2.copy(),
-            pose=None, R_world_cam=R, t_world_cam=t, stop_layer=0, pruned_kf=0, pruned_cur=0,
+            pose=None, R_kf_cam=None, t_kf_cam=None, R_world_cam=R, t_world_cam=t,
+            stop_layer=0, num_pruned_keyframe=0, num_pruned_current=0,
             keyframe_events=(event,) if event is not None else (),
             timings=replace(timings, total_ms=(time.perf_counter() - start) * 1e3))
 

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 from lightglue_ros import cli, synthetic
+from lightglue_ros.cli.report import (DEMO_DEBUG_NAME, DEMO_MATCHES_NAME, DEMO_SUMMARY_NAME,
+                                      FrameTable)
 from lightglue_ros.geometry import pose_error_deg, rotation_angle_deg
+from lightglue_ros.profiles import PROFILES
 from lightglue_ros.viz import draw_matches_side_by_side, score_colours
 
 ALIKED = 'aliked-n16.pth'
@@ -83,6 +86,20 @@ def test_match_json_and_picture(freiburg_frames, freiburg_dir, weights_dir, tmp_
     assert picture.std() > 10
 
 
+def test_match_without_width_pruning_prunes_nothing(freiburg_frames, weights_dir, monkeypatch,
+                                                    capsys):
+    # The profile's LightGlue settings reach the matcher: width_confidence -1 turns pruning off
+    # (the pair and keypoints of test_match_json_and_picture, where 159 + 179 points are pruned).
+    monkeypatch.setitem(PROFILES, 'default', {'width_confidence': -1.0})
+    code = cli.main(['match', str(freiburg_frames[0]), str(freiburg_frames[1]), '--json',
+                     '--device', 'cpu', *_weights_args(weights_dir)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert (report['pruned0'], report['pruned1']) == (0, 0), report
+    assert 300 <= report['matches'] <= min(report['keypoints0'], report['keypoints1'])
+
+
 def test_match_text_output_with_intrinsics(freiburg_frames, weights_dir, capsys):
     code = cli.main(['match', str(freiburg_frames[0]), str(freiburg_frames[2]),
                      '--intrinsics', '535.4,539.2,320.1,247.6', '--max-keypoints', '256',
@@ -150,7 +167,7 @@ def test_usage_errors_exit_2(capsys):
 
 def test_help_works_when_an_optional_module_is_broken(monkeypatch, capsys):
     # A module set to None in sys.modules raises ImportError on import.
-    monkeypatch.setitem(sys.modules, 'lightglue_ros.replay', None)
+    monkeypatch.setitem(sys.modules, 'lightglue_ros.cli.replay', None)
     with pytest.raises(SystemExit) as info:
         cli.main(['match', '--help'])
     assert info.value.code == 0
@@ -300,7 +317,7 @@ def test_demo_runs_the_real_node_end_to_end(monkeypatch, weights_env, tmp_path, 
                      '--output', str(out), '--domain-id', str(domain_id)])
     captured = capsys.readouterr()
     assert code == 0, captured.err + captured.out
-    summary = json.loads((out / cli.DEMO_SUMMARY_NAME).read_text())
+    summary = json.loads((out / DEMO_SUMMARY_NAME).read_text())
     assert summary['source'] == 'synthetic' and summary['ground_truth']
     assert summary['frames_published'] == summary['frames_processed'] == 6
     assert summary['ros']['domain_id'] == domain_id
@@ -326,14 +343,14 @@ def test_demo_runs_the_real_node_end_to_end(monkeypatch, weights_env, tmp_path, 
     assert summary['poses'] == 5
     assert summary['matches']['min'] > 100
     assert summary['rotation_error_deg']['max'] < DEMO_ROTATION_ERROR_DEG
-    assert _read_png(out / cli.DEMO_MATCHES_NAME).shape == (480, 1280, 3)
-    assert _read_png(out / cli.DEMO_DEBUG_NAME).shape == (480, 640, 3)
+    assert _read_png(out / DEMO_MATCHES_NAME).shape == (480, 1280, 3)
+    assert _read_png(out / DEMO_DEBUG_NAME).shape == (480, 640, 3)
     # The printed report: one line per frame, the summary and where the files went.
     lines = captured.out.splitlines()
-    header = lines.index(cli._FrameTable.HEADER)
+    header = lines.index(FrameTable.HEADER)
     assert [int(line.split()[0]) for line in lines[header + 1:header + 7]] == list(range(6))
     assert any(line.startswith('pose vs ground truth') for line in lines)
-    assert f'wrote {out / cli.DEMO_SUMMARY_NAME}' in lines
+    assert f'wrote {out / DEMO_SUMMARY_NAME}' in lines
 
 
 def test_demo_on_an_image_folder(monkeypatch, weights_env, freiburg_frames, freiburg_dir,
@@ -349,7 +366,7 @@ def test_demo_on_an_image_folder(monkeypatch, weights_env, freiburg_frames, frei
                      '--device', 'cpu', '--output', str(out), '--domain-id', str(domain_id)])
     captured = capsys.readouterr()
     assert code == 0, captured.err + captured.out
-    summary = json.loads((out / cli.DEMO_SUMMARY_NAME).read_text())
+    summary = json.loads((out / DEMO_SUMMARY_NAME).read_text())
     assert summary['source'] == 'images' and not summary['ground_truth']
     assert summary['frames_processed'] == 3
     frames = summary['frames']
@@ -358,8 +375,8 @@ def test_demo_on_an_image_folder(monkeypatch, weights_env, freiburg_frames, frei
     for frame in frames[1:]:
         assert frame['matches'] > 50 and frame['pose'] is not None  # camera_info went over ROS
         assert frame['error_vs_ground_truth'] is None
-    assert _read_png(out / cli.DEMO_DEBUG_NAME).shape == (480, 640, 3)
-    assert _read_png(out / cli.DEMO_MATCHES_NAME).shape == (480, 1280, 3)
+    assert _read_png(out / DEMO_DEBUG_NAME).shape == (480, 640, 3)
+    assert _read_png(out / DEMO_MATCHES_NAME).shape == (480, 1280, 3)
 
 
 def test_demo_missing_weights_is_a_clear_error(tmp_path, capsys):
@@ -388,8 +405,10 @@ def test_demo_on_a_bag_uses_the_replay_library(weights_env, freiburg_frames, fre
     from std_msgs.msg import Header
 
     from lightglue_ros.camera import CameraModel
+    from lightglue_ros.cli.demo_node import camera_info_msg
     from lightglue_ros.image import read_image
-    from lightglue_ros.ros.conversions import array_to_image_msg, ns_to_stamp
+    from lightglue_ros.ros.images import array_to_image_msg
+    from lightglue_ros.ros.messages import ns_to_stamp
 
     camera = CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
     bag = tmp_path / 'bag'
@@ -402,7 +421,7 @@ def test_demo_on_a_bag_uses_the_replay_library(weights_env, freiburg_frames, fre
         for i, frame in enumerate(freiburg_frames[:2]):
             stamp = 1_000_000_000 * (i + 1)
             header = Header(stamp=ns_to_stamp(stamp), frame_id='cam')
-            writer.write(infos, stamp, serialize_message(cli._camera_info_msg(camera, header)))
+            writer.write(infos, stamp, serialize_message(camera_info_msg(camera, header)))
             writer.write(images, stamp, serialize_message(
                 array_to_image_msg(read_image(frame), header=header)))
     out = tmp_path / 'out'

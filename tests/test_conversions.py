@@ -1,4 +1,4 @@
-"""Tests of lightglue_ros.ros.conversions: images, camera info and output messages."""
+"""Tests of the message conversions: lightglue_ros.ros.images, camera_info and messages."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,8 @@ from std_msgs.msg import Header  # noqa: E402
 
 from lightglue_ros.errors import (  # noqa: E402
     CalibrationError, ImageTooLargeError, InvalidImageError)
-from lightglue_ros.ros import conversions as conv  # noqa: E402
+from lightglue_ros import geometry  # noqa: E402
+from lightglue_ros.ros import camera_info, images, messages  # noqa: E402
 
 RNG = np.random.default_rng(1234)
 H, W = 6, 10
@@ -58,7 +59,7 @@ def _packed(pixels: np.ndarray, encoding: str, big: bool = False) -> Image:
 @pytest.mark.parametrize('encoding', ['mono8', '8UC1'])
 def test_mono8(encoding):
     gray = RNG.integers(0, 256, size=(H, W), dtype=np.uint8)
-    out = conv.image_msg_to_array(_packed(gray, encoding))
+    out = images.image_msg_to_array(_packed(gray, encoding))
     assert out.dtype == np.uint8 and out.shape == (H, W)
     np.testing.assert_array_equal(out, gray)
 
@@ -71,7 +72,7 @@ def test_mono16_endianness(encoding):
     big = _packed(gray, encoding, big=True)
     assert bytes(little.data) != bytes(big.data)
     for msg in (little, big):
-        out = conv.image_msg_to_array(msg)
+        out = images.image_msg_to_array(msg)
         assert out.dtype == np.uint16 and out.shape == (H, W)
         assert out.dtype.byteorder in ('=', '|') or out.dtype.isnative
         np.testing.assert_array_equal(out, gray)
@@ -79,7 +80,7 @@ def test_mono16_endianness(encoding):
 
 def test_rgb8():
     rgb = _rgb()
-    out = conv.image_msg_to_array(_packed(rgb, 'rgb8'))
+    out = images.image_msg_to_array(_packed(rgb, 'rgb8'))
     assert out.dtype == np.uint8 and out.shape == (H, W, 3)
     np.testing.assert_array_equal(out, rgb)
 
@@ -88,7 +89,7 @@ def test_rgb8():
 def test_bgr8_gives_rgb(encoding):
     rgb = _rgb()
     bgr_bytes = np.ascontiguousarray(rgb[:, :, ::-1])
-    out = conv.image_msg_to_array(_packed(bgr_bytes, encoding))
+    out = images.image_msg_to_array(_packed(bgr_bytes, encoding))
     np.testing.assert_array_equal(out, rgb)
 
 
@@ -98,7 +99,7 @@ def test_alpha_is_dropped(encoding, order):
     rgb = _rgb()
     alpha = RNG.integers(0, 256, size=(H, W, 1), dtype=np.uint8)
     four = np.concatenate([rgb[:, :, order], alpha], axis=2)
-    out = conv.image_msg_to_array(_packed(four, encoding))
+    out = images.image_msg_to_array(_packed(four, encoding))
     assert out.shape == (H, W, 3)
     np.testing.assert_array_equal(out, rgb)
 
@@ -110,7 +111,7 @@ def test_16bit_colour_scaled_to_rgb8(encoding, order, big):
     rgb16 = RNG.integers(0, 65536, size=(H, W, 4), dtype=np.uint16)
     rgb16[0, 0, :3] = [0, 65535, 257 * 100 + 128]  # ends of the range and a rounding case
     pixels = np.ascontiguousarray(rgb16[:, :, order])
-    out = conv.image_msg_to_array(_packed(pixels, encoding, big=big))
+    out = images.image_msg_to_array(_packed(pixels, encoding, big=big))
     expected = np.rint(rgb16[:, :, :3] / 257.0).astype(np.uint8)
     assert out.dtype == np.uint8 and out.shape == (H, W, 3)
     np.testing.assert_array_equal(out, expected)
@@ -145,7 +146,7 @@ def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
 @pytest.mark.parametrize('pattern', ['rggb', 'bggr', 'gbrg', 'grbg'])
 def test_bayer8_recovers_flat_colours(pattern):
     image, interiors = _patches(24, 32)
-    out = conv.image_msg_to_array(_packed(_mosaic(image, pattern), f'bayer_{pattern}8'))
+    out = images.image_msg_to_array(_packed(_mosaic(image, pattern), f'bayer_{pattern}8'))
     assert out.dtype == np.uint8 and out.shape == (24, 32, 3)
     for ys, xs, colour in interiors:
         assert np.abs(out[ys, xs].astype(int) - colour).max() <= 1, (pattern, colour)
@@ -155,7 +156,7 @@ def test_bayer8_recovers_flat_colours(pattern):
 def test_bayer16_recovers_flat_colours(pattern):
     image, interiors = _patches(24, 32)
     mosaic16 = _mosaic(image, pattern).astype(np.uint16) * 257
-    out = conv.image_msg_to_array(_packed(mosaic16, f'bayer_{pattern}16', big=True))
+    out = images.image_msg_to_array(_packed(mosaic16, f'bayer_{pattern}16', big=True))
     assert out.dtype == np.uint8 and out.shape == (24, 32, 3)
     for ys, xs, colour in interiors:
         assert np.abs(out[ys, xs].astype(int) - colour).max() <= 1, (pattern, colour)
@@ -168,7 +169,7 @@ def test_yuv422_luma_position_and_grey(encoding, luma_at):
     luma = np.tile(np.linspace(20, 230, W).astype(np.uint8), (H, 1))
     packed = np.full((H, W, 2), 128, np.uint8)
     packed[:, :, luma_at] = luma
-    out = conv.image_msg_to_array(_packed(packed, encoding))
+    out = images.image_msg_to_array(_packed(packed, encoding))
     assert out.shape == (H, W, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[:, :, 0], out[:, :, 1])
     np.testing.assert_array_equal(out[:, :, 0], out[:, :, 2])
@@ -180,18 +181,18 @@ def test_yuv422_luma_position_and_grey(encoding, luma_at):
 @pytest.mark.parametrize('pad', [1, 3, 8])
 def test_step_padding_is_ignored(encoding, pad):
     reference = _packed_reference(encoding)
-    expected = conv.image_msg_to_array(reference)
+    expected = images.image_msg_to_array(reference)
     row = reference.step
     rows = np.frombuffer(bytes(reference.data), np.uint8).reshape(reference.height, row)
     junk = RNG.integers(0, 256, size=(reference.height, pad), dtype=np.uint8)
     padded = np.concatenate([rows, junk], axis=1)
     msg = _msg(padded.tobytes(), encoding, reference.width, reference.height, row + pad,
                bool(reference.is_bigendian))
-    np.testing.assert_array_equal(conv.image_msg_to_array(msg), expected)
+    np.testing.assert_array_equal(images.image_msg_to_array(msg), expected)
 
 
 def _packed_reference(encoding: str) -> Image:
-    channels, depth, _ = conv._ENCODINGS[encoding]
+    channels, depth, _ = images._ENCODINGS[encoding]
     dtype = np.uint16 if depth == 2 else np.uint8
     high = 65536 if depth == 2 else 256
     shape = (8, 12) if channels == 1 else (8, 12, channels)
@@ -201,59 +202,59 @@ def _packed_reference(encoding: str) -> Image:
 def test_extra_data_beyond_step_times_height_is_ignored():
     gray = RNG.integers(0, 256, size=(H, W), dtype=np.uint8)
     msg = _msg(gray.tobytes() + b'\xff' * 7, 'mono8', W, H, W)
-    np.testing.assert_array_equal(conv.image_msg_to_array(msg), gray)
+    np.testing.assert_array_equal(images.image_msg_to_array(msg), gray)
 
 
 @pytest.mark.parametrize('encoding', ['mono8', 'rgb8', 'mono16', 'bayer_rggb8'])
 def test_result_does_not_alias_the_message(encoding):
     msg = _packed_reference(encoding)
-    out = conv.image_msg_to_array(msg)
+    out = images.image_msg_to_array(msg)
     before = out.copy()
     assert out.flags.writeable and out.flags.c_contiguous
     assert not np.shares_memory(out, np.frombuffer(msg.data, np.uint8))
     msg.data[0] ^= 0xFF  # the node may reuse the buffer
     np.testing.assert_array_equal(out, before)
     out[...] = 0  # and writing into the result leaves the message alone
-    again = conv.image_msg_to_array(msg)
+    again = images.image_msg_to_array(msg)
     assert again.reshape(-1)[-1] == before.reshape(-1)[-1] and again.any()
 
 
 def test_unknown_encoding_is_named_and_supported_listed():
     msg = _msg(bytes(H * W * 4), '32FC1', W, H, W * 4)
     with pytest.raises(InvalidImageError, match=r"'32FC1'.*supported.*mono8.*bayer_rggb8"):
-        conv.image_msg_to_array(msg)
+        images.image_msg_to_array(msg)
 
 
 @pytest.mark.parametrize('width,height', [(0, H), (W, 0), (0, 0)])
 def test_empty_image(width, height):
     with pytest.raises(InvalidImageError, match='empty image'):
-        conv.image_msg_to_array(_msg(b'', 'mono8', width, height, width))
+        images.image_msg_to_array(_msg(b'', 'mono8', width, height, width))
 
 
 def test_truncated_data():
     msg = _msg(bytes(W * 3 * H - 1), 'rgb8', W, H, W * 3)
     with pytest.raises(InvalidImageError, match=r'truncated.*179 bytes.*180'):
-        conv.image_msg_to_array(msg)
+        images.image_msg_to_array(msg)
 
 
 def test_truncated_last_row_padding_counts():
     # step * height is the documented size; a missing pad on the last row is truncation.
     msg = _msg(bytes((W + 2) * H - 2), 'mono8', W, H, W + 2)
     with pytest.raises(InvalidImageError, match='truncated'):
-        conv.image_msg_to_array(msg)
+        images.image_msg_to_array(msg)
 
 
 @pytest.mark.parametrize('encoding,step', [('rgb8', W * 3 - 1), ('mono16', W), ('mono8', 0)])
 def test_step_too_small(encoding, step):
     msg = _msg(bytes(W * H * 8), encoding, W, H, step)
     with pytest.raises(InvalidImageError, match='step .* smaller than one row'):
-        conv.image_msg_to_array(msg)
+        images.image_msg_to_array(msg)
 
 
 def test_yuv_odd_width():
     msg = _msg(bytes(5 * 2 * H), 'yuv422', 5, H, 10)
     with pytest.raises(InvalidImageError, match='even width'):
-        conv.image_msg_to_array(msg)
+        images.image_msg_to_array(msg)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,7 +278,7 @@ def test_jpeg_colour_is_rgb():
     ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                             [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
-    out = conv.compressed_msg_to_array(_compressed(jpeg.tobytes(), 'bgr8; jpeg compressed bgr8'))
+    out = images.compressed_msg_to_array(_compressed(jpeg.tobytes(), 'bgr8; jpeg compressed bgr8'))
     assert out.dtype == np.uint8 and out.shape == rgb.shape
     assert np.abs(out.astype(int) - rgb).mean() < 3
     assert out[..., 0].mean() > 190 and out[..., 2].mean() < 60  # red stayed red
@@ -286,7 +287,7 @@ def test_jpeg_colour_is_rgb():
 def test_jpeg_mono():
     gray = _smooth_rgb()[:, :, 1]
     ok, jpeg = cv2.imencode('.jpg', gray, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    out = conv.compressed_msg_to_array(_compressed(jpeg.tobytes(), 'jpeg'))
+    out = images.compressed_msg_to_array(_compressed(jpeg.tobytes(), 'jpeg'))
     assert out.shape == gray.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - gray).mean() < 3
 
@@ -294,14 +295,15 @@ def test_jpeg_mono():
 def test_png_colour_exact():
     rgb = _rgb(20, 30)
     ok, png = cv2.imencode('.png', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    out = conv.compressed_msg_to_array(_compressed(png.tobytes(), 'png'))
+    out = images.compressed_msg_to_array(_compressed(png.tobytes(), 'png'))
     np.testing.assert_array_equal(out, rgb)
 
 
 def test_png_16bit_mono_survives():
     gray = RNG.integers(0, 65536, size=(20, 30), dtype=np.uint16)
     ok, png = cv2.imencode('.png', gray)
-    out = conv.compressed_msg_to_array(_compressed(png.tobytes(), 'mono16; png compressed mono16'))
+    out = images.compressed_msg_to_array(
+        _compressed(png.tobytes(), 'mono16; png compressed mono16'))
     assert out.dtype == np.uint16
     np.testing.assert_array_equal(out, gray)
 
@@ -309,7 +311,7 @@ def test_png_16bit_mono_survives():
 def test_png_bayer_format_is_demosaiced():
     image, interiors = _patches(24, 32)
     ok, png = cv2.imencode('.png', _mosaic(image, 'gbrg'))
-    out = conv.compressed_msg_to_array(
+    out = images.compressed_msg_to_array(
         _compressed(png.tobytes(), 'bayer_gbrg8; png compressed mono8'))
     assert out.shape == (24, 32, 3)
     for ys, xs, colour in interiors:
@@ -320,13 +322,13 @@ def test_png_bayer_format_is_demosaiced():
                                         (b'\xff\xd8\xff\xe0' + bytes(40), 'cannot decode')])
 def test_bad_compressed(data, match):
     with pytest.raises(InvalidImageError, match=match):
-        conv.compressed_msg_to_array(_compressed(data, 'jpeg'))
+        images.compressed_msg_to_array(_compressed(data, 'jpeg'))
 
 
 def test_compressed_depth_rejected():
     ok, png = cv2.imencode('.png', np.zeros((4, 4), np.uint16))
     with pytest.raises(InvalidImageError, match='compressedDepth'):
-        conv.compressed_msg_to_array(
+        images.compressed_msg_to_array(
             _compressed(bytes(12) + png.tobytes(), '16UC1; compressedDepth png'))
 
 
@@ -366,20 +368,20 @@ def _claim_png(png: bytes, width: int, height: int) -> bytes:
 
 
 def test_header_sizes_are_read_without_decoding():
-    assert conv.compressed_image_size(_jpeg(48, 64)) == (64, 48)
-    assert conv.compressed_image_size(_jpeg(30, 20, IMWRITE_JPEG_PROGRESSIVE=1)) == (20, 30)
-    assert conv.compressed_image_size(_png(7, 9)) == (9, 7)
+    assert images.compressed_image_size(_jpeg(48, 64)) == (64, 48)
+    assert images.compressed_image_size(_jpeg(30, 20, IMWRITE_JPEG_PROGRESSIVE=1)) == (20, 30)
+    assert images.compressed_image_size(_png(7, 9)) == (9, 7)
     # An EXIF-like APP1 segment holding a thumbnail's own SOF0 comes first: it is skipped.
     jpeg = _jpeg(48, 64)
     thumbnail_sof = b'\xff\xc0\x00\x11\x08' + (9999).to_bytes(2, 'big') * 2 + bytes(10)
     app1 = b'\xff\xe1' + (2 + len(thumbnail_sof)).to_bytes(2, 'big') + thumbnail_sof
-    assert conv.compressed_image_size(jpeg[:2] + app1 + jpeg[2:]) == (64, 48)
+    assert images.compressed_image_size(jpeg[:2] + app1 + jpeg[2:]) == (64, 48)
     for data, match in ((b'GIF89a' + bytes(20), 'not a JPEG or PNG'),
                         (jpeg[:20], 'no JPEG image header'),
                         (_png()[:20], 'no PNG image header'),
                         (_claim_jpeg(jpeg, 64, 0), 'empty 64x0')):
         with pytest.raises(InvalidImageError, match=match):
-            conv.compressed_image_size(data)
+            images.compressed_image_size(data)
 
 
 @pytest.mark.parametrize('kind', ['jpeg', 'png'])
@@ -393,28 +395,28 @@ def test_compressed_image_claiming_a_huge_size_is_refused_before_decoding(kind, 
     def no_decoding(buffer):
         raise AssertionError('decoded although the header is over the cap')
 
-    monkeypatch.setattr(conv, '_decode', no_decoding)
+    monkeypatch.setattr(images, '_decode', no_decoding)
     with pytest.raises(ImageTooLargeError, match=f'{side}x{side} = {side * side} pixels'):
-        conv.compressed_msg_to_array(_compressed(huge, kind))
+        images.compressed_msg_to_array(_compressed(huge, kind))
     with pytest.raises(ImageTooLargeError, match='max_image_pixels = 3071'):
-        conv.compressed_msg_to_array(_compressed(small, kind), max_pixels=64 * 48 - 1)
+        images.compressed_msg_to_array(_compressed(small, kind), max_pixels=64 * 48 - 1)
     assert issubclass(ImageTooLargeError, InvalidImageError)  # callers that skip it still do
 
 
 def test_pixel_cap_boundary_and_off_switch():
-    out = conv.compressed_msg_to_array(_compressed(_png(48, 64), 'png'), max_pixels=64 * 48)
+    out = images.compressed_msg_to_array(_compressed(_png(48, 64), 'png'), max_pixels=64 * 48)
     assert out.shape == (48, 64, 3)
-    out = conv.image_msg_to_array(_packed(_rgb(6, 10), 'rgb8'), max_pixels=60)
+    out = images.image_msg_to_array(_packed(_rgb(6, 10), 'rgb8'), max_pixels=60)
     assert out.shape == (6, 10, 3)
     with pytest.raises(ImageTooLargeError):
-        conv.image_msg_to_array(_packed(_rgb(6, 10), 'rgb8'), max_pixels=59)
+        images.image_msg_to_array(_packed(_rgb(6, 10), 'rgb8'), max_pixels=59)
     big = _claim_jpeg(_jpeg(), 5000, 5000)  # over the default cap of 4096 x 4096
     with pytest.raises(ImageTooLargeError):
-        conv.compressed_msg_to_array(_compressed(big, 'jpeg'))
+        images.compressed_msg_to_array(_compressed(big, 'jpeg'))
     # Without a cap libjpeg happily makes a 1000 x 1000 image out of 64 x 48 pixels of data:
     # what a 335-byte JPEG claiming 20000 x 20000 does to the memory of a node.
     warnings: list[str] = []
-    out = conv.compressed_msg_to_array(_compressed(_claim_jpeg(_jpeg(), 1000, 1000), 'jpeg'),
+    out = images.compressed_msg_to_array(_compressed(_claim_jpeg(_jpeg(), 1000, 1000), 'jpeg'),
                                        max_pixels=None, on_warning=warnings.append)
     assert out.shape == (1000, 1000, 3) and warnings
 
@@ -422,8 +424,8 @@ def test_pixel_cap_boundary_and_off_switch():
 def test_raw_image_claiming_a_huge_size_is_refused_as_too_large():
     msg = _msg(b'\x00' * 64, 'rgb8', 20000, 20000, 60000)
     with pytest.raises(ImageTooLargeError, match='rgb8 image of 20000x20000'):
-        conv.image_msg_to_array(msg)
-    assert conv.DEFAULT_MAX_IMAGE_PIXELS == 4096 * 4096
+        images.image_msg_to_array(msg)
+    assert images.DEFAULT_MAX_IMAGE_PIXELS == 4096 * 4096
 
 
 # ------------------------------------------------------------------------------------------------
@@ -442,15 +444,15 @@ def _corrupt_images() -> dict[str, bytes]:
 _STORM = """
 import json, sys
 from sensor_msgs.msg import CompressedImage
-from lightglue_ros.ros import conversions as conv
+from lightglue_ros.ros import images
 from lightglue_ros.errors import InvalidImageError
 data = {k: bytes.fromhex(v) for k, v in json.loads(sys.argv[1]).items()}
 warnings, errors, decoded = [], [], 0
 for _ in range(100):
     for kind, blob in data.items():
         try:
-            conv.compressed_msg_to_array(CompressedImage(format=kind, data=blob),
-                                         on_warning=warnings.append)
+            images.compressed_msg_to_array(CompressedImage(format=kind, data=blob),
+                                           on_warning=warnings.append)
             decoded += 1
         except InvalidImageError as err:
             errors.append(str(err))
@@ -475,7 +477,7 @@ def test_corrupt_image_storm_leaves_stderr_quiet_and_reports_through_the_caller(
 
 
 def test_stderr_capture_passes_other_output_through(capfd):
-    with conv._native_stderr_captured() as lines:
+    with images._native_stderr_captured() as lines:
         os.write(2, b'Corrupt JPEG data: premature end of data segment\n')
         os.write(2, b'[WARN] [1.0] [node]: a log line of another thread\n')
     assert lines == ['Corrupt JPEG data: premature end of data segment']
@@ -489,27 +491,27 @@ def test_stderr_capture_passes_other_output_through(capfd):
 def test_array_to_image_msg_layouts():
     header = Header(stamp=Time(sec=3, nanosec=4), frame_id='cam')
     rgb = _rgb()
-    msg = conv.array_to_image_msg(rgb, header=header)
+    msg = images.array_to_image_msg(rgb, header=header)
     assert (msg.encoding, msg.height, msg.width, msg.step) == ('rgb8', H, W, 3 * W)
     assert bytes(msg.data) == rgb.tobytes()
     assert msg.header.frame_id == 'cam' and msg.header.stamp.nanosec == 4
     header.frame_id = 'changed'
     assert msg.header.frame_id == 'cam'  # the header was copied
 
-    bgr = conv.array_to_image_msg(rgb, encoding='bgr8')
+    bgr = images.array_to_image_msg(rgb, encoding='bgr8')
     assert bgr.encoding == 'bgr8' and bytes(bgr.data) == rgb[:, :, ::-1].tobytes()
-    np.testing.assert_array_equal(conv.image_msg_to_array(bgr), rgb)
+    np.testing.assert_array_equal(images.image_msg_to_array(bgr), rgb)
 
     gray16 = np.array([[0x0102, 0xA0B0]], np.uint16)
-    msg16 = conv.array_to_image_msg(gray16)
+    msg16 = images.array_to_image_msg(gray16)
     assert (msg16.encoding, msg16.is_bigendian, msg16.step) == ('mono16', 0, 4)
     assert bytes(msg16.data) == b'\x02\x01\xb0\xa0'
-    np.testing.assert_array_equal(conv.image_msg_to_array(msg16), gray16)
+    np.testing.assert_array_equal(images.image_msg_to_array(msg16), gray16)
 
     gray = RNG.integers(0, 256, size=(H, W, 1), dtype=np.uint8)
-    msg8 = conv.array_to_image_msg(gray[:, ::-1])  # non-contiguous input
+    msg8 = images.array_to_image_msg(gray[:, ::-1])  # non-contiguous input
     assert msg8.encoding == 'mono8'
-    np.testing.assert_array_equal(conv.image_msg_to_array(msg8), gray[:, ::-1, 0])
+    np.testing.assert_array_equal(images.image_msg_to_array(msg8), gray[:, ::-1, 0])
 
 
 @pytest.mark.parametrize('array,encoding,match', [
@@ -521,7 +523,7 @@ def test_array_to_image_msg_layouts():
 ])
 def test_array_to_image_msg_rejects(array, encoding, match):
     with pytest.raises(InvalidImageError, match=match):
-        conv.array_to_image_msg(array, encoding=encoding)
+        images.array_to_image_msg(array, encoding=encoding)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -559,7 +561,7 @@ def _camera_module():
 ])
 def test_camera_info_models(model, d, expected, expected_d):
     _camera_module()
-    cam = conv.camera_info_to_camera_model(_camera_info(model=model, d=d))
+    cam = camera_info.camera_info_to_camera_model(_camera_info(model=model, d=d))
     assert (cam.width, cam.height) == (640, 480)
     assert cam.distortion_model == expected
     np.testing.assert_array_equal(cam.K, [[500, 0, 320], [0, 510, 240], [0, 0, 1]])
@@ -571,7 +573,7 @@ def test_camera_info_matches_from_intrinsics():
     d = (0.1, -0.05, 0.001, 0.002, 0.01)
     expected = camera.CameraModel.from_intrinsics(500.0, 510.0, 320.0, 240.0, 640, 480,
                                                   distortion_model='plumb_bob', D=d)
-    assert conv.camera_info_to_camera_model(_camera_info(d=d)) == expected
+    assert camera_info.camera_info_to_camera_model(_camera_info(d=d)) == expected
 
 
 def test_camera_info_binning_and_roi():
@@ -579,7 +581,7 @@ def test_camera_info_binning_and_roi():
     msg = _camera_info(model='plumb_bob', d=(0.0,) * 5)
     msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = 100, 40, 401, 300
     msg.binning_x, msg.binning_y = 2, 4
-    cam = conv.camera_info_to_camera_model(msg)
+    cam = camera_info.camera_info_to_camera_model(msg)
     assert (cam.width, cam.height) == (200, 75)
     # Pixel-centre convention: binned pixel i is centred on full pixel b * i + (b - 1) / 2.
     np.testing.assert_allclose(cam.K, [[250, 0, (220 - 0.5) / 2], [0, 127.5, (200 - 1.5) / 4],
@@ -591,7 +593,7 @@ def test_camera_info_binning_and_roi():
 def test_camera_info_wrong_coefficient_count(model, d):
     _camera_module()
     with pytest.raises(CalibrationError, match='coefficients'):
-        conv.camera_info_to_camera_model(_camera_info(model=model, d=d))
+        camera_info.camera_info_to_camera_model(_camera_info(model=model, d=d))
 
 
 @pytest.mark.parametrize('kwargs', [{'fx': 0.0}, {'fy': 0.0}, {'fx': float('nan')},
@@ -599,7 +601,7 @@ def test_camera_info_wrong_coefficient_count(model, d):
 def test_camera_info_bad_focal(kwargs):
     _camera_module()
     with pytest.raises(CalibrationError):
-        conv.camera_info_to_camera_model(_camera_info(**kwargs))
+        camera_info.camera_info_to_camera_model(_camera_info(**kwargs))
 
 
 @pytest.mark.parametrize('kwargs,match', [
@@ -611,19 +613,19 @@ def test_camera_info_with_absurd_finite_values_is_rejected(kwargs, match):
     """Finite but absurd intrinsics filled ~/features with inf (x = (u - cx) / 1e-300)."""
     _camera_module()
     with pytest.raises(CalibrationError, match=f'{match} .* implausible for a 640x480 image'):
-        conv.camera_info_to_camera_model(_camera_info(**kwargs))
+        camera_info.camera_info_to_camera_model(_camera_info(**kwargs))
 
 
 def test_camera_info_unknown_model_named():
     _camera_module()
     with pytest.raises(CalibrationError, match="'double_sphere'"):
-        conv.camera_info_to_camera_model(_camera_info(model='double_sphere'))
+        camera_info.camera_info_to_camera_model(_camera_info(model='double_sphere'))
 
 
 def test_camera_info_empty_model_with_distortion():
     _camera_module()
     with pytest.raises(CalibrationError, match='non-zero'):
-        conv.camera_info_to_camera_model(_camera_info(model='', d=(0.1, 0, 0, 0, 0)))
+        camera_info.camera_info_to_camera_model(_camera_info(model='', d=(0.1, 0, 0, 0, 0)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -646,7 +648,7 @@ def _matches(n: int = 50) -> dict[str, np.ndarray]:
 def test_matches_cloud_round_trip_exact():
     m = _matches()
     header = Header(stamp=Time(sec=10, nanosec=20), frame_id='cam0')
-    msg = conv.make_matches_cloud(header, **m)
+    msg = messages.make_matches_cloud(header, **m)
     assert (msg.height, msg.width, msg.is_dense, msg.is_bigendian) == (1, 50, True, False)
     assert msg.point_step == 32 and msg.row_step == 32 * 50 and len(msg.data) == 32 * 50
     assert [f.name for f in msg.fields] == ['u', 'v', 'kf_u', 'kf_v', 'score', 'track_id',
@@ -655,7 +657,7 @@ def test_matches_cloud_round_trip_exact():
     assert types['u'] == PointField.FLOAT32 and types['track_id'] == PointField.INT32
     assert types['inlier'] == PointField.UINT8 and types['kf_index'] == PointField.INT32
     assert msg.header.frame_id == 'cam0'
-    back = conv.read_matches_cloud(msg)
+    back = messages.read_matches_cloud(msg)
     pairs = {'u': 'u_cur', 'v': 'v_cur', 'kf_u': 'u_kf', 'kf_v': 'v_kf', 'score': 'score',
              'track_id': 'track_id', 'kf_index': 'kf_index'}
     for field, key in pairs.items():
@@ -668,7 +670,7 @@ def test_matches_cloud_round_trip_exact():
 
 
 def test_matches_cloud_bytes_are_little_endian_at_offsets():
-    msg = conv.make_matches_cloud(Header(), u_cur=[1.5], v_cur=[2.0], u_kf=[3.0], v_kf=[4.0],
+    msg = messages.make_matches_cloud(Header(), u_cur=[1.5], v_cur=[2.0], u_kf=[3.0], v_kf=[4.0],
                                   score=[0.5], track_id=[0x01020304], kf_index=7, inlier=[True])
     data = bytes(msg.data)
     offsets = {f.name: f.offset for f in msg.fields}
@@ -679,11 +681,11 @@ def test_matches_cloud_bytes_are_little_endian_at_offsets():
 
 
 def test_matches_cloud_empty_and_nan():
-    empty = conv.make_matches_cloud(Header(), u_cur=[], v_cur=[], u_kf=[], v_kf=[], score=[],
+    empty = messages.make_matches_cloud(Header(), u_cur=[], v_cur=[], u_kf=[], v_kf=[], score=[],
                                     track_id=np.zeros(0, np.int32), kf_index=0, inlier=[])
     assert empty.width == 0 and len(empty.data) == 0
-    assert all(v.size == 0 for v in conv.read_matches_cloud(empty).values())
-    nan = conv.make_matches_cloud(Header(), u_cur=[np.nan], v_cur=[0], u_kf=[0], v_kf=[0],
+    assert all(v.size == 0 for v in messages.read_matches_cloud(empty).values())
+    nan = messages.make_matches_cloud(Header(), u_cur=[np.nan], v_cur=[0], u_kf=[0], v_kf=[0],
                                   score=[1], track_id=[1], kf_index=0, inlier=[0])
     assert nan.is_dense is False
 
@@ -698,7 +700,7 @@ def test_matches_cloud_rejects(change, match):
     m = _matches()
     m.update(change)
     with pytest.raises(ValueError, match=match):
-        conv.make_matches_cloud(Header(), **m)
+        messages.make_matches_cloud(Header(), **m)
 
 
 def test_read_cloud_big_endian_padded_rows():
@@ -713,13 +715,13 @@ def test_read_cloud_big_endian_padded_rows():
     msg.fields = [PointField(name='a', offset=0, datatype=PointField.INT16, count=1),
                   PointField(name='b', offset=4, datatype=PointField.FLOAT64, count=2)]
     msg.data = b''.join(rows)
-    back = conv.read_matches_cloud(msg)
+    back = messages.read_matches_cloud(msg)
     np.testing.assert_array_equal(back['a'], points['a'].reshape(-1))
     np.testing.assert_array_equal(back['b'], points['b'].reshape(-1, 2))
     assert back['a'].dtype.isnative and back['b'].shape == (6, 2)
     msg.data = msg.data[:-1]
     with pytest.raises(ValueError, match='truncated'):
-        conv.read_matches_cloud(msg)
+        messages.read_matches_cloud(msg)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -734,7 +736,7 @@ def test_vins_features_layout():
     u, v = RNG.uniform(0, 640, n), RNG.uniform(0, 480, n)
     vx, vy = RNG.normal(size=n), RNG.normal(size=n)
     header = Header(stamp=Time(sec=1, nanosec=2), frame_id='world')
-    msg = conv.make_vins_features(header, track_id=ids, x_norm=x, y_norm=y, u=u, v=v,
+    msg = messages.make_vins_features(header, track_id=ids, x_norm=x, y_norm=y, u=u, v=v,
                                   velocity_x=vx, velocity_y=vy)
     assert msg.header.frame_id == 'world' and msg.header.stamp.sec == 1
     assert [c.name for c in msg.channels] == ['id_of_point', 'u_of_point', 'v_of_point',
@@ -810,10 +812,10 @@ def test_vins_features_are_what_each_estimator_reads(layout):
     x, y = RNG.normal(size=n), RNG.normal(size=n)
     u, v = RNG.uniform(0, 640, n), RNG.uniform(0, 480, n)
     vx, vy = RNG.normal(size=n), RNG.normal(size=n)
-    msg = conv.make_vins_features(Header(), track_id=ids, x_norm=x, y_norm=y, u=u, v=v,
+    msg = messages.make_vins_features(Header(), track_id=ids, x_norm=x, y_norm=y, u=u, v=v,
                                   velocity_x=vx, velocity_y=vy, layout=layout)
     expected = _expected_reads(ids, (x, y, u, v, vx, vy))
-    assert [c.name for c in msg.channels] == list(conv.VINS_LAYOUTS[layout])
+    assert [c.name for c in msg.channels] == list(messages.VINS_LAYOUTS[layout])
     if layout == 'vins_mono':
         assert len(msg.channels) == 5
         assert _vins_mono_reads(msg) == expected
@@ -824,20 +826,20 @@ def test_vins_features_are_what_each_estimator_reads(layout):
         frame, pts_gt = _vins_fusion_reads(msg)
         assert frame == expected
         assert pts_gt == {int(i): (0.0, 0.0, 0.0) for i in ids}
-    empty = conv.make_vins_features(Header(), track_id=[], x_norm=[], y_norm=[], u=[], v=[],
+    empty = messages.make_vins_features(Header(), track_id=[], x_norm=[], y_norm=[], u=[], v=[],
                                     velocity_x=[], velocity_y=[], layout=layout)
-    assert len(empty.channels) == len(conv.VINS_LAYOUTS[layout]) and not empty.points
+    assert len(empty.channels) == len(messages.VINS_LAYOUTS[layout]) and not empty.points
 
 
 def test_vins_features_rejects():
     with pytest.raises(ValueError, match="unknown features layout 'vins_3'"):
-        conv.make_vins_features(Header(), track_id=[1], x_norm=[0], y_norm=[0], u=[0], v=[0],
+        messages.make_vins_features(Header(), track_id=[1], x_norm=[0], y_norm=[0], u=[0], v=[0],
                                 velocity_x=[0], velocity_y=[0], layout='vins_3')
     with pytest.raises(ValueError, match='non-negative'):
-        conv.make_vins_features(Header(), track_id=[-1], x_norm=[0], y_norm=[0], u=[0], v=[0],
+        messages.make_vins_features(Header(), track_id=[-1], x_norm=[0], y_norm=[0], u=[0], v=[0],
                                 velocity_x=[0], velocity_y=[0])
     with pytest.raises(ValueError, match='u has 2 entries'):
-        conv.make_vins_features(Header(), track_id=[1], x_norm=[0], y_norm=[0], u=[0, 1],
+        messages.make_vins_features(Header(), track_id=[1], x_norm=[0], y_norm=[0], u=[0, 1],
                                 v=[0], velocity_x=[0], velocity_y=[0])
 
 
@@ -860,10 +862,10 @@ def _same_rotation_quaternion(q1, q2, atol=1e-9) -> bool:
 
 
 def test_known_quaternion():
-    q = conv.rotation_to_quaternion(_rodrigues([0, 0, 1], math.pi / 2))
+    q = geometry.rotation_to_quaternion(_rodrigues([0, 0, 1], math.pi / 2))
     np.testing.assert_allclose(q, [0, 0, math.sqrt(0.5), math.sqrt(0.5)], atol=1e-12)
-    np.testing.assert_allclose(conv.rotation_to_quaternion(np.eye(3)), [0, 0, 0, 1])
-    R = conv.quaternion_to_rotation([0, 0, math.sqrt(0.5), math.sqrt(0.5)])
+    np.testing.assert_allclose(geometry.rotation_to_quaternion(np.eye(3)), [0, 0, 0, 1])
+    R = geometry.quaternion_to_rotation([0, 0, math.sqrt(0.5), math.sqrt(0.5)])
     np.testing.assert_allclose(R @ [1, 0, 0], [0, 1, 0], atol=1e-12)
 
 
@@ -872,14 +874,15 @@ def test_quaternion_round_trip_random(seed):
     rng = np.random.default_rng(seed)
     axis, angle = rng.normal(size=3), rng.uniform(0, math.pi)
     R = _rodrigues(axis, angle)
-    q = conv.rotation_to_quaternion(R)
+    q = geometry.rotation_to_quaternion(R)
     assert q.shape == (4,) and q[3] >= 0 and abs(np.linalg.norm(q) - 1) < 1e-12
     assert _same_rotation_quaternion(q, _axis_angle_quaternion(axis, angle))
-    np.testing.assert_allclose(conv.quaternion_to_rotation(q), R, atol=1e-12)
+    np.testing.assert_allclose(geometry.quaternion_to_rotation(q), R, atol=1e-12)
     q_in = rng.normal(size=4) * 3  # unnormalised input
-    R2 = conv.quaternion_to_rotation(q_in)
+    R2 = geometry.quaternion_to_rotation(q_in)
     np.testing.assert_allclose(R2 @ R2.T, np.eye(3), atol=1e-12)
-    assert _same_rotation_quaternion(conv.rotation_to_quaternion(R2), q_in / np.linalg.norm(q_in))
+    assert _same_rotation_quaternion(geometry.rotation_to_quaternion(R2),
+                                     q_in / np.linalg.norm(q_in))
 
 
 @pytest.mark.parametrize('axis', [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, -2, 3],
@@ -887,14 +890,14 @@ def test_quaternion_round_trip_random(seed):
 @pytest.mark.parametrize('angle', [math.pi, math.pi - 1e-9, math.pi - 1e-4])
 def test_quaternion_near_180_degrees(axis, angle):
     R = _rodrigues(axis, angle)
-    q = conv.rotation_to_quaternion(R)
+    q = geometry.rotation_to_quaternion(R)
     assert _same_rotation_quaternion(q, _axis_angle_quaternion(axis, angle), atol=1e-7)
-    np.testing.assert_allclose(conv.quaternion_to_rotation(q), R, atol=1e-12)
+    np.testing.assert_allclose(geometry.quaternion_to_rotation(q), R, atol=1e-12)
 
 
 def test_quaternion_of_slightly_non_orthonormal_matrix():
     R = _rodrigues([1, 2, 3], 1.0)
-    q = conv.rotation_to_quaternion(R + 1e-6 * RNG.normal(size=(3, 3)))
+    q = geometry.rotation_to_quaternion(R + 1e-6 * RNG.normal(size=(3, 3)))
     assert _same_rotation_quaternion(q, _axis_angle_quaternion([1, 2, 3], 1.0), atol=1e-5)
 
 
@@ -902,13 +905,13 @@ def test_quaternion_of_slightly_non_orthonormal_matrix():
                                  np.full((3, 3), np.nan)])
 def test_rotation_to_quaternion_rejects(bad):
     with pytest.raises(ValueError):
-        conv.rotation_to_quaternion(bad)
+        geometry.rotation_to_quaternion(bad)
 
 
 @pytest.mark.parametrize('bad', [[0, 0, 0, 0], [1, 0, 0], [np.nan, 0, 0, 1]])
 def test_quaternion_to_rotation_rejects(bad):
     with pytest.raises(ValueError):
-        conv.quaternion_to_rotation(bad)
+        geometry.quaternion_to_rotation(bad)
 
 
 def test_pose_with_covariance_known_and_unknown():
@@ -916,33 +919,34 @@ def test_pose_with_covariance_known_and_unknown():
     R, t = _rodrigues([0, 1, 0], 0.3), np.array([1.0, -2.0, 3.5])
     cov = np.diag(np.arange(1.0, 7.0))
     cov[0, 1] = cov[1, 0] = 0.25
-    msg = conv.make_pose_with_covariance(header, R=R, t=t, covariance=cov)
+    msg = messages.make_pose_with_covariance(header, R=R, t=t, covariance=cov)
     pose = msg.pose.pose
     assert msg.header.frame_id == 'map' and msg.header.stamp.nanosec == 6
     assert [pose.position.x, pose.position.y, pose.position.z] == [1.0, -2.0, 3.5]
     q = [pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w]
-    np.testing.assert_allclose(conv.quaternion_to_rotation(q), R, atol=1e-12)
+    np.testing.assert_allclose(geometry.quaternion_to_rotation(q), R, atol=1e-12)
     np.testing.assert_array_equal(np.asarray(msg.pose.covariance).reshape(6, 6), cov)
 
-    unknown = conv.make_pose_with_covariance(header, R=R, t=t, covariance=None)
+    unknown = messages.make_pose_with_covariance(header, R=R, t=t, covariance=None)
     flat = np.asarray(unknown.pose.covariance)
     assert flat[0] == -1.0 and not np.any(flat[1:])
     with pytest.raises(ValueError, match='6x6'):
-        conv.make_pose_with_covariance(header, R=R, t=t, covariance=np.eye(3))
+        messages.make_pose_with_covariance(header, R=R, t=t, covariance=np.eye(3))
     with pytest.raises(ValueError, match='3-vector'):
-        conv.make_pose_with_covariance(header, R=R, t=[1, 2], covariance=None)
+        messages.make_pose_with_covariance(header, R=R, t=[1, 2], covariance=None)
 
 
 def test_odometry():
     header = Header(stamp=Time(sec=5), frame_id='odom')
     R = _rodrigues([1, 1, 1], 2.0)
-    msg = conv.make_odometry(header, 'camera', R=R, t=[0.5, 0, 0], covariance=np.eye(6) * 0.01)
+    msg = messages.make_odometry(header, 'camera', R=R, t=[0.5, 0, 0], covariance=np.eye(6) * 0.01)
     assert msg.header.frame_id == 'odom' and msg.child_frame_id == 'camera'
     o = msg.pose.pose.orientation
-    np.testing.assert_allclose(conv.quaternion_to_rotation([o.x, o.y, o.z, o.w]), R, atol=1e-12)
+    np.testing.assert_allclose(geometry.quaternion_to_rotation([o.x, o.y, o.z, o.w]), R,
+                               atol=1e-12)
     assert msg.pose.covariance[0] == 0.01 and msg.pose.covariance[7] == 0.01
     assert msg.twist.covariance[0] == -1.0  # twist not estimated
-    unknown = conv.make_odometry(header, 'camera', R=R, t=[0, 0, 0], covariance=None)
+    unknown = messages.make_odometry(header, 'camera', R=R, t=[0, 0, 0], covariance=None)
     assert unknown.pose.covariance[0] == -1.0
 
 
@@ -952,7 +956,7 @@ def test_odometry():
 
 def test_diagnostic_array():
     stamp = Time(sec=12, nanosec=34)
-    msg = conv.make_diagnostic_array(
+    msg = messages.make_diagnostic_array(
         stamp, name='lightglue/tracker', hardware_id='cam0', level=1, message='few matches',
         values={'matches': 12, 'fps': 29.97123456, 'device': 'cuda', 'ok': np.bool_(True),
                 'n': np.int64(3)})
@@ -963,27 +967,27 @@ def test_diagnostic_array():
                                                                  'few matches')
     assert {kv.key: kv.value for kv in status.values} == {
         'matches': '12', 'fps': '29.9712', 'device': 'cuda', 'ok': 'True', 'n': '3'}
-    by_bytes = conv.make_diagnostic_array(10**9 + 5, name='x', hardware_id='', level=b'\x02',
+    by_bytes = messages.make_diagnostic_array(10**9 + 5, name='x', hardware_id='', level=b'\x02',
                                           message='', values={})
     assert by_bytes.status[0].level == DiagnosticStatus.ERROR
     assert (by_bytes.header.stamp.sec, by_bytes.header.stamp.nanosec) == (1, 5)
     with pytest.raises(ValueError, match='level'):
-        conv.make_diagnostic_array(stamp, name='x', hardware_id='', level=4, message='',
+        messages.make_diagnostic_array(stamp, name='x', hardware_id='', level=4, message='',
                                    values={})
 
 
 @pytest.mark.parametrize('ns', [0, 1, 999_999_999, 1_000_000_000, 1_700_000_000_123_456_789,
                                 -1, -1_500_000_000])
 def test_stamp_round_trip(ns):
-    stamp = conv.ns_to_stamp(ns)
+    stamp = messages.ns_to_stamp(ns)
     assert 0 <= stamp.nanosec < 1_000_000_000
     assert stamp.sec * 1_000_000_000 + stamp.nanosec == ns
-    assert conv.stamp_to_ns(stamp) == ns
+    assert messages.stamp_to_ns(stamp) == ns
 
 
 def test_stamp_examples_and_limits():
-    assert conv.stamp_to_ns(Time(sec=3, nanosec=7)) == 3_000_000_007
-    stamp = conv.ns_to_stamp(-1)
+    assert messages.stamp_to_ns(Time(sec=3, nanosec=7)) == 3_000_000_007
+    stamp = messages.ns_to_stamp(-1)
     assert (stamp.sec, stamp.nanosec) == (-1, 999_999_999)
     with pytest.raises(ValueError):
-        conv.ns_to_stamp(2**31 * 1_000_000_000)
+        messages.ns_to_stamp(2**31 * 1_000_000_000)

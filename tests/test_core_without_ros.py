@@ -8,7 +8,7 @@ ROS_MODULES = ('rclpy', 'sensor_msgs', 'geometry_msgs', 'nav_msgs', 'std_msgs',
                'diagnostic_msgs', 'builtin_interfaces', 'rcl_interfaces')
 CORE = ('lightglue_ros.models', 'lightglue_ros.tracker', 'lightglue_ros.geometry',
         'lightglue_ros.camera', 'lightglue_ros.image', 'lightglue_ros.weights',
-        'lightglue_ros.viz', 'lightglue_ros.synthetic')
+        'lightglue_ros.viz', 'lightglue_ros.synthetic', 'lightglue_ros.pipeline')
 
 
 def test_core_imports_with_ros_modules_blocked():
@@ -32,7 +32,7 @@ def test_blocking_works():
     code = ('import sys\n'
             f'for name in {ROS_MODULES!r}:\n'
             '    sys.modules[name] = None\n'
-            'import lightglue_ros.ros.conversions\n')
+            'import lightglue_ros.ros.messages\n')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode != 0

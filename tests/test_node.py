@@ -43,13 +43,14 @@ from std_msgs.msg import Header  # noqa: E402
 from lightglue_ros.camera import CameraModel  # noqa: E402
 from lightglue_ros.errors import ConfigError  # noqa: E402
 from lightglue_ros.image import read_image  # noqa: E402
-from lightglue_ros.ros.conversions import (array_to_image_msg, ns_to_stamp,  # noqa: E402
-                                           read_matches_cloud, stamp_to_ns)
+from lightglue_ros.ros.images import array_to_image_msg  # noqa: E402
+from lightglue_ros.ros.messages import ns_to_stamp, read_matches_cloud, stamp_to_ns  # noqa: E402
 from lightglue_ros.ros.node import MatcherNode  # noqa: E402
 from lightglue_ros.ros.outputs import frame_outputs  # noqa: E402
+from lightglue_ros.ros.frame_queue import FrameQueue  # noqa: E402
+from lightglue_ros.ros.log_throttle import Throttle  # noqa: E402
 from lightglue_ros.ros.stats import (DROP_OVERFLOW, DROP_SUPERSEDED, LEVEL_ERROR,  # noqa: E402
-                                     LEVEL_OK, LEVEL_WARN, FrameQueue, NodeStats,
-                                     StampGapMonitor, Throttle)
+                                     LEVEL_OK, LEVEL_WARN, NodeStats, StampGapMonitor)
 from lightglue_ros.tracker import Tracker, TrackerConfig  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -183,8 +184,10 @@ def _emittable_diagnostics_keys() -> set[str]:
     """Every key the node's /diagnostics status can carry: its static values, the last frame's,
     and the counters with every reason of each family the code can count."""
     from lightglue_ros.ros.node import FRAME_DIAGNOSTICS, STATIC_DIAGNOSTICS
-    from lightglue_ros.ros.stats import (DROP_REASONS, KEYFRAME_REASONS,
-                                         POSE_UNAVAILABLE_REASONS, SKIP_REASONS)
+    from lightglue_ros.pipeline import SKIP_REASONS
+    from lightglue_ros.ros.stats import DROP_REASONS
+    from lightglue_ros.tracker import (KEYFRAME_REASONS,
+                                       POSE_UNAVAILABLE_REASONS)
 
     stats = NodeStats()
     for reason in DROP_REASONS:
@@ -201,7 +204,7 @@ def _emittable_diagnostics_keys() -> set[str]:
 def test_docs_name_exactly_the_diagnostics_keys_the_node_can_emit() -> None:
     from lightglue_ros import tracker
     from lightglue_ros.geometry import FailureReason
-    from lightglue_ros.ros.stats import KEYFRAME_REASONS, POSE_UNAVAILABLE_REASONS
+    from lightglue_ros.tracker import KEYFRAME_REASONS, POSE_UNAVAILABLE_REASONS
 
     # The reason lists are the tracker's and the pose estimator's own.
     source = Path(tracker.__file__).read_text(encoding='utf-8')
@@ -463,10 +466,7 @@ def _core_outputs(frames: list[tuple[np.ndarray, int]], camera: CameraModel | No
     for image, stamp in frames:
         result = tracker.process(image, stamp, camera)
         results.append(result)
-        expected[stamp] = frame_outputs(
-            result, _header(stamp), odom_frame_id='odom',
-            threshold_px=config.ransac_threshold_px,
-            focal_px=camera.mean_focal if camera is not None else None)
+        expected[stamp] = frame_outputs(result, _header(stamp), odom_frame_id='odom')
     return expected, results
 
 

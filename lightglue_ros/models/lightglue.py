@@ -49,6 +49,7 @@ ARCHITECTURE_KEYS = ('input_dim', 'descriptor_dim', 'n_layers', 'num_heads')
 PRUNING_MIN_POINTS = {'cpu': -1, 'mps': -1, 'cuda': 1536}
 
 _PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+PRECISIONS = tuple(_PRECISIONS)  # the ``precision`` option's values
 
 
 @dataclass(frozen=True)

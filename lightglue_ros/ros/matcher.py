@@ -26,18 +26,19 @@ from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy,
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2
 
 from lightglue_ros.camera import CameraModel
-from lightglue_ros.errors import (CalibrationError, ImageTooLargeError, InvalidImageError,
-                                  LightGlueRosError, TimestampError)
-from lightglue_ros.ros.conversions import (array_to_image_msg, camera_info_to_camera_model,
-                                           compressed_msg_to_array, image_msg_to_array,
-                                           make_diagnostic_array, stamp_to_ns)
+from lightglue_ros.errors import CalibrationError, InvalidImageError, LightGlueRosError
+from lightglue_ros.ros.camera_info import camera_info_to_camera_model
+from lightglue_ros.ros.images import (array_to_image_msg, compressed_msg_to_array,
+                                      image_msg_to_array)
+from lightglue_ros.ros.messages import make_diagnostic_array, stamp_to_ns
 from lightglue_ros.ros.outputs import frame_outputs
+from lightglue_ros.pipeline import SKIP_ERROR, FramePipeline, Skip
+from lightglue_ros.ros.frame_queue import FrameQueue
+from lightglue_ros.ros.log_throttle import Throttle
 from lightglue_ros.ros.params import (NODE_NAME, NodeSettings, declare_parameters,
-                                      fallback_intrinsics, output_focal_px, tracker_config,
-                                      tracker_updates, validate)
-from lightglue_ros.ros.stats import (DROP_OVERFLOW, DROP_SUPERSEDED, SKIP_CALIBRATION,
-                                     SKIP_ERROR, SKIP_INVALID_IMAGE, SKIP_TIMESTAMP,
-                                     SKIP_TOO_LARGE, FrameQueue, NodeStats, Throttle)
+                                      fallback_intrinsics, tracker_config, tracker_updates,
+                                      validate)
+from lightglue_ros.ros.stats import DROP_OVERFLOW, DROP_SUPERSEDED, NodeStats
 from lightglue_ros.tracker import Tracker
 from lightglue_ros.viz import draw_tracks
 
@@ -61,6 +62,8 @@ STATIC_DIAGNOSTICS: tuple[str, ...] = (
 FRAME_DIAGNOSTICS: tuple[str, ...] = (
     'core_ms', 'latency_ms', 'stop_layer', 'matches', 'inliers', 'keypoints', 'keyframe_index',
     'pruned_keyframe', 'pruned_current')
+# Run-time parameters of the FramePipeline rather than of the tracker.
+PIPELINE_PARAMETERS = ('fallback_intrinsics', 'backwards_reset_frames')
 TRANSPORT_HELP = ('qos_reliability: reliable (with a reliable publisher), or the Fast DDS '
                   'profile config/fastdds_large_data.xml for the driver and this node; see '
                   'docs/node.md, "Image transport"')
@@ -95,11 +98,12 @@ class MatcherNode(Node):
         self._queue: FrameQueue[tuple[Any, float]] = FrameQueue(
             self.settings.frame_capacity)
         self._lock = threading.Lock()  # guards the fields below (callbacks vs worker)
-        self._camera: CameraModel | None = None
+        self._camera: CameraModel | None = None  # from the latest valid camera_info
         self._fallback = fallback_intrinsics(self._values)
-        self._fallback_cache: dict[tuple[int, int], CameraModel] = {}
-        self._pending: dict[str, Any] = {}  # tracker thresholds to apply before the next frame
-        self._backwards = 0  # consecutive frames stamped before the last processed one
+        self.pipeline = FramePipeline(
+            self.tracker, fallback=self._fallback,
+            backwards_reset_frames=int(self._values['backwards_reset_frames']))
+        self._pending: dict[str, Any] = {}  # changes the worker applies before the next frame
         self._stall_warned = False
 
         self._output_publishers = {
@@ -179,7 +183,9 @@ class MatcherNode(Node):
             self._values.update(changed)
             self._pending.update(tracker_updates(changed))
             self._fallback = fallback_intrinsics(self._values)
-            self._fallback_cache.clear()
+            self._pending.update({name: self._values[name] if name != 'fallback_intrinsics'
+                                  else self._fallback
+                                  for name in PIPELINE_PARAMETERS if name in changed})
             self._throttle.period_s = float(self._values['log_throttle_s'])
         self.get_logger().info('parameters set: ' + ', '.join(
             f'{name}={value!r}' for name, value in changed.items()))
@@ -281,22 +287,21 @@ class MatcherNode(Node):
         stamp_ns = stamp_to_ns(header.stamp)
         try:
             image = self._decode(msg)
-        except ImageTooLargeError as err:
-            return self._skip(SKIP_TOO_LARGE, err)
-        except InvalidImageError as err:
-            return self._skip(SKIP_INVALID_IMAGE, err)
-        try:
-            camera = self._camera_for(image.shape[1], image.shape[0])
-        except CalibrationError as err:  # fallback intrinsics implausible for this size
-            return self._skip(SKIP_CALIBRATION, err)
-        result = self._track(image, stamp_ns, camera)
-        if result is None:
-            return None
-        outputs = frame_outputs(result, header, odom_frame_id=self.settings.odom_frame_id,
-                                threshold_px=self.tracker.config.ransac_threshold_px,
-                                focal_px=output_focal_px(camera),
-                                features_layout=self.settings.features_layout)
-        for name, out in outputs.items():
+        except InvalidImageError as err:  # ImageTooLargeError included
+            return self._skip(Skip.of(err))
+        with self._lock:
+            camera = self._camera
+        outcome = self.pipeline.process(image, stamp_ns, camera)
+        if outcome.reset:
+            self.get_logger().warning(
+                f'{outcome.reset} consecutive frames went back in time: resetting the tracker '
+                '(new map from this frame)')
+            self.stats.on_reset()
+        if outcome.skip is not None:
+            return self._skip(outcome.skip)
+        result = outcome.result
+        for name, out in frame_outputs(result, header, odom_frame_id=self.settings.odom_frame_id,
+                                       features_layout=self.settings.features_layout).items():
             self._output_publishers[name].publish(out)
         latency_ms = (time.monotonic() - received) * 1e3
         stamp_age_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
@@ -318,7 +323,7 @@ class MatcherNode(Node):
             values=dict(zip(FRAME_DIAGNOSTICS, (
                 result.timings.total_ms, latency_ms, result.stop_layer, result.num_matches,
                 result.num_inliers, result.num_keypoints, result.keyframe_index,
-                result.pruned_kf, result.pruned_cur), strict=True)))
+                result.num_pruned_keyframe, result.num_pruned_current), strict=True)))
         return None
 
     def _decode(self, msg: Any) -> Any:
@@ -334,65 +339,21 @@ class MatcherNode(Node):
         self.stats.on_decoder_warning()
         self._warn('decoder', f'image decoder: {message}')
 
-    def _track(self, image: Any, stamp_ns: int, camera: CameraModel | None) -> Any:
-        """Tracker.process; None (counted, logged) when the frame is skipped."""
-        try:
-            result = self.tracker.process(image, stamp_ns, camera)
-        except TimestampError as err:
-            if self._restart_after_backwards():
-                return self._track(image, stamp_ns, camera)
-            return self._skip(SKIP_TIMESTAMP, err)
-        except InvalidImageError as err:
-            return self._skip(SKIP_INVALID_IMAGE, err)
-        except CalibrationError as err:
-            return self._skip(SKIP_CALIBRATION, err)
-        except Exception as err:  # noqa: BLE001 - extractor/matcher failures (CUDA OOM, ...)
-            self._free_device_memory()
-            return self._skip(SKIP_ERROR, f'{type(err).__name__}: {err}')
-        self._backwards = 0
-        return result
-
     def _apply_pending(self) -> None:
+        """Parameter changes reach the tracker and the pipeline here, on the worker thread."""
         with self._lock:
             pending, self._pending = self._pending, {}
-        if pending:
-            self.tracker.update_thresholds(**pending)
+        thresholds = {k: v for k, v in pending.items() if k not in PIPELINE_PARAMETERS}
+        if thresholds:
+            self.tracker.update_thresholds(**thresholds)
+        if 'fallback_intrinsics' in pending:
+            self.pipeline.set_fallback(pending['fallback_intrinsics'])
+        if 'backwards_reset_frames' in pending:
+            self.pipeline.backwards_reset_frames = pending['backwards_reset_frames']
 
-    def _camera_for(self, width: int, height: int) -> CameraModel | None:
-        with self._lock:
-            if self._camera is not None:
-                return self._camera
-            if self._fallback is None:
-                return None
-            camera = self._fallback_cache.get((width, height))
-            if camera is None:
-                camera = CameraModel.from_intrinsics(*self._fallback, width, height)
-                self._fallback_cache[(width, height)] = camera
-            return camera
-
-    def _restart_after_backwards(self) -> bool:
-        """Count a frame stamped before the last one; True when the tracker was reset."""
-        self._backwards += 1
-        limit = int(self._values['backwards_reset_frames'])
-        if limit <= 0 or self._backwards < limit:
-            return False
-        self.get_logger().warning(
-            f'{self._backwards} consecutive frames went back in time: resetting the tracker '
-            '(new map from this frame)')
-        self.tracker.reset()
-        self.stats.on_reset()
-        self._backwards = 0
-        return True
-
-    def _skip(self, reason: str, err: object) -> None:
-        self.stats.on_skip(reason, str(err))
-        self._warn(reason, f'skipping frame ({reason}): {err}')
-
-    def _free_device_memory(self) -> None:
-        if self.tracker.device.type == 'cuda':
-            import torch
-
-            torch.cuda.empty_cache()
+    def _skip(self, skip: Skip) -> None:
+        self.stats.on_skip(skip.reason, skip.detail)
+        self._warn(skip.reason, f'skipping frame ({skip.reason}): {skip.detail}')
 
     def _warn(self, key: str, message: str) -> None:
         suppressed = self._throttle(key)

@@ -11,14 +11,10 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import PointCloud, PointCloud2
 from std_msgs.msg import Header
 
-from lightglue_ros.geometry import invert
-from lightglue_ros.ros.conversions import (
-    make_matches_cloud,
-    make_odometry,
-    make_pose_with_covariance,
-    make_vins_features,
-    ns_to_stamp,
-)
+from lightglue_ros.geometry import RelativePose
+from lightglue_ros.ros.messages import (DEFAULT_FEATURES_LAYOUT, make_matches_cloud, make_odometry,
+                                        make_pose_with_covariance, make_vins_features,
+                                        ns_to_stamp)
 from lightglue_ros.tracker import FrameResult, KeyframeEvent
 
 # Output topics (relative to the node's private namespace) and their message types.
@@ -52,20 +48,18 @@ class FrameOutputs:
         return pairs
 
 
-def pose_covariance(result: FrameResult, *, threshold_px: float, focal_px: float
-                    ) -> np.ndarray | None:
+def pose_covariance(pose: RelativePose | None) -> np.ndarray | None:
     """6x6 covariance (x, y, z, roll, pitch, yaw) of the relative pose, or None (unknown).
 
     A first-order model of the estimate's quality: the rotation's standard deviation is the
-    inlier threshold's angle (threshold_px / focal_px) averaged over the inliers
+    inlier threshold's angle (``pose.threshold_rad``) averaged over the inliers
     (/ sqrt(inliers)); the unit translation direction is that angle divided by the median
     parallax (a small baseline makes the direction uncertain). Without parallax the translation
     is unobserved (UNKNOWN_VARIANCE).
     """
-    pose = result.pose
     if pose is None or not pose.success or pose.num_inliers == 0:
         return None
-    sigma_rot = (threshold_px / focal_px) / np.sqrt(pose.num_inliers)
+    sigma_rot = pose.threshold_rad / np.sqrt(pose.num_inliers)
     if pose.rotation_only or not np.isfinite(pose.median_parallax_deg):
         var_trans = UNKNOWN_VARIANCE
     else:
@@ -88,10 +82,9 @@ def keyframe_message(event: KeyframeEvent, frame_id: str) -> DiagnosticArray:
 
 
 def frame_outputs(result: FrameResult, header: Header, *, odom_frame_id: str,
-                  threshold_px: float, focal_px: float | None,
-                  features_layout: str = 'vins_mono') -> FrameOutputs:
+                  features_layout: str = DEFAULT_FEATURES_LAYOUT) -> FrameOutputs:
     """All output messages of one frame; ``header`` is the input image's header.
-    ``features_layout``: the channels of ``features`` (conversions.VINS_LAYOUTS)."""
+    ``features_layout``: the channels of ``features`` (messages.VINS_LAYOUTS)."""
     matches = make_matches_cloud(
         header, u_cur=result.points[:, 0], v_cur=result.points[:, 1],
         u_kf=result.kf_points[:, 0], v_kf=result.kf_points[:, 1], score=result.scores,
@@ -105,20 +98,15 @@ def frame_outputs(result: FrameResult, header: Header, *, odom_frame_id: str,
             velocity_x=result.velocity_norm[:, 0], velocity_y=result.velocity_norm[:, 1],
             layout=features_layout)
     relative_pose = odometry = None
-    pose = result.pose
-    if pose is not None and pose.success:
-        covariance = pose_covariance(result, threshold_px=threshold_px,
-                                     focal_px=focal_px or 1.0)
-        # The pose of the current camera in the keyframe camera's frame: the inverse of the
-        # keyframe -> current point transform.
-        R_kf_cam, t_kf_cam = invert(pose.R_kf_to_cur, pose.t_kf_to_cur)
-        relative_pose = make_pose_with_covariance(header, R=R_kf_cam, t=t_kf_cam,
+    covariance = pose_covariance(result.pose)
+    if result.R_kf_cam is not None and result.t_kf_cam is not None:
+        # The pose of the current camera in the keyframe camera's frame.
+        relative_pose = make_pose_with_covariance(header, R=result.R_kf_cam, t=result.t_kf_cam,
                                                   covariance=covariance)
     if result.R_world_cam is not None and result.t_world_cam is not None:
         odom_header = Header(stamp=header.stamp, frame_id=odom_frame_id)
         odometry = make_odometry(odom_header, header.frame_id, R=result.R_world_cam,
                                  t=result.t_world_cam,
-                                 covariance=None if relative_pose is None
-                                 else np.array(relative_pose.pose.covariance).reshape(6, 6))
+                                 covariance=covariance if relative_pose is not None else None)
     keyframes = tuple(keyframe_message(e, header.frame_id) for e in result.keyframe_events)
     return FrameOutputs(matches, features, relative_pose, odometry, keyframes)

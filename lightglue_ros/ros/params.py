@@ -9,31 +9,30 @@ Nothing here talks to the ROS graph, so the table can be tested (and documented)
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightglue_ros.errors import ConfigError
+from lightglue_ros.geometry import POSE_METHODS
 from lightglue_ros.models.extractors import EXTRACTORS
+from lightglue_ros.models.lightglue import PRECISIONS
+from lightglue_ros.ros.messages import DEFAULT_FEATURES_LAYOUT, VINS_LAYOUTS
 from lightglue_ros.tracker import TrackerConfig
 
 if TYPE_CHECKING:
     from rclpy.node import Node
 
-    from lightglue_ros.camera import CameraModel
 
 __all__ = [
     'NODE_NAME', 'ParamSpec', 'PARAMETERS', 'SPECS', 'DEFAULTS', 'RUNTIME_TRACKER_KEYS',
     'NodeSettings', 'check_value', 'validate', 'tracker_config', 'tracker_updates',
-    'fallback_intrinsics', 'declare_parameters', 'load_params_file', 'output_focal_px',
+    'fallback_intrinsics', 'declare_parameters', 'load_params_file',
 ]
 
 NODE_NAME = 'lightglue_matcher'
 ParamValue = bool | int | float | str | tuple[float, ...]
-
-_DEVICE_RE = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               tracker_key='device', constraint='auto | cpu | cuda | cuda:N'),
     ParamSpec('precision', _T('precision'),
               'Matcher precision on CUDA (autocast); the CPU always runs fp32.',
-              choices=('fp32', 'fp16', 'bf16'), read_only=True, tracker_key='precision'),
+              choices=PRECISIONS, read_only=True, tracker_key='precision'),
     # -- matcher and keyframe thresholds (run-time) -------------------------------------------
     ParamSpec('depth_confidence', _T('depth_confidence'),
               'LightGlue early exit: stop after the layer where this fraction of points is '
@@ -161,7 +160,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'keyframe minimums.', min=1.0, max=100.0, tracker_key='keyframe_hysteresis'),
     ParamSpec('pose_method', _T('pose_method'),
               'Relative pose estimator (docs/pose_estimators.md).',
-              choices=('poselib', 'opencv_ransac', 'opencv_magsac'), tracker_key='pose_method'),
+              choices=POSE_METHODS, tracker_key='pose_method'),
     ParamSpec('ransac_threshold_px', _T('ransac_threshold_px'),
               'Epipolar inlier threshold, pixels.', min=0.0, max=100.0,
               tracker_key='ransac_threshold_px', constraint='> 0'),
@@ -183,11 +182,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # -- outputs and robustness ---------------------------------------------------------------
     ParamSpec('odom_frame_id', 'odom',
               'frame_id of ~/odometry (child_frame_id is the image frame_id).', read_only=True),
-    ParamSpec('features_layout', 'vins_mono',
+    ParamSpec('features_layout', DEFAULT_FEATURES_LAYOUT,
               'Channels of ~/features: vins_mono (id, u, v, velocity_x, velocity_y, as '
               'VINS-Mono reads them) or vins_fusion (id, camera_id, u, v, velocity_x, '
               'velocity_y and three zeros, as VINS-Fusion reads them).',
-              choices=('vins_mono', 'vins_fusion'), read_only=True),
+              choices=tuple(VINS_LAYOUTS), read_only=True),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status, seconds.',
               min=0.1, max=60.0, read_only=True),
     ParamSpec('backwards_reset_frames', 3,
@@ -247,19 +246,9 @@ def _show(value: Any) -> str:
         else repr(value)
 
 
-def _cross_checks(values: Mapping[str, Any]) -> str | None:
-    if not _DEVICE_RE.match(values['device']):
-        return f"device must be auto, cpu, cuda or cuda:N, got {values['device']!r}"
-    for name in ('depth_confidence', 'width_confidence'):
-        value = values[name]
-        if not (value == -1 or 0.0 < value <= 1.0):
-            return f'{name} must be -1 (off) or in (0, 1], got {value!r}'
-    if not values['filter_threshold'] < 1.0:
-        return f"filter_threshold must be < 1, got {values['filter_threshold']!r}"
-    if not values['ransac_threshold_px'] > 0.0:
-        return f"ransac_threshold_px must be > 0, got {values['ransac_threshold_px']!r}"
-    if not 0.0 < values['ransac_confidence'] < 1.0:
-        return f"ransac_confidence must be in (0, 1), got {values['ransac_confidence']!r}"
+def _encoding_checks(values: Mapping[str, Any]) -> str | None:
+    """The rules of the parameters' own encodings (-1 or all zeros for "none"); every other
+    rule between values is TrackerConfig's, checked by building it."""
     detection = values['detection_threshold']
     if not (detection == -1.0 or detection >= 0.0):
         return f'detection_threshold must be -1 (default) or >= 0, got {detection!r}'
@@ -283,7 +272,7 @@ def validate(values: Mapping[str, Any]) -> str | None:
         reason = check_value(spec, values[spec.name])
         if reason:
             return reason
-    reason = _cross_checks(values)
+    reason = _encoding_checks(values)
     if reason:
         return reason
     try:
@@ -321,11 +310,6 @@ def fallback_intrinsics(values: Mapping[str, Any]) -> tuple[float, float, float,
     """(fx, fy, cx, cy) of the fallback camera, or None when not set (all zero)."""
     fx, fy, cx, cy = (float(v) for v in values['fallback_intrinsics'])
     return (fx, fy, cx, cy) if min(fx, fy, cx, cy) > 0 else None
-
-
-def output_focal_px(camera: CameraModel | None) -> float | None:
-    """The focal length frame_outputs converts pixel thresholds with (as the bag replay)."""
-    return camera.mean_focal if camera is not None else None
 
 
 @dataclass(frozen=True)

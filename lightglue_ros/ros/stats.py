@@ -1,4 +1,4 @@
-"""Plain-Python helpers of the matcher node: the frame queue, log throttling and statistics.
+"""The matcher node's statistics: counters, rates and the /diagnostics report.
 
 Nothing here imports ROS; the node feeds these from its callbacks and worker thread, and the
 diagnostics timer reads ``NodeStats.report``. All classes are thread-safe.
@@ -10,124 +10,27 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import numpy as np
 
-__all__ = ['FrameQueue', 'Throttle', 'StampGapMonitor', 'NodeStats', 'Report',
-           'DROP_SUPERSEDED', 'DROP_OVERFLOW', 'SKIP_INVALID_IMAGE', 'SKIP_TOO_LARGE',
-           'SKIP_TIMESTAMP', 'SKIP_CALIBRATION', 'SKIP_ERROR', 'DROP_REASONS', 'SKIP_REASONS',
-           'POSE_UNAVAILABLE_REASONS', 'KEYFRAME_REASONS', 'LEVEL_OK', 'LEVEL_WARN',
-           'LEVEL_ERROR']
+from lightglue_ros.pipeline import SKIP_ERROR
 
-T = TypeVar('T')
+__all__ = ['StampGapMonitor', 'NodeStats', 'Report', 'DROP_SUPERSEDED', 'DROP_OVERFLOW',
+           'DROP_REASONS', 'LEVEL_OK', 'LEVEL_WARN', 'LEVEL_ERROR']
 
 # Why a frame never reached the tracker's result (diagnostics keys dropped.* / skipped.*).
 DROP_SUPERSEDED = 'superseded'  # latest mode: a newer frame replaced it while the worker was busy
 DROP_OVERFLOW = 'queue_overflow'  # lossless mode: the queue was full, the oldest frame went
-# Skip reasons share their names with the bag replay's summary (lightglue_ros.replay).
-SKIP_INVALID_IMAGE = 'invalid_image'  # unknown encoding, truncated data, zero size, bad JPEG
-SKIP_TOO_LARGE = 'image_too_large'  # more pixels than max_image_pixels (refused before decoding)
-SKIP_TIMESTAMP = 'non_increasing_stamp'  # header stamp not after the last processed frame's
-SKIP_CALIBRATION = 'calibration_mismatch'  # camera_info does not fit the image size
-SKIP_ERROR = 'processing_error'  # the extractor or matcher raised (e.g. CUDA out of memory)
 DROP_REASONS = (DROP_SUPERSEDED, DROP_OVERFLOW)
-SKIP_REASONS = (SKIP_INVALID_IMAGE, SKIP_TOO_LARGE, SKIP_TIMESTAMP, SKIP_CALIBRATION,
-                SKIP_ERROR)
-# FrameResult.reason of a processed frame without a pose (pose_unavailable.*): the tracker's
-# own two and the relative pose's failure reasons (geometry.FailureReason).
-POSE_UNAVAILABLE_REASONS = ('no_calibration', 'too_few_keypoints', 'too_few_matches',
-                            'ransac_failed', 'low_parallax', 'cheirality_failed')
-# KeyframeEvent.reason (keyframes.*).
-KEYFRAME_REASONS = ('first_frame', 'low_matches', 'low_inliers', 'pose_failed',
-                    'image_size_changed')
+# Skip reasons (skipped.*): lightglue_ros.pipeline; pose_unavailable.* and keyframes.*:
+# lightglue_ros.tracker.POSE_UNAVAILABLE_REASONS and KEYFRAME_REASONS.
 
 LEVEL_OK, LEVEL_WARN, LEVEL_ERROR = 0, 1, 2
 # A running stream that goes silent for this many frame periods (and at least STALL_MIN_S)
 # while its publisher is still matched has stalled (NodeStats.check_stall).
 STALL_PERIODS = 30
 STALL_MIN_S = 1.0
-
-
-class FrameQueue(Generic[T]):
-    """Frames waiting for the worker, at most ``capacity``; putting into a full queue evicts
-    the oldest (capacity 1: the newest frame replaces the waiting one). Like queue.Queue,
-    ``get`` marks a frame in flight until ``task_done``, and ``join`` waits for both."""
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f'capacity must be >= 1, got {capacity}')
-        self.capacity = capacity
-        self._items: deque[T] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-        self._in_flight = 0
-
-    def put(self, item: T) -> T | None:
-        """Enqueue ``item``; returns the frame it evicted (None when there was room)."""
-        with self._cond:
-            evicted = self._items.popleft() if len(self._items) >= self.capacity else None
-            self._items.append(item)
-            self._cond.notify_all()
-            return evicted
-
-    def get(self, timeout: float | None = None) -> T | None:
-        """The oldest waiting frame; None after ``timeout`` seconds or once closed."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._items or self._closed, timeout):
-                return None
-            if self._closed:
-                return None
-            self._in_flight += 1
-            return self._items.popleft()
-
-    def task_done(self) -> None:
-        """The frame from the last ``get`` is finished."""
-        with self._cond:
-            self._in_flight = max(0, self._in_flight - 1)
-            self._cond.notify_all()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until no frame waits or is in flight; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._items and not self._in_flight,
-                                       timeout)
-
-    def close(self) -> None:
-        """Wake the worker and make every later ``get`` return None."""
-        with self._cond:
-            self._closed = True
-            self._items.clear()
-            self._cond.notify_all()
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-
-class Throttle:
-    """At most one message per key every ``period_s`` seconds.
-
-    ``throttle(key)`` returns None when the message is to be suppressed, else the number of
-    messages of that key suppressed since the last one that passed.
-    """
-
-    def __init__(self, period_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.period_s = period_s
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def __call__(self, key: str) -> int | None:
-        now = self._clock()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.period_s:
-                self._suppressed[key] += 1
-                return None
-            self._last[key] = now
-            return self._suppressed.pop(key, 0)
 
 
 class StampGapMonitor:

@@ -14,8 +14,8 @@ bag lines up with the input bag.
 Ctrl-C (SIGINT) or SIGTERM finishes the current frame, closes the output bag (its metadata is
 written on close, so it is valid and readable) and writes the summary with
 ``interrupted: true``. A second Ctrl-C stops at once, still closing the bag. Before the first
-frame (imports, model loading) both signals end the process with code 130 and one line
-(``lightglue_ros.startup``).
+frame (imports, model loading) both signals end the command with code 130 and one line
+(``lightglue_ros.cli.replay``, the command line of this module).
 
 A damaged bag that yields fewer images than its index lists is an error (IncompleteBagError,
 exit 1) unless ``allow_partial`` / ``--allow-partial``; ``--overwrite`` replaces only an earlier
@@ -23,9 +23,7 @@ replay's output (marked in its metadata.yaml).
 """
 from __future__ import annotations
 
-import argparse
 import bisect
-import json
 import logging
 import os
 import shutil
@@ -35,33 +33,42 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-# First, before numpy and torch: a clean exit on Ctrl-C / SIGTERM during the imports below
-# (python -m lightglue_ros.replay).
-from lightglue_ros import startup
-
 import numpy as np
+import yaml
+from builtin_interfaces.msg import Time
+from rclpy.serialization import deserialize_message, serialize_message
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
+from std_msgs.msg import Header
+from tqdm import tqdm
 
-from lightglue_ros import __version__, argtypes
+from lightglue_ros import __version__
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.errors import (
     BagError,
-    CalibrationError,
     ConfigError,
     InvalidImageError,
-    LightGlueRosError,
-    TimestampError,
 )
+from lightglue_ros.pipeline import SKIP_REASONS as PIPELINE_SKIP_REASONS
+from lightglue_ros.pipeline import FramePipeline, Skip
+from lightglue_ros.replay_summary import ReplaySummary
+from lightglue_ros.ros.camera_info import camera_info_to_camera_model
+from lightglue_ros.ros.images import (array_to_image_msg, compressed_msg_to_array,
+                                      image_msg_to_array)
+from lightglue_ros.ros.messages import DEFAULT_FEATURES_LAYOUT, stamp_to_ns
+from lightglue_ros.ros.outputs import OUTPUT_TOPICS, frame_outputs
 from lightglue_ros.ros.params import DEFAULTS as NODE_DEFAULTS
-from lightglue_ros.ros.params import NODE_NAME, output_focal_px
-from lightglue_ros.ros.stats import (SKIP_CALIBRATION, SKIP_ERROR, SKIP_INVALID_IMAGE,
-                                     SKIP_TIMESTAMP)
+from lightglue_ros.ros.params import NODE_NAME
 from lightglue_ros.tracker import FrameResult, Tracker, TrackerConfig
+from lightglue_ros.viz import draw_tracks
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +76,8 @@ IMAGE_TYPE = 'sensor_msgs/msg/Image'
 COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+RCLPY_TYPES: dict[str, type] = {IMAGE_TYPE: Image, COMPRESSED_TYPE: CompressedImage,
+                                 CAMERA_INFO_TYPE: CameraInfo}
 DEBUG_IMAGE_TOPIC = 'debug_image'  # relative name, as the node's ~/debug_image
 DEFAULT_TOPIC_PREFIX = f'/{NODE_NAME}'  # output topic = prefix/name, as the node's ~/name
 DEFAULT_ODOM_FRAME = str(NODE_DEFAULTS['odom_frame_id'])
@@ -80,13 +89,11 @@ BAG_VERSION = 8  # rosbag2 metadata version 8: read by Jazzy and Kilted (and ros
 # Written into the output bag's metadata.yaml (custom_data): --overwrite replaces only a folder
 # that carries it, i.e. an earlier replay's output.
 MARKER_KEY = 'lightglue_ros.replay'
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, startup.EXIT_INTERRUPTED  # 130, SIGTERM as well
 
-# Why a frame was skipped (summary key skipped_by_reason); the node's names
-# (lightglue_ros.ros.stats) plus one that only a bag can cause:
+# Why a frame was skipped (summary key skipped_by_reason): the pipeline's reasons (as the
+# node's) plus one that only a bag can cause:
 SKIP_DESERIALIZE = 'deserialize_error'  # the raw message does not decode as its type
-SKIP_REASONS = (SKIP_DESERIALIZE, SKIP_INVALID_IMAGE, SKIP_TIMESTAMP, SKIP_CALIBRATION,
-                SKIP_ERROR)
+SKIP_REASONS = (SKIP_DESERIALIZE, *PIPELINE_SKIP_REASONS)
 
 
 class OutputExistsError(BagError, FileExistsError):
@@ -104,148 +111,16 @@ class IncompleteBagError(BagError):
 
 
 # ------------------------------------------------------------------------------------------------
-# Summary.
-# ------------------------------------------------------------------------------------------------
-
-@dataclass
-class ReplaySummary:
-    """What a replay did. Per-frame lists hold one entry per processed frame, in order."""
-
-    input: str
-    output: str
-    image_topic: str
-    camera_info_topic: str | None
-    storage: str
-    input_format: str  # rosbag2 | rosbag1
-    topic_prefix: str
-    frames: int = 0  # image messages read from the bag
-    expected_frames: int = 0  # image messages the bag's index lists for the topic
-    missing_frames: int = 0  # listed but never read (damaged bag); 0 when interrupted/limited
-    processed: int = 0  # frames the tracker returned a result for (= matches messages)
-    skipped: int = 0
-    skipped_by_reason: dict[str, int] = field(default_factory=dict)
-    skipped_frames: list[dict[str, Any]] = field(default_factory=list)  # first 100, with details
-    interrupted: bool = False
-    error: str | None = None
-    complete: bool = False  # every image of the topic was read (not interrupted/limited/failed)
-    wall_s: float = 0.0  # the frame loop, from the first read to the last write
-    fps: float = 0.0  # processed / wall_s
-    keyframes: int = 0  # keyframe events (= keyframe messages), the first keyframe included
-    keyframe_switches: int = 0  # keyframe changes after the first keyframe
-    tracker_resets: int = 0  # after backwards_reset_frames stamps that went back in time
-    camera_info_messages: int = 0  # camera_info messages read
-    camera_info_errors: int = 0  # camera_info messages that gave no valid camera model
-    camera_info_missing: int = 0  # listed in the bag's index but never read (damaged bag)
-    camera_info_read_error: str | None = None  # why reading camera_info stopped early
-    messages_written: dict[str, int] = field(default_factory=dict)  # output topic -> count
-    latency_ms: dict[str, float] = field(default_factory=dict)  # mean / p50 / p95 / max
-    tracker_ms: dict[str, float] = field(default_factory=dict)  # the same, tracker only
-    config: dict[str, Any] = field(default_factory=dict)
-    # Per processed frame.
-    frame_index: list[int] = field(default_factory=list)  # tracker frame index
-    stamp_ns: list[int] = field(default_factory=list)  # input header stamp
-    bag_time_ns: list[int] = field(default_factory=list)  # input bag (log) time
-    keypoints: list[int] = field(default_factory=list)
-    matches: list[int] = field(default_factory=list)
-    inliers: list[int] = field(default_factory=list)
-    stop_layer: list[int] = field(default_factory=list)
-    latency: list[float] = field(default_factory=list)  # ms: decode + track + outputs + write
-    tracker_latency: list[float] = field(default_factory=list)  # ms: Tracker.process alone
-    keyframe_index: list[int] = field(default_factory=list)  # keyframe the matches refer to
-    keyframe_event: list[str] = field(default_factory=list)  # reason(s) of a change, else ''
-    ok: list[bool] = field(default_factory=list)  # a pose was estimated
-    reason: list[str] = field(default_factory=list)  # FrameResult.reason
-    position: list[list[float] | None] = field(default_factory=list)  # t_world_cam or None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + '.tmp')
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + '\n',
-                       encoding='utf-8')
-        tmp.replace(path)
-        return path
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ReplaySummary:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    @classmethod
-    def load(cls, path: str | Path) -> ReplaySummary:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding='utf-8')))
-
-    # -- bookkeeping --------------------------------------------------------------------------
-    def _add_frame(self, result: FrameResult, bag_time_ns: int, latency_ms: float) -> None:
-        self.processed += 1
-        self.frame_index.append(int(result.index))
-        self.stamp_ns.append(int(result.stamp_ns))
-        self.bag_time_ns.append(int(bag_time_ns))
-        self.keypoints.append(int(result.num_keypoints))
-        self.matches.append(result.num_matches)
-        self.inliers.append(result.num_inliers)
-        self.stop_layer.append(int(result.stop_layer))
-        self.latency.append(round(float(latency_ms), 3))
-        self.tracker_latency.append(round(float(result.timings.total_ms), 3))
-        self.keyframe_index.append(int(result.keyframe_index))
-        self.keyframe_event.append(','.join(e.reason for e in result.keyframe_events))
-        self.ok.append(bool(result.ok))
-        self.reason.append(result.reason)
-        for event in result.keyframe_events:
-            self.keyframes += 1
-            self.keyframe_switches += event.previous_index >= 0
-        t = result.t_world_cam
-        self.position.append([float(v) for v in np.asarray(t).reshape(3)]
-                             if t is not None and np.all(np.isfinite(t)) else None)
-
-    def _skip(self, reason: str, bag_time_ns: int, detail: str) -> None:
-        self.skipped += 1
-        self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + 1
-        if len(self.skipped_frames) < 100:
-            self.skipped_frames.append({'frame': self.frames - 1, 'bag_time_ns': int(bag_time_ns),
-                                        'reason': reason, 'detail': detail[:300]})
-        logger.warning('skipping image %d (%s): %s', self.frames - 1, reason, detail)
-
-    def _finish(self, wall_s: float) -> None:
-        self.wall_s = round(wall_s, 4)
-        self.fps = round(self.processed / wall_s, 4) if wall_s > 0 else 0.0
-        self.latency_ms = _stats(self.latency)
-        self.tracker_ms = _stats(self.tracker_latency)
-
-
-def _stats(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    a = np.asarray(values, dtype=np.float64)
-    return {'mean': round(float(a.mean()), 3), 'p50': round(float(np.percentile(a, 50)), 3),
-            'p95': round(float(np.percentile(a, 95)), 3), 'max': round(float(a.max()), 3)}
-
-
-# ------------------------------------------------------------------------------------------------
 # Input.
 # ------------------------------------------------------------------------------------------------
 
-def _rclpy_types() -> dict[str, Any]:
-    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-    return {IMAGE_TYPE: Image, COMPRESSED_TYPE: CompressedImage, CAMERA_INFO_TYPE: CameraInfo}
-
-
 def _rclpy_header(header: Any) -> Any:
-    from builtin_interfaces.msg import Time
-    from std_msgs.msg import Header
-
     return Header(stamp=Time(sec=int(header.stamp.sec), nanosec=int(header.stamp.nanosec)),
                   frame_id=str(header.frame_id))
 
 
 def _ros1_to_rclpy(obj: Any, msgtype: str) -> Any:
     """A message deserialised by rosbags from a ROS 1 bag -> the rclpy (ROS 2) message."""
-    from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
-
     header = _rclpy_header(obj.header)
     if msgtype == IMAGE_TYPE:
         return Image(header=header, height=int(obj.height), width=int(obj.width),
@@ -285,8 +160,6 @@ class _InputBag:
     """An open input bag: topic checks and messages as rclpy objects."""
 
     def __init__(self, path: Path) -> None:
-        from rosbags.highlevel import AnyReader
-
         if not path.exists():
             raise BagError(f'input bag {path} does not exist')
         self.path = _resolve_input(path)
@@ -297,7 +170,6 @@ class _InputBag:
             raise BagError(f'cannot open bag {path}: {type(err).__name__}: {err} '
                            '(corrupt, truncated or not a bag)') from err
         self.is2 = self.reader.is2
-        self.types = _rclpy_types()
 
     @property
     def format(self) -> str:
@@ -330,9 +202,7 @@ class _InputBag:
 
     def deserialize(self, raw: bytes, msgtype: str) -> Any:
         if self.is2:
-            from rclpy.serialization import deserialize_message
-
-            return deserialize_message(raw, self.types[msgtype])
+            return deserialize_message(raw, RCLPY_TYPES[msgtype])
         return _ros1_to_rclpy(self.reader.deserialize(raw, msgtype), msgtype)
 
     def messages(self, connections: Sequence[Any]) -> Iterator[tuple[Any, int, bytes]]:
@@ -341,24 +211,16 @@ class _InputBag:
 
 class _Cameras:
     """Camera models by stamp: the latest valid camera_info at or before an image's stamp (the
-    first valid one for images before it); the fallback only where the topic has no valid
-    camera_info at all. Invalid camera_info messages are ignored (counted), as the node
-    ignores them and keeps the previous calibration."""
+    first valid one for images before it); None where the topic has no valid camera_info at
+    all (the pipeline's fallback then applies). Invalid camera_info messages are ignored
+    (counted), as the node ignores them and keeps the previous calibration."""
 
-    def __init__(self, fallback: CameraModel | Sequence[float] | None) -> None:
+    def __init__(self) -> None:
         self.stamps: list[int] = []
         self.models: list[CameraModel] = []
-        self.fallback = fallback
-        self._fallback_cache: dict[tuple[int, int], CameraModel] = {}
-        if fallback is not None and not isinstance(fallback, CameraModel):
-            values = [float(v) for v in fallback]
-            if len(values) != 4:
-                raise ConfigError(f'fallback intrinsics need fx, fy, cx, cy; got {values}')
-            self.fallback = tuple(values)
 
-    def load(self, bag: _InputBag, connections: Sequence[Any], summary: ReplaySummary) -> None:
-        from lightglue_ros.ros.conversions import camera_info_to_camera_model, stamp_to_ns
-
+    def load(self, bag: _InputBag, connections: Sequence[Any], summary: ReplaySummary, *,
+             has_fallback: bool) -> None:
         entries: list[tuple[int, CameraModel | None]] = []
         messages = bag.messages(connections)
         while True:
@@ -398,25 +260,15 @@ class _Cameras:
                            summary.camera_info_missing, listed)
         if not entries and summary.camera_info_messages + summary.camera_info_missing:
             logger.warning('no valid camera_info in the bag: %s', 'using the fallback intrinsics'
-                           if self.fallback is not None else 'no calibration, matches only')
+                           if has_fallback else 'no calibration, matches only')
         entries.sort(key=lambda e: e[0])
         self.stamps = [s for s, _ in entries]
         self.models = [m for _, m in entries]
 
-    def lookup(self, stamp_ns: int, width: int, height: int) -> CameraModel | None:
-        model = None
-        if self.stamps:
-            i = max(bisect.bisect_right(self.stamps, stamp_ns) - 1, 0)
-            return self.models[i]
-        if self.fallback is not None:
-            if isinstance(self.fallback, CameraModel):
-                return self.fallback
-            model = self._fallback_cache.get((width, height))
-            if model is None:
-                fx, fy, cx, cy = self.fallback
-                model = CameraModel.from_intrinsics(fx, fy, cx, cy, width, height)
-                self._fallback_cache[(width, height)] = model
-        return model
+    def lookup(self, stamp_ns: int) -> CameraModel | None:
+        if not self.stamps:
+            return None
+        return self.models[max(bisect.bisect_right(self.stamps, stamp_ns) - 1, 0)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -447,8 +299,6 @@ def _not_our_output(path: Path) -> str | None:
     """Why ``path`` is not a replay output folder (None when it is): a folder holding a rosbag2
     whose metadata.yaml carries MARKER_KEY and nothing else but its storage files, the summary
     and the plots folder."""
-    import yaml
-
     if path.is_symlink() or not path.is_dir():
         return 'it is not a folder' if not path.is_symlink() else 'it is a symbolic link'
     metadata = path / 'metadata.yaml'
@@ -506,9 +356,6 @@ class _OutputBag:
     """A rosbag2 writer with one connection per output topic; closed exactly once."""
 
     def __init__(self, path: Path, storage: str, topics: dict[str, str]) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-        from rosbags.typesys import Stores, get_typestore
-
         plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
         typestore = get_typestore(Stores.ROS2_KILTED)
         self.writer = Writer(path, version=BAG_VERSION, storage_plugin=plugin)
@@ -579,8 +426,6 @@ def _stop_on_signals(stop: _Stop) -> Iterator[None]:
 def output_topics(prefix: str = DEFAULT_TOPIC_PREFIX, *, debug_images: bool = False
                   ) -> dict[str, str]:
     """Full output topic name -> message type, as written to the output bag."""
-    from lightglue_ros.ros.outputs import OUTPUT_TOPICS
-
     names = dict(OUTPUT_TOPICS)
     if debug_images:
         names[DEBUG_IMAGE_TOPIC] = IMAGE_TYPE
@@ -601,6 +446,7 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
                topic_prefix: str = DEFAULT_TOPIC_PREFIX,
                odom_frame_id: str = DEFAULT_ODOM_FRAME,
                backwards_reset_frames: int = DEFAULT_BACKWARDS_RESET,
+               features_layout: str = DEFAULT_FEATURES_LAYOUT,
                summary_path: str | Path | None = None,
                plots_dir: str | Path | None | bool = None,
                allow_partial: bool = False) -> ReplaySummary:
@@ -613,9 +459,9 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
     paired by stamp (the latest at or before each image); without it, or where it is invalid,
     ``fallback_camera`` (a CameraModel or (fx, fy, cx, cy) for any image size), else no
     calibration (matches only). max_frames: stop after this many images (None: all).
-    topic_prefix / odom_frame_id / backwards_reset_frames: as the node's namespace and
-    parameters (after that many consecutive images stamped back in time the tracker resets;
-    0: never).
+    topic_prefix / odom_frame_id / backwards_reset_frames / features_layout: as the node's
+    namespace and parameters (after that many consecutive images stamped back in time the
+    tracker resets; 0: never).
     summary_path: default <output>/replay_summary.json. plots_dir: default <output>/plots;
     False for no plots.
 
@@ -627,14 +473,12 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
     a read failure) is written first. Damaged camera_info is counted and the replay goes on
     with the camera_info that could be read (or the fallback).
     """
-    from lightglue_ros.ros.conversions import stamp_to_ns
-
     input_path, output_path = Path(input), Path(output)
     if storage not in STORAGES:
         raise ConfigError(f'storage must be one of {", ".join(STORAGES)}, got {storage!r}')
     if max_frames is not None and max_frames < 0:
         raise ConfigError(f'max_frames must be >= 0, got {max_frames}')
-    cameras = _Cameras(fallback_camera)
+    cameras = _Cameras()
     _check_output(output_path, input_path, overwrite)
     summary_file = Path(summary_path) if summary_path else output_path / SUMMARY_NAME
     if summary_path:
@@ -651,13 +495,15 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
         if tracker is None:
             tracker = Tracker(config or TrackerConfig())
         tracker.reset()
+        pipeline = FramePipeline(tracker, fallback=fallback_camera,
+                                 backwards_reset_frames=backwards_reset_frames)
         summary = ReplaySummary(
             input=str(input_path), output=str(output_path), image_topic=image_topic,
             camera_info_topic=camera_info_topic, storage=storage, input_format=bag.format,
             topic_prefix=topic_prefix, config=asdict(tracker.config))
         summary.expected_frames = total
         if info_conns:
-            cameras.load(bag, info_conns, summary)
+            cameras.load(bag, info_conns, summary, has_fallback=fallback_camera is not None)
         if overwrite:
             _remove_output(output_path)
         topics = output_topics(topic_prefix, debug_images=debug_images)
@@ -667,8 +513,9 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
         out = _OutputBag(output_path, storage, topics)
         start = time.perf_counter()
         try:  # from here on the output bag is always closed (and so valid)
-            loop = _Loop(tracker, bag, out, summary, cameras, stamp_to_ns, topic_prefix,
-                         odom_frame_id, debug_images, backwards_reset_frames)
+            loop = _Loop(pipeline, bag, out, summary, cameras, prefix=topic_prefix,
+                         odom_frame_id=odom_frame_id, features_layout=features_layout,
+                         debug_images=debug_images)
             with _stop_on_signals(stop), _progress_bar(progress, total) as bar:
                 loop.run(image_conns, stop, bar, max_frames)
         except KeyboardInterrupt:
@@ -677,7 +524,7 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
             failure = err
             summary.error = f'{type(err).__name__}: {err}'
         finally:
-            summary._finish(time.perf_counter() - start)
+            summary.finish(time.perf_counter() - start)
             summary.messages_written = dict(out.counts)
             try:
                 out.close()
@@ -738,27 +585,18 @@ class _ReadError(Exception):
 
 
 class _Loop:
-    """One frame at a time: read, decode, track, build and write the outputs."""
+    """One frame at a time: read, decode, track (FramePipeline), build and write the outputs."""
 
-    def __init__(self, tracker: Tracker, bag: _InputBag, out: _OutputBag,
-                 summary: ReplaySummary, cameras: _Cameras, stamp_to_ns: Callable[[Any], int],
-                 prefix: str, odom_frame_id: str, debug_images: bool,
-                 backwards_reset_frames: int) -> None:
-        from rclpy.serialization import serialize_message
-
-        from lightglue_ros.ros.conversions import compressed_msg_to_array, image_msg_to_array
-        from lightglue_ros.ros.outputs import OUTPUT_TOPICS, frame_outputs
-
-        self.tracker, self.bag, self.out, self.summary = tracker, bag, out, summary
-        self.cameras, self.stamp_to_ns = cameras, stamp_to_ns
-        self.serialize = serialize_message
-        self.frame_outputs = frame_outputs
+    def __init__(self, pipeline: FramePipeline, bag: _InputBag, out: _OutputBag,
+                 summary: ReplaySummary, cameras: _Cameras, *, prefix: str, odom_frame_id: str,
+                 features_layout: str, debug_images: bool) -> None:
+        self.pipeline, self.bag, self.out, self.summary = pipeline, bag, out, summary
+        self.cameras = cameras
         self.decoders = {IMAGE_TYPE: image_msg_to_array, COMPRESSED_TYPE: compressed_msg_to_array}
         self.topic = {name: _join(prefix, name) for name in (*OUTPUT_TOPICS, DEBUG_IMAGE_TOPIC)}
         self.odom_frame_id = odom_frame_id
+        self.features_layout = features_layout
         self.debug_images = debug_images
-        self.backwards_reset_frames = backwards_reset_frames
-        self.backwards = 0  # consecutive images stamped before the last processed one
         self.exhausted = False  # the reader reached the end of the topic's messages
 
     def run(self, connections: Sequence[Any], stop: _Stop, bar: Any,
@@ -788,272 +626,44 @@ class _Loop:
         try:
             msg = self.bag.deserialize(raw, msgtype)
         except Exception as err:  # noqa: BLE001 - rclpy raises RMWError, rosbags SerdeError
-            summary._skip(SKIP_DESERIALIZE, bag_time, f'{type(err).__name__}: {err}')
+            summary.add_skip(Skip(SKIP_DESERIALIZE, f'{type(err).__name__}: {err}'), bag_time)
             return
         try:
             image = self.decoders[msgtype](msg)
         except InvalidImageError as err:
-            summary._skip(SKIP_INVALID_IMAGE, bag_time, str(err))
+            summary.add_skip(Skip.of(err), bag_time)
             return
         header = msg.header
-        stamp_ns = self.stamp_to_ns(header.stamp)
-        camera = self.cameras.lookup(stamp_ns, image.shape[1], image.shape[0])
-        result = self.track(image, stamp_ns, camera, bag_time)
-        if result is None:
+        stamp_ns = stamp_to_ns(header.stamp)
+        outcome = self.pipeline.process(image, stamp_ns, self.cameras.lookup(stamp_ns))
+        if outcome.reset:
+            logger.warning('%d consecutive images went back in time: resetting the tracker',
+                           outcome.reset)
+            summary.tracker_resets += 1
+        if outcome.skip is not None:
+            summary.add_skip(outcome.skip, bag_time)
             return
-        config = self.tracker.config
-        outputs = self.frame_outputs(result, header, odom_frame_id=self.odom_frame_id,
-                                     threshold_px=config.ransac_threshold_px,
-                                     focal_px=output_focal_px(camera))
+        result = outcome.result
+        outputs = frame_outputs(result, header, odom_frame_id=self.odom_frame_id,
+                                     features_layout=self.features_layout)
         for name, out_msg in outputs.items():
-            self.out.write(self.topic[name], bag_time, self.serialize(out_msg))
+            self.out.write(self.topic[name], bag_time, serialize_message(out_msg))
         if self.debug_images:
             self.out.write(self.topic[DEBUG_IMAGE_TOPIC], bag_time,
-                           self.serialize(debug_image_msg(image, result, header)))
-        summary._add_frame(result, bag_time, (time.perf_counter() - t0) * 1e3)
-
-    def track(self, image: np.ndarray, stamp_ns: int, camera: CameraModel | None,
-              bag_time: int) -> FrameResult | None:
-        """Tracker.process, or None for a skipped frame (the node's rules)."""
-        summary = self.summary
-        try:
-            result = self.tracker.process(image, stamp_ns, camera)
-        except TimestampError as err:
-            self.backwards += 1
-            limit = self.backwards_reset_frames
-            if limit > 0 and self.backwards >= limit:
-                logger.warning('%d consecutive images went back in time: resetting the tracker',
-                               self.backwards)
-                self.tracker.reset()
-                summary.tracker_resets += 1
-                self.backwards = 0
-                return self.track(image, stamp_ns, camera, bag_time)
-            summary._skip(SKIP_TIMESTAMP, bag_time, str(err))
-            return None
-        except InvalidImageError as err:
-            summary._skip(SKIP_INVALID_IMAGE, bag_time, str(err))
-            return None
-        except CalibrationError as err:
-            summary._skip(SKIP_CALIBRATION, bag_time, str(err))
-            return None
-        except Exception as err:  # noqa: BLE001 - extractor/matcher failure, as in the node
-            summary._skip(SKIP_ERROR, bag_time, f'{type(err).__name__}: {err}')
-            return None
-        self.backwards = 0
-        return result
+                           serialize_message(debug_image_msg(image, result, header)))
+        summary.add_frame(result, bag_time, (time.perf_counter() - t0) * 1e3)
 
 
 def debug_image_msg(image: np.ndarray, result: FrameResult, header: Any) -> Any:
     """The debug picture of one frame as a sensor_msgs/Image (rgb8) with the image's header."""
-    from lightglue_ros.ros.conversions import array_to_image_msg
-    from lightglue_ros.viz import draw_tracks
-
     return array_to_image_msg(draw_tracks(image, result), header=header)
 
 
 @contextmanager
 def _progress_bar(enabled: bool, total: int) -> Iterator[Any]:
-    from tqdm import tqdm
-
     bar = tqdm(total=total, unit='frame', disable=not enabled, dynamic_ncols=True,
                mininterval=0.25, smoothing=0.1, desc='replay', file=sys.stderr)
     try:
         yield bar
     finally:
         bar.close()
-
-
-# ------------------------------------------------------------------------------------------------
-# Command line.
-# ------------------------------------------------------------------------------------------------
-
-def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the replay options to ``parser`` and set ``handler`` (args -> exit code)."""
-    parser.add_argument('input', help='rosbag2 folder, .mcap / .db3 file, or ROS 1 .bag')
-    parser.add_argument('--image-topic', required=True,
-                        help='sensor_msgs/Image or CompressedImage topic to track')
-    parser.add_argument('--camera-info-topic', default=None,
-                        help='sensor_msgs/CameraInfo topic (pose needs calibration)')
-    parser.add_argument('--output', '-o', required=True, help='output rosbag2 folder')
-    parser.add_argument('--storage', choices=STORAGES, default='mcap',
-                        help='output storage (default: mcap)')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace the output of an earlier replay (nothing else)')
-    parser.add_argument('--allow-partial', action='store_true',
-                        help='exit 0 although a damaged bag gave fewer images than its index '
-                             'lists (the summary counts them in missing_frames)')
-    parser.add_argument('--debug-images', action='store_true',
-                        help=f'also write ~/{DEBUG_IMAGE_TOPIC} (matches drawn on the image)')
-    parser.add_argument('--fallback-intrinsics', type=argtypes.intrinsics, metavar='FX,FY,CX,CY',
-                        help='pinhole intrinsics where no (valid) camera_info exists')
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument('--params-file', metavar='YAML',
-                        help="the matcher node's ROS params file (e.g. config/matcher.yaml): "
-                             'replay with the same settings as the node')
-    source.add_argument('--config', metavar='YAML',
-                        help='tracker options (TrackerConfig keys), e.g. extractor: aliked')
-    parser.add_argument('--extractor', help='superpoint | disk | aliked (overrides --config)')
-    parser.add_argument('--extractor-weights', metavar='PATH')
-    parser.add_argument('--matcher-weights', metavar='PATH')
-    parser.add_argument('--max-keypoints', type=argtypes.positive_int)
-    parser.add_argument('--resize', type=int, metavar='PX',
-                        help='longer image side the extractor sees; 0: native size')
-    parser.add_argument('--device', help='auto | cpu | cuda | cuda:N')
-    parser.add_argument('--max-frames', type=argtypes.positive_int, help='stop after N images')
-    parser.add_argument('--topic-prefix', default=DEFAULT_TOPIC_PREFIX,
-                        help=f'namespace of the output topics (default: {DEFAULT_TOPIC_PREFIX})')
-    parser.add_argument('--odom-frame-id', default=None,
-                        help=f'frame_id of the odometry (default: {DEFAULT_ODOM_FRAME})')
-    parser.add_argument('--backwards-reset-frames', type=int, default=None, metavar='N',
-                        help='reset the tracker after N consecutive images stamped back in '
-                             f'time; 0: never (default: {DEFAULT_BACKWARDS_RESET})')
-    parser.add_argument('--summary', metavar='JSON',
-                        help=f'summary file (default: OUTPUT/{SUMMARY_NAME})')
-    parser.add_argument('--plots-dir', metavar='DIR',
-                        help=f'folder for the PNG plots (default: OUTPUT/{PLOTS_NAME})')
-    parser.add_argument('--no-plots', action='store_true')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
-    parser.add_argument('-v', '--verbose', action='store_true', help='log keyframe changes')
-    parser.set_defaults(handler=replay_command)
-    return parser
-
-
-def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``replay`` on an argparse sub-parsers object; ``args.handler(args)`` runs it."""
-    parser = subparsers.add_parser(
-        'replay', help='run the tracker over a bag and record the outputs',
-        description='Replay a rosbag2 (sqlite3/MCAP) or ROS 1 bag through the tracker and write '
-                    "the live node's outputs to a rosbag2, with a JSON summary and plots.")
-    return configure_replay_parser(parser)
-
-
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """replay_bag keywords from the command line: a node params file or a tracker YAML, then
-    the explicit options on top."""
-    from lightglue_ros.ros.params import (fallback_intrinsics, load_params_file, tracker_config,
-                                          validate)
-    from lightglue_ros.tracker import load_tracker_config
-
-    settings: dict[str, Any] = {'fallback_camera': None, 'odom_frame_id': DEFAULT_ODOM_FRAME,
-                                'backwards_reset_frames': DEFAULT_BACKWARDS_RESET}
-    if args.params_file:
-        values = {**NODE_DEFAULTS, **_read_yaml('--params-file', args.params_file,
-                                                 load_params_file)}
-        reason = validate(values)
-        if reason:
-            raise ConfigError(f'{args.params_file}: {reason}')
-        config = tracker_config(values)
-        settings.update(fallback_camera=fallback_intrinsics(values),
-                        odom_frame_id=str(values['odom_frame_id']),
-                        backwards_reset_frames=int(values['backwards_reset_frames']))
-    elif args.config:
-        config = _read_yaml('--config', args.config, load_tracker_config)
-    else:
-        config = TrackerConfig()
-    for key, value in (('fallback_camera', args.fallback_intrinsics),
-                       ('odom_frame_id', args.odom_frame_id),
-                       ('backwards_reset_frames', args.backwards_reset_frames)):
-        if value is not None:
-            settings[key] = value
-    overrides = {name: getattr(args, name) for name in
-                 ('extractor', 'extractor_weights', 'matcher_weights', 'max_keypoints',
-                  'resize', 'device') if getattr(args, name) is not None}
-    if overrides.get('resize') is not None and overrides['resize'] <= 0:
-        overrides['resize'] = None  # 0: native size, as the node's parameter
-    values = asdict(config)
-    if 'extractor' in overrides and overrides['extractor'] != config.extractor:
-        # Weights files belong to one extractor; a new extractor resolves its own by name.
-        values.update(extractor_weights=None, matcher_weights=None)
-    values.update(overrides)
-    settings['config'] = TrackerConfig.from_dict(values)
-    return settings
-
-
-def _read_yaml(option: str, path: str, load: Callable[[str], Any]) -> Any:
-    """``load(path)`` with a one-line ConfigError for a file that is missing, binary, not UTF-8
-    or not YAML (the loaders raise OSError, UnicodeDecodeError or yaml errors for those)."""
-    import yaml
-
-    try:
-        return load(path)
-    except UnicodeDecodeError as err:
-        # The loader decodes in blocks, so err.start counts from its block: find the offset
-        # in the file itself.
-        data, offset = err.object, err.start
-        try:
-            Path(path).read_bytes().decode('utf-8')
-        except UnicodeDecodeError as whole:
-            data, offset = whole.object, whole.start
-        except OSError:
-            pass
-        raise ConfigError(f'{option} {path}: not a UTF-8 text file (byte 0x{data[offset]:02x} '
-                          f'at offset {offset}); expected a YAML file') from err
-    except OSError as err:
-        raise ConfigError(f'{option} {path}: cannot read it: {err.strerror or err}') from err
-    except yaml.YAMLError as err:
-        if isinstance(err, yaml.reader.ReaderError):  # a control character: a binary file
-            problem = (f'character #x{err.character:02x} at offset {err.position} '
-                       f'({err.reason}); a binary file?')
-        else:  # a syntax error: its message without the quoted snippet of the file
-            where = getattr(err, 'problem_mark', None)
-            at = f'line {where.line + 1}, column {where.column + 1}: ' if where else ''
-            problem = f'{at}{getattr(err, "problem", None) or err}'
-        raise ConfigError(f'{option} {path}: not valid YAML: '
-                          f'{" ".join(str(problem).split())}') from err
-
-
-def replay_command(args: argparse.Namespace) -> int:
-    """Run a replay from parsed arguments; returns the exit code (0, 1 error, 130 Ctrl-C or
-    SIGTERM, at any point: start-up included)."""
-    if args.verbose and not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    try:
-        with startup.interrupt_on_signals():  # the loop installs its own; this is for start-up
-            summary = replay_bag(
-                args.input, args.output, image_topic=args.image_topic,
-                camera_info_topic=args.camera_info_topic, storage=args.storage,
-                overwrite=args.overwrite, debug_images=args.debug_images,
-                progress=not args.no_progress, max_frames=args.max_frames,
-                topic_prefix=args.topic_prefix, summary_path=args.summary,
-                plots_dir=False if args.no_plots else args.plots_dir,
-                allow_partial=args.allow_partial, **_settings(args))
-    except LightGlueRosError as err:
-        print(f'replay: error: {_one_line(err)}', file=sys.stderr)
-        return EXIT_ERROR
-    except OSError as err:  # a file system failure no check above foresaw: still one line
-        print(f'replay: error: {_one_line(err)}', file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt as err:  # outside the loop (loading the models, say)
-        signal_name = 'SIGTERM' if isinstance(err, startup.Terminated) else 'SIGINT'
-        print(f'replay: interrupted ({signal_name})', file=sys.stderr)
-        return EXIT_INTERRUPTED
-    skipped = ', '.join(f'{k} {v}' for k, v in summary.skipped_by_reason.items())
-    missing = (f', {summary.missing_frames} of {summary.expected_frames} images missing '
-               '(damaged bag, --allow-partial)' if summary.missing_frames else '')
-    print(f'replay: {summary.processed}/{summary.frames} frames processed'
-          f'{f" (skipped: {skipped})" if skipped else ""}{missing}, {summary.fps:.2f} fps, '
-          f'{summary.keyframes} keyframes -> {summary.output}'
-          f'{" (interrupted)" if summary.interrupted else ""}', file=sys.stderr)
-    return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
-
-
-def _one_line(err: BaseException) -> str:
-    return ' '.join(str(err).split()) or type(err).__name__
-
-
-def replay_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``replay`` console script (``ros2 run lightglue_ros replay``)."""
-    parser = argparse.ArgumentParser(
-        prog='replay', description='Replay a bag through the tracker; see docs/replay.md.')
-    configure_replay_parser(parser)
-    try:
-        with startup.interrupt_on_signals():
-            args = parser.parse_args(list(argv) if argv is not None else None)
-            return args.handler(args)
-    except KeyboardInterrupt:
-        print('replay: interrupted', file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-if __name__ == '__main__':
-    startup.exit_process(replay_main())

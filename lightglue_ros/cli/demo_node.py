@@ -1,0 +1,288 @@
+"""The demo's ROS 2 harness: the real ``MatcherNode``, a camera publisher and a listener in one
+process on an isolated domain; every frame is sent and its outputs collected (lock-step).
+
+Needs rclpy and the message packages (imported here at the top): ``lightglue_ros.cli.demo``
+imports this module only when the demo runs over ROS.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+
+from lightglue_ros.camera import CameraModel
+from lightglue_ros.cli.demo_inputs import DemoInput
+from lightglue_ros.cli.errors import PROG, DemoError
+from lightglue_ros.geometry import quaternion_to_rotation
+from lightglue_ros.ros.images import array_to_image_msg, image_msg_to_array
+from lightglue_ros.ros.messages import ns_to_stamp, read_matches_cloud, stamp_to_ns
+from lightglue_ros.ros.node import MatcherNode
+from lightglue_ros.ros.params import NODE_NAME
+
+DEMO_NAMESPACE = '/lightglue_demo'
+DEMO_FRAME_ID = 'camera'
+DISCOVERY_TIMEOUT_S = 20.0
+NODE_FQN = f'{DEMO_NAMESPACE}/{NODE_NAME}'
+OUTPUT_NAMES = ('matches', 'relative_pose', 'keyframe', 'debug_image')  # the node's ~/NAME
+
+
+@dataclass
+class FrameRecord:
+    """What the listener saw for one published frame."""
+
+    index: int
+    stamp_ns: int
+    published: float  # time.monotonic() of the publish call
+    matches: dict[str, np.ndarray] | None = None  # read_matches_cloud fields
+    matches_time: float | None = None
+    pose: tuple[np.ndarray, np.ndarray] | None = None  # (R_kf_cam, t_kf_cam) of ~/relative_pose
+    events: list[dict[str, str]] = field(default_factory=list)
+    debug_image: np.ndarray | None = None
+
+    @property
+    def inliers(self) -> int:
+        """Inlier matches (0 before the matches arrived)."""
+        if self.matches is None or 'inlier' not in self.matches:
+            return 0
+        return int(np.count_nonzero(self.matches['inlier']))
+
+
+class _Collector:
+    """Listener-side bookkeeping: callbacks (executor thread) fill it, the main thread waits."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.records: dict[int, FrameRecord] = {}  # by stamp_ns
+        self.current: FrameRecord | None = None  # the frame in flight (keyframe events)
+        self.processed: list[int] = []  # stamps in the order their matches arrived
+
+    def on_matches(self, msg: PointCloud2) -> None:
+        now = time.monotonic()
+        fields = read_matches_cloud(msg)
+        with self.cond:
+            record = self.records.get(stamp_to_ns(msg.header.stamp))
+            if record is not None:
+                record.matches, record.matches_time = fields, now
+                self.processed.append(record.stamp_ns)
+            self.cond.notify_all()
+
+    def on_pose(self, msg: PoseWithCovarianceStamped) -> None:
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        R = quaternion_to_rotation(np.array([q.x, q.y, q.z, q.w]))
+        t = np.array([p.x, p.y, p.z])
+        with self.cond:
+            record = self.records.get(stamp_to_ns(msg.header.stamp))
+            if record is not None:
+                record.pose = (R, t)
+            self.cond.notify_all()
+
+    def on_keyframe(self, msg: DiagnosticArray) -> None:
+        with self.cond:
+            for status in msg.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if self.current is not None:
+                    self.current.events.append(values)
+            self.cond.notify_all()
+
+    def on_debug_image(self, msg: Image) -> None:
+        image = image_msg_to_array(msg)
+        with self.cond:
+            record = self.records.get(stamp_to_ns(msg.header.stamp))
+            if record is not None:
+                record.debug_image = image
+            self.cond.notify_all()
+
+
+def default_domain_id() -> int:
+    """A ROS_DOMAIN_ID in [1, 100] from the process id."""
+    # Safe ids on Linux are 0..101 (higher ones reach into the ephemeral port range); 0 is the
+    # everyday default, so stay away from it.
+    return 1 + os.getpid() % 100
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def camera_info_msg(camera: CameraModel, header: Header) -> CameraInfo:
+    """The sensor_msgs/CameraInfo of a CameraModel (no rectification: R = I, P = [K | 0])."""
+    model = 'plumb_bob' if camera.distortion_model == 'none' else camera.distortion_model
+    d = [0.0] * 5 if camera.distortion_model == 'none' else [float(v) for v in camera.D]
+    K = np.asarray(camera.K, np.float64)
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    return CameraInfo(header=header, width=camera.width, height=camera.height,
+                      distortion_model=model, d=d, k=K.ravel().tolist(),
+                      r=np.eye(3).ravel().tolist(), p=P.ravel().tolist())
+
+
+def _wait(cond: threading.Condition, predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    with cond:
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            cond.wait(min(remaining, 0.1))
+    return True
+
+
+def run_node_demo(args: argparse.Namespace, source: DemoInput, weights: tuple[Path, Path],
+                  on_frame: Callable[[FrameRecord, list[int]], None]
+                  ) -> tuple[list[FrameRecord], dict[str, Any]]:
+    """Publish every frame to a real MatcherNode and collect its outputs (lock-step: the next
+    frame goes out when the previous one's outputs arrived); ``on_frame(record, processed
+    stamps)`` after each. Returns the records and a dict describing the ROS set-up."""
+    domain_id = args.domain_id if args.domain_id is not None else default_domain_id()
+    frames_hint = source.count or 100
+    overrides = {
+        'processing_mode': 'lossless', 'qos_reliability': 'reliable',
+        'qos_depth': int(min(1000, max(10, frames_hint))),
+        'queue_size': int(min(10000, max(100, frames_hint))),
+        'extractor': args.extractor, 'extractor_weights': str(weights[0]),
+        'matcher_weights': str(weights[1]), 'max_keypoints': int(args.max_keypoints),
+        'resize': int(args.resize), 'device': str(args.device), **args.tracker_options,
+    }
+    reliable = QoSProfile(depth=int(overrides['qos_depth']),
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          history=HistoryPolicy.KEEP_LAST)
+    topics = {name: f'{NODE_FQN}/{name}' for name in OUTPUT_NAMES}
+    setup = {'domain_id': domain_id, 'discovery_range': 'LOCALHOST',
+             'rmw_implementation': os.environ.get('RMW_IMPLEMENTATION', 'default'),
+             'node': NODE_FQN, 'image_topic': f'{DEMO_NAMESPACE}/image',
+             'camera_info_topic': f'{DEMO_NAMESPACE}/camera_info', 'output_topics': topics,
+             'parameters': overrides}
+
+    records: list[FrameRecord] = []
+    collector = _Collector()
+    context = Context()
+    with _environment(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST'):
+        rclpy.init(args=[PROG], context=context, domain_id=domain_id,
+                   signal_handler_options=SignalHandlerOptions.NO)
+        nodes: list[Node] = []
+        executor = None
+        spinner = None
+        matcher = None
+        try:
+            matcher = MatcherNode(NODE_NAME, namespace=DEMO_NAMESPACE, context=context,
+                                  parameter_overrides=[Parameter(k, value=v)
+                                                       for k, v in overrides.items()])
+            nodes.append(matcher)
+            camera_node = Node('demo_camera', namespace=DEMO_NAMESPACE, context=context)
+            nodes.append(camera_node)
+            image_pub = camera_node.create_publisher(Image, 'image', reliable)
+            info_pub = camera_node.create_publisher(CameraInfo, 'camera_info', reliable)
+            listener = Node('demo_listener', namespace=DEMO_NAMESPACE, context=context)
+            nodes.append(listener)
+            out_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
+                                 history=HistoryPolicy.KEEP_LAST)
+            listener.create_subscription(PointCloud2, topics['matches'], collector.on_matches,
+                                         out_qos)
+            listener.create_subscription(PoseWithCovarianceStamped, topics['relative_pose'],
+                                         collector.on_pose, out_qos)
+            listener.create_subscription(DiagnosticArray, topics['keyframe'],
+                                         collector.on_keyframe, out_qos)
+            listener.create_subscription(Image, topics['debug_image'], collector.on_debug_image,
+                                         out_qos)
+            executor = SingleThreadedExecutor(context=context)
+            for node in nodes:
+                executor.add_node(node)
+            spinner = threading.Thread(target=executor.spin, name='demo_executor', daemon=True)
+            spinner.start()
+            _wait_for_graph(matcher, listener, image_pub, info_pub, topics, domain_id)
+
+            for index, (image, stamp_ns) in enumerate(source.frames):
+                header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=DEMO_FRAME_ID)
+                msg = array_to_image_msg(image, header=header)
+                record = FrameRecord(index, stamp_ns, 0.0)
+                with collector.cond:
+                    collector.records[stamp_ns] = record
+                    collector.current = record
+                if source.camera is not None:
+                    info_pub.publish(camera_info_msg(source.camera, header))
+                record.published = time.monotonic()
+                image_pub.publish(msg)
+                if not _wait(collector.cond, lambda r=record: r.matches is not None,
+                             args.timeout):
+                    raise DemoError(
+                        f'no result for frame {index} after {args.timeout:g} s (the matcher '
+                        f'node received {getattr(matcher.stats, "received", "?")} frame(s)); '
+                        'raise --timeout on a slow machine')
+                # The node publishes the debug image last: once it is here, so is the rest.
+                _wait(collector.cond, lambda r=record: r.debug_image is not None, 10.0)
+                expects_pose = source.camera is not None and record.inliers > 0
+                _wait(collector.cond,
+                      lambda r=record, e=expects_pose: r.pose is not None or not e,
+                      2.0)
+                time.sleep(0.02)  # keyframe messages published just before
+                with collector.cond:
+                    collector.current = None
+                records.append(record)
+                on_frame(record, collector.processed)
+        finally:
+            if matcher is not None:
+                matcher.stop()
+            if executor is not None:
+                executor.shutdown(timeout_sec=5.0)
+            for node in nodes:
+                with contextlib.suppress(Exception):
+                    node.destroy_node()
+            rclpy.try_shutdown(context=context)
+            if spinner is not None:
+                spinner.join(timeout=5.0)
+    return records, setup
+
+
+def _wait_for_graph(matcher: MatcherNode, listener: Node, image_pub: Any, info_pub: Any,
+                    topics: dict[str, str], domain_id: int) -> None:
+    """Wait until every publisher/subscription pair of the demo has matched (discovery)."""
+    deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
+    debug_topic = topics['debug_image']
+    while True:
+        ready = (image_pub.get_subscription_count() >= 1
+                 and info_pub.get_subscription_count() >= 1
+                 and matcher.count_subscribers(debug_topic) >= 1
+                 and all(listener.count_publishers(t) >= 1 for t in topics.values()))
+        if ready:
+            break
+        if time.monotonic() > deadline:
+            raise DemoError(f'the demo nodes did not discover each other within '
+                            f'{DISCOVERY_TIMEOUT_S:g} s (ROS_DOMAIN_ID {domain_id}, localhost '
+                            'only); check that the RMW works on this machine (loopback or '
+                            'shared memory not blocked)')
+        time.sleep(0.05)
+    crowd = (image_pub.get_subscription_count() + matcher.count_subscribers(debug_topic)
+             + matcher.count_publishers(image_pub.topic_name))
+    if crowd > 3:
+        raise DemoError('another program uses the demo topics in this ROS domain; pick another '
+                        'one with --domain-id')
+    time.sleep(0.2)  # let discovery settle on both sides of every pair

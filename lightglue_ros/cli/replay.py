@@ -1,0 +1,225 @@
+"""``lightglue-ros replay`` and the ``replay`` console script: the command line of the bag
+replay (``lightglue_ros.ros.replay.replay_bag``; options, settings from a node params file or a
+tracker YAML, one-line errors, exit codes 0 / 1 / 130). See docs/replay.md.
+"""
+from __future__ import annotations
+
+# First, before numpy and torch: a clean exit on Ctrl-C / SIGTERM during the imports below
+# (python -m lightglue_ros.cli.replay).
+from lightglue_ros import startup
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightglue_ros import argtypes
+from lightglue_ros.errors import ConfigError, LightGlueRosError
+from lightglue_ros.models.extractors import EXTRACTORS
+from lightglue_ros.ros.params import DEFAULTS as NODE_DEFAULTS
+from lightglue_ros.ros.params import (SPECS, fallback_intrinsics, load_params_file,
+                                      tracker_config, validate)
+from lightglue_ros.ros.replay import (DEBUG_IMAGE_TOPIC, DEFAULT_BACKWARDS_RESET,
+                                      DEFAULT_ODOM_FRAME, DEFAULT_TOPIC_PREFIX, PLOTS_NAME,
+                                      STORAGES, SUMMARY_NAME, replay_bag)
+from lightglue_ros.tracker import TrackerConfig, load_tracker_config
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, startup.EXIT_INTERRUPTED  # 130, SIGTERM as well
+
+
+def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the replay options to ``parser`` and set ``handler`` (args -> exit code)."""
+    parser.add_argument('input', help='rosbag2 folder, .mcap / .db3 file, or ROS 1 .bag')
+    parser.add_argument('--image-topic', required=True,
+                        help='sensor_msgs/Image or CompressedImage topic to track')
+    parser.add_argument('--camera-info-topic', default=None,
+                        help='sensor_msgs/CameraInfo topic (pose needs calibration)')
+    parser.add_argument('--output', '-o', required=True, help='output rosbag2 folder')
+    parser.add_argument('--storage', choices=STORAGES, default='mcap',
+                        help='output storage (default: mcap)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace the output of an earlier replay (nothing else)')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='exit 0 although a damaged bag gave fewer images than its index '
+                             'lists (the summary counts them in missing_frames)')
+    parser.add_argument('--debug-images', action='store_true',
+                        help=f'also write ~/{DEBUG_IMAGE_TOPIC} (matches drawn on the image)')
+    parser.add_argument('--fallback-intrinsics', type=argtypes.intrinsics, metavar='FX,FY,CX,CY',
+                        help='pinhole intrinsics where no (valid) camera_info exists')
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument('--params-file', metavar='YAML',
+                        help="the matcher node's ROS params file (e.g. config/matcher.yaml): "
+                             'replay with the same settings as the node')
+    source.add_argument('--config', metavar='YAML',
+                        help='tracker options (TrackerConfig keys), e.g. extractor: aliked')
+    parser.add_argument('--extractor', choices=EXTRACTORS,
+                        help='keypoint extractor (overrides --config and --params-file)')
+    parser.add_argument('--extractor-weights', metavar='PATH')
+    parser.add_argument('--matcher-weights', metavar='PATH')
+    parser.add_argument('--max-keypoints', type=argtypes.positive_int)
+    parser.add_argument('--resize', type=int, metavar='PX',
+                        help='longer image side the extractor sees; 0: native size')
+    parser.add_argument('--device', help='auto | cpu | cuda | cuda:N')
+    parser.add_argument('--max-frames', type=argtypes.positive_int, help='stop after N images')
+    parser.add_argument('--topic-prefix', default=DEFAULT_TOPIC_PREFIX,
+                        help=f'namespace of the output topics (default: {DEFAULT_TOPIC_PREFIX})')
+    parser.add_argument('--odom-frame-id', default=None,
+                        help=f'frame_id of the odometry (default: {DEFAULT_ODOM_FRAME})')
+    parser.add_argument('--backwards-reset-frames', type=int, default=None, metavar='N',
+                        help='reset the tracker after N consecutive images stamped back in '
+                             f'time; 0: never (default: {DEFAULT_BACKWARDS_RESET})')
+    parser.add_argument('--features-layout', choices=SPECS['features_layout'].choices,
+                        help="channels of ~/features, as the node's parameter (default: "
+                             f"{NODE_DEFAULTS['features_layout']})")
+    parser.add_argument('--summary', metavar='JSON',
+                        help=f'summary file (default: OUTPUT/{SUMMARY_NAME})')
+    parser.add_argument('--plots-dir', metavar='DIR',
+                        help=f'folder for the PNG plots (default: OUTPUT/{PLOTS_NAME})')
+    parser.add_argument('--no-plots', action='store_true')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('-v', '--verbose', action='store_true', help='log keyframe changes')
+    parser.set_defaults(handler=replay_command)
+    return parser
+
+
+def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``replay`` on an argparse sub-parsers object; ``args.handler(args)`` runs it."""
+    parser = subparsers.add_parser(
+        'replay', help='run the tracker over a bag and record the outputs',
+        description='Replay a rosbag2 (sqlite3/MCAP) or ROS 1 bag through the tracker and write '
+                    "the live node's outputs to a rosbag2, with a JSON summary and plots.")
+    return configure_replay_parser(parser)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """replay_bag keywords from the command line: a node params file or a tracker YAML, then
+    the explicit options on top."""
+    settings: dict[str, Any] = {'fallback_camera': None, 'odom_frame_id': DEFAULT_ODOM_FRAME,
+                                'backwards_reset_frames': DEFAULT_BACKWARDS_RESET,
+                                'features_layout': NODE_DEFAULTS['features_layout']}
+    if args.params_file:
+        values = {**NODE_DEFAULTS, **_read_yaml('--params-file', args.params_file,
+                                                 load_params_file)}
+        reason = validate(values)
+        if reason:
+            raise ConfigError(f'{args.params_file}: {reason}')
+        config = tracker_config(values)
+        settings.update(fallback_camera=fallback_intrinsics(values),
+                        odom_frame_id=str(values['odom_frame_id']),
+                        backwards_reset_frames=int(values['backwards_reset_frames']),
+                        features_layout=str(values['features_layout']))
+    elif args.config:
+        config = _read_yaml('--config', args.config, load_tracker_config)
+    else:
+        config = TrackerConfig()
+    for key, value in (('fallback_camera', args.fallback_intrinsics),
+                       ('odom_frame_id', args.odom_frame_id),
+                       ('backwards_reset_frames', args.backwards_reset_frames),
+                       ('features_layout', args.features_layout)):
+        if value is not None:
+            settings[key] = value
+    overrides = {name: getattr(args, name) for name in
+                 ('extractor', 'extractor_weights', 'matcher_weights', 'max_keypoints',
+                  'resize', 'device') if getattr(args, name) is not None}
+    if overrides.get('resize') is not None and overrides['resize'] <= 0:
+        overrides['resize'] = None  # 0: native size, as the node's parameter
+    values = asdict(config)
+    if 'extractor' in overrides and overrides['extractor'] != config.extractor:
+        # Weights files belong to one extractor; a new extractor resolves its own by name.
+        values.update(extractor_weights=None, matcher_weights=None)
+    values.update(overrides)
+    settings['config'] = TrackerConfig.from_dict(values)
+    return settings
+
+
+def _read_yaml(option: str, path: str, load: Callable[[str], Any]) -> Any:
+    """``load(path)`` with a one-line ConfigError for a file that is missing, binary, not UTF-8
+    or not YAML (the loaders raise OSError, UnicodeDecodeError or yaml errors for those)."""
+    try:
+        return load(path)
+    except UnicodeDecodeError as err:
+        # The loader decodes in blocks, so err.start counts from its block: find the offset
+        # in the file itself.
+        data, offset = err.object, err.start
+        try:
+            Path(path).read_bytes().decode('utf-8')
+        except UnicodeDecodeError as whole:
+            data, offset = whole.object, whole.start
+        except OSError:
+            pass
+        raise ConfigError(f'{option} {path}: not a UTF-8 text file (byte 0x{data[offset]:02x} '
+                          f'at offset {offset}); expected a YAML file') from err
+    except OSError as err:
+        raise ConfigError(f'{option} {path}: cannot read it: {err.strerror or err}') from err
+    except yaml.YAMLError as err:
+        if isinstance(err, yaml.reader.ReaderError):  # a control character: a binary file
+            problem = (f'character #x{err.character:02x} at offset {err.position} '
+                       f'({err.reason}); a binary file?')
+        else:  # a syntax error: its message without the quoted snippet of the file
+            where = getattr(err, 'problem_mark', None)
+            at = f'line {where.line + 1}, column {where.column + 1}: ' if where else ''
+            problem = f'{at}{getattr(err, "problem", None) or err}'
+        raise ConfigError(f'{option} {path}: not valid YAML: '
+                          f'{" ".join(str(problem).split())}') from err
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    """Run a replay from parsed arguments; returns the exit code (0, 1 error, 130 Ctrl-C or
+    SIGTERM, at any point: start-up included)."""
+    if args.verbose and not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    try:
+        with startup.interrupt_on_signals():  # the loop installs its own; this is for start-up
+            summary = replay_bag(
+                args.input, args.output, image_topic=args.image_topic,
+                camera_info_topic=args.camera_info_topic, storage=args.storage,
+                overwrite=args.overwrite, debug_images=args.debug_images,
+                progress=not args.no_progress, max_frames=args.max_frames,
+                topic_prefix=args.topic_prefix, summary_path=args.summary,
+                plots_dir=False if args.no_plots else args.plots_dir,
+                allow_partial=args.allow_partial, **_settings(args))
+    except LightGlueRosError as err:
+        print(f'replay: error: {_one_line(err)}', file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as err:  # a file system failure no check above foresaw: still one line
+        print(f'replay: error: {_one_line(err)}', file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt as err:  # outside the loop (loading the models, say)
+        signal_name = 'SIGTERM' if isinstance(err, startup.Terminated) else 'SIGINT'
+        print(f'replay: interrupted ({signal_name})', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    skipped = ', '.join(f'{k} {v}' for k, v in summary.skipped_by_reason.items())
+    missing = (f', {summary.missing_frames} of {summary.expected_frames} images missing '
+               '(damaged bag, --allow-partial)' if summary.missing_frames else '')
+    print(f'replay: {summary.processed}/{summary.frames} frames processed'
+          f'{f" (skipped: {skipped})" if skipped else ""}{missing}, {summary.fps:.2f} fps, '
+          f'{summary.keyframes} keyframes -> {summary.output}'
+          f'{" (interrupted)" if summary.interrupted else ""}', file=sys.stderr)
+    return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+
+
+def _one_line(err: BaseException) -> str:
+    return ' '.join(str(err).split()) or type(err).__name__
+
+
+def replay_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``replay`` console script (``ros2 run lightglue_ros replay``)."""
+    parser = argparse.ArgumentParser(
+        prog='replay', description='Replay a bag through the tracker; see docs/replay.md.')
+    configure_replay_parser(parser)
+    try:
+        with startup.interrupt_on_signals():
+            args = parser.parse_args(list(argv) if argv is not None else None)
+            return args.handler(args)
+    except KeyboardInterrupt:
+        print('replay: interrupted', file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == '__main__':
+    startup.exit_process(replay_main())
