@@ -872,6 +872,20 @@ def test_backwards_stamps_reset_the_tracker_after_the_limit(
     assert {kv.key: kv.value for kv in keyframes[1].status[0].values}['reason'] == 'first_frame'
 
 
+def test_backwards_reset_frames_changes_at_run_time(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
+        small_camera: CameraModel) -> None:
+    node, rig = make_node()  # the default: the third frame back in time resets
+    assert node.set_parameters([Parameter('backwards_reset_frames', value=1)])[0].successful
+    rig.publish_info(small_camera)
+    _wait(lambda: node.stats.camera_info_received >= 1, 30, 'camera_info to arrive')
+    (image0, stamp0), (image1, stamp1) = small_frames[:2]
+    rig.publish_image(image1, stamp1)
+    rig.publish_image(image0, stamp0)  # back in time once: with the new limit, a new map
+    rig.wait_matches(stamp0)
+    assert node.stats.tracker_resets == 1 and node.stats.skipped['non_increasing_stamp'] == 0
+
+
 def test_parameters_change_at_run_time_and_invalid_values_are_refused(
         make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
         context: Any) -> None:

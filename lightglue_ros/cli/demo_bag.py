@@ -9,11 +9,11 @@ from pathlib import Path
 
 from rosbags.highlevel import AnyReader
 
-from lightglue_ros.ros import replay
 from lightglue_ros.cli.errors import EXIT_INTERRUPTED, EXIT_OK
 from lightglue_ros.cli.options import describe_models, resolve_model_weights
 from lightglue_ros.cli.report import FrameTable
 from lightglue_ros.errors import BagError, CalibrationError
+from lightglue_ros.ros import replay
 from lightglue_ros.tracker import TrackerConfig, resolve_device
 
 REPLAY_BAG_NAME = 'replay_bag'  # the node's output topics as a rosbag2

@@ -27,14 +27,14 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, Poin
 
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.errors import CalibrationError, InvalidImageError, LightGlueRosError
+from lightglue_ros.pipeline import SKIP_ERROR, FramePipeline, Skip
 from lightglue_ros.ros.camera_info import camera_info_to_camera_model
 from lightglue_ros.ros.images import (array_to_image_msg, compressed_msg_to_array,
                                       image_msg_to_array)
 from lightglue_ros.ros.messages import make_diagnostic_array, stamp_to_ns
-from lightglue_ros.ros.outputs import frame_outputs
-from lightglue_ros.pipeline import SKIP_ERROR, FramePipeline, Skip
 from lightglue_ros.ros.frame_queue import FrameQueue
 from lightglue_ros.ros.log_throttle import Throttle
+from lightglue_ros.ros.outputs import frame_outputs
 from lightglue_ros.ros.params import (NODE_NAME, NodeSettings, declare_parameters,
                                       fallback_intrinsics, tracker_config, tracker_updates,
                                       validate)
@@ -183,9 +183,10 @@ class MatcherNode(Node):
             self._values.update(changed)
             self._pending.update(tracker_updates(changed))
             self._fallback = fallback_intrinsics(self._values)
-            self._pending.update({name: self._values[name] if name != 'fallback_intrinsics'
-                                  else self._fallback
-                                  for name in PIPELINE_PARAMETERS if name in changed})
+            if 'fallback_intrinsics' in changed:
+                self._pending['fallback_intrinsics'] = self._fallback
+            if 'backwards_reset_frames' in changed:
+                self._pending['backwards_reset_frames'] = int(changed['backwards_reset_frames'])
             self._throttle.period_s = float(self._values['log_throttle_s'])
         self.get_logger().info('parameters set: ' + ', '.join(
             f'{name}={value!r}' for name, value in changed.items()))
