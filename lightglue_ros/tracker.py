@@ -29,7 +29,8 @@ from lightglue_ros.features import Features
 from lightglue_ros.geometry import (POSE_METHODS, FailureReason, RelativePose, compose,
                                     estimate_relative_pose, invert)
 from lightglue_ros.image import image_to_tensor, validate_image
-from lightglue_ros.models.extractors import EXTRACTORS, build_extractor
+from lightglue_ros.models.extractors import (DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE, EXTRACTORS,
+                                             build_extractor)
 from lightglue_ros.models.lightglue import PRECISIONS, LightGlue, MatchResult, PreparedFeatures
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ class TrackerConfig:
     extractor: str = 'superpoint'  # one of models.extractors.EXTRACTORS
     extractor_weights: str | None = None  # file; None = resolve by name (lightglue_ros.weights)
     matcher_weights: str | None = None  # file; None = resolve by name
-    max_keypoints: int = 1024  # strongest keypoints kept per frame
-    resize: int | None = 1024  # longer image side the extractor sees (None = native)
+    max_keypoints: int = DEFAULT_MAX_KEYPOINTS  # strongest keypoints kept per frame
+    resize: int | None = DEFAULT_RESIZE  # longer image side the extractor sees (None = native)
     detection_threshold: float | None = None  # None = the extractor's default
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
     precision: str = 'fp32'  # one of PRECISIONS (CUDA autocast; CPU is always fp32)

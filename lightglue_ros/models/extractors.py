@@ -13,6 +13,9 @@ from lightglue_ros.image import resize_max_edge, scale_keypoints, to_rgb
 from lightglue_ros.models.checkpoints import load_into, load_state_dict_file
 
 EXTRACTORS = ('superpoint', 'disk', 'aliked', 'xfeat')
+# Defaults of the extractors here and of TrackerConfig (which imports them): stated once.
+DEFAULT_MAX_KEYPOINTS = 1024
+DEFAULT_RESIZE = 1024  # longer image side the network sees
 DISK_MIN_SIDE = 16  # DISK fails on images whose longer side is at most this
 
 
@@ -40,10 +43,10 @@ class DiskExtractor(nn.Module):
     name = 'disk'
     descriptor_dim = 128
     default_conf: dict[str, Any] = {
-        'max_keypoints': 1024,  # keep the strongest N (None = all)
+        'max_keypoints': DEFAULT_MAX_KEYPOINTS,  # keep the strongest N (None = all)
         'detection_threshold': 0.0,  # heatmap score a keypoint must exceed
         'nms_window': 5,  # non-maximum suppression window (pixels)
-        'resize': 1024,  # longer image side seen by the network (None = native)
+        'resize': DEFAULT_RESIZE,  # longer image side seen by the network (None = native)
     }
 
     def __init__(self, *, weights: str | Path | None = None, **conf: Any) -> None:
@@ -78,12 +81,12 @@ class AlikedExtractor(nn.Module):
     name = 'aliked'
     descriptor_dim = 128
     default_conf: dict[str, Any] = {
-        'max_keypoints': 1024,  # keep the strongest N (None = all)
+        'max_keypoints': DEFAULT_MAX_KEYPOINTS,  # keep the strongest N (None = all)
         # score map threshold; low enough that textured frames fill max_keypoints, high enough
         # that a blank frame yields (almost) none
         'detection_threshold': 0.01,
         'nms_radius': 2,  # non-maximum suppression radius (pixels)
-        'resize': 1024,  # longer image side seen by the network (None = native)
+        'resize': DEFAULT_RESIZE,  # longer image side seen by the network (None = native)
     }
 
     def __init__(self, *, weights: str | Path | None = None, **conf: Any) -> None:

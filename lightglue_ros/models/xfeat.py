@@ -31,6 +31,7 @@ from torch import nn
 from lightglue_ros.errors import ConfigError, InvalidImageError
 from lightglue_ros.features import Features
 from lightglue_ros.models.checkpoints import as_state_dict, load_into, load_state_dict_file
+from lightglue_ros.models.extractors import DEFAULT_MAX_KEYPOINTS
 from lightglue_ros.models.superpoint import max_pool
 
 # Key prefixes under which releases nest the network (xfeat-lighterglue.pt, XFeat wrappers).
@@ -109,7 +110,7 @@ class XFeat(nn.Module):
     name = 'xfeat'
     descriptor_dim = 64
     default_conf: dict[str, Any] = {
-        'max_keypoints': 1024,  # keep the N best-scoring keypoints (None or -1 = all)
+        'max_keypoints': DEFAULT_MAX_KEYPOINTS,  # keep the N best-scoring (None or -1 = all)
         'detection_threshold': 0.05,  # heatmap probability a keypoint must exceed (reference)
         'nms_window': 5,  # max-pool NMS window in network pixels (odd; reference 5)
         'resize': None,  # longer image side the network sees at most (downscale only; None =
