@@ -18,6 +18,8 @@ from lightglue_ros.errors import ConfigError
 from lightglue_ros.geometry import POSE_METHODS
 from lightglue_ros.models.extractors import EXTRACTORS
 from lightglue_ros.models.lightglue import PRECISIONS
+from lightglue_ros.pipeline import DEFAULT_BACKWARDS_RESET_FRAMES
+from lightglue_ros.ros.images import DEFAULT_MAX_IMAGE_PIXELS
 from lightglue_ros.ros.messages import DEFAULT_FEATURES_LAYOUT, VINS_LAYOUTS
 from lightglue_ros.tracker import TrackerConfig
 
@@ -109,7 +111,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=('latest', 'lossless'), read_only=True),
     ParamSpec('queue_size', 100, 'Frames the lossless queue holds before it overflows.',
               min=1, max=10000, read_only=True),
-    ParamSpec('max_image_pixels', 4096 * 4096,
+    ParamSpec('max_image_pixels', DEFAULT_MAX_IMAGE_PIXELS,
               'Images with more pixels (width * height, as the header of a raw image or of a '
               'JPEG/PNG declares it) are refused before decoding (skipped.image_too_large).',
               min=1, max=1 << 30),
@@ -189,7 +191,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=tuple(VINS_LAYOUTS), read_only=True),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status, seconds.',
               min=0.1, max=60.0, read_only=True),
-    ParamSpec('backwards_reset_frames', 3,
+    ParamSpec('backwards_reset_frames', DEFAULT_BACKWARDS_RESET_FRAMES,
               'Frames stamped at or before the last processed one are skipped; the n-th such '
               'frame in a row resets the tracker and starts a new map from it (bag looped, '
               'driver restarted); 0: never reset.', min=0, max=100000),
