@@ -51,7 +51,7 @@ from lightglue_ros.ros.frame_queue import FrameQueue  # noqa: E402
 from lightglue_ros.ros.log_throttle import Throttle  # noqa: E402
 from lightglue_ros.ros.stats import (DROP_OVERFLOW, DROP_SUPERSEDED, LEVEL_ERROR,  # noqa: E402
                                      LEVEL_OK, LEVEL_WARN, NodeStats, StampGapMonitor)
-from lightglue_ros.tracker import Tracker, TrackerConfig  # noqa: E402
+from lightglue_ros.tracker import WARM_UP_SIDE, Tracker, TrackerConfig  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOMAIN_ID = random.SystemRandom().randint(1, 200)
@@ -462,6 +462,7 @@ def _core_outputs(frames: list[tuple[np.ndarray, int]], camera: CameraModel | No
                   config: TrackerConfig, models: tuple[Any, Any]) -> tuple[dict[int, Any], list]:
     tracker = Tracker(config, extractor=models[0], matcher=models[1])
     tracker.update_thresholds()
+    tracker.warm_up()  # as the node does before its first frame
     expected, results = {}, []
     for image, stamp in frames:
         result = tracker.process(image, stamp, camera)
@@ -870,6 +871,21 @@ def test_backwards_stamps_reset_the_tracker_after_the_limit(
     keyframes = rig.messages('keyframe')
     assert [stamp_to_ns(k.header.stamp) for k in keyframes] == [stamp1, stamp0 + 1]
     assert {kv.key: kv.value for kv in keyframes[1].status[0].values}['reason'] == 'first_frame'
+
+
+def test_the_node_warms_its_networks_up_before_the_first_frame(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_models: tuple[Any, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cold first inference can differ from later ones in the last bits (and is slower):
+    # the node runs Tracker.warm_up on its worker before it takes frames.
+    extractor = small_models[0]
+    shapes: list[tuple[int, ...]] = []
+    original = extractor.extract
+    monkeypatch.setattr(extractor, 'extract',
+                        lambda image: shapes.append(tuple(image.shape)) or original(image))
+    node, _ = make_node()
+    assert shapes == [(1, WARM_UP_SIDE, WARM_UP_SIDE)]
+    assert node.stats.processed == 0
 
 
 def test_backwards_reset_frames_changes_at_run_time(

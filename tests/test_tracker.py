@@ -250,3 +250,25 @@ def test_config_is_strict_and_validated(models):
     tracker.update_thresholds(filter_threshold=0.2, keyframe_min_inliers=100)
     assert tracker.matcher.conf['filter_threshold'] == 0.2
     tracker.update_thresholds(filter_threshold=0.1)
+
+
+def test_warm_up_runs_both_networks_and_leaves_the_state_untouched(models, camera,
+                                                                  freiburg_frames):
+    extractor, matcher = models
+    seen: list[tuple[int, ...]] = []
+    original_extract, original_match = extractor.extract, matcher.match
+    extractor.extract = lambda image: seen.append(tuple(image.shape)) or original_extract(image)
+    matcher.match = lambda f0, f1: seen.append(('match',)) or original_match(f0, f1)
+    try:
+        warmed = make_tracker(models)
+        warmed.warm_up()
+    finally:
+        del extractor.extract, matcher.match
+    assert seen == [(1, 64, 64), ('match',)]  # one small grey image, then LightGlue on it
+    cold = make_tracker(models)
+    for path in freiburg_frames[:3]:
+        a = warmed.process(read_image(path), stamp_of(path), camera)
+        b = cold.process(read_image(path), stamp_of(path), camera)
+        assert (a.index, a.keyframe_index, a.num_matches) == (b.index, b.keyframe_index,
+                                                              b.num_matches)
+        np.testing.assert_array_equal(a.track_ids, b.track_ids)

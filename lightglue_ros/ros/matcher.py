@@ -248,8 +248,10 @@ class MatcherNode(Node):
         def work() -> None:
             try:
                 extractor, matcher = models if models is not None else (None, None)
-                built['tracker'] = Tracker(tracker_config(self._values), extractor=extractor,
-                                           matcher=matcher)
+                tracker = Tracker(tracker_config(self._values), extractor=extractor,
+                                  matcher=matcher)
+                tracker.warm_up()  # the first frame as fast and reproducible as the rest
+                built['tracker'] = tracker
             except BaseException as err:  # noqa: BLE001 - handed to the constructor
                 built['error'] = err
                 return

@@ -495,6 +495,7 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
         if tracker is None:
             tracker = Tracker(config or TrackerConfig())
         tracker.reset()
+        tracker.warm_up()
         pipeline = FramePipeline(tracker, fallback=fallback_camera,
                                  backwards_reset_frames=backwards_reset_frames)
         summary = ReplaySummary(
