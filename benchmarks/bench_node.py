@@ -57,17 +57,6 @@ def stamp_ns(path: Path) -> int:
     return int(seconds) * 1_000_000_000 + int(fraction.ljust(9, '0')[:9])
 
 
-def camera_info_msg(camera: Any, frame_id: str) -> Any:
-    from sensor_msgs.msg import CameraInfo
-
-    msg = CameraInfo(width=camera.width, height=camera.height,
-                     distortion_model=camera.distortion_model)
-    msg.header.frame_id = frame_id
-    msg.k = camera.K.reshape(-1).tolist()
-    msg.d = camera.D.tolist()
-    return msg
-
-
 def run_core(config: Any, models: tuple[Any, Any], images: list[np.ndarray],
              stamps: list[int], camera: Any) -> list[float]:
     from lightglue_ros.tracker import Tracker
@@ -88,7 +77,9 @@ def run_node(config_values: dict[str, Any], models: tuple[Any, Any], images: lis
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from std_msgs.msg import Header
 
+    from lightglue_ros.ros.camera_info import camera_model_to_camera_info
     from lightglue_ros.ros.images import array_to_image_msg
     from lightglue_ros.ros.messages import ns_to_stamp, stamp_to_ns
     from lightglue_ros.ros.node import MatcherNode
@@ -132,7 +123,7 @@ def run_node(config_values: dict[str, Any], models: tuple[Any, Any], images: lis
             if time.monotonic() > deadline:
                 raise RuntimeError('the node did not connect within 30 s')
             time.sleep(0.01)
-        info_pub.publish(camera_info_msg(camera, 'camera'))
+        info_pub.publish(camera_model_to_camera_info(camera, header=Header(frame_id='camera')))
         while node.stats.camera_info_received < 1:
             if time.monotonic() > deadline:
                 raise RuntimeError('camera_info did not arrive within 30 s')

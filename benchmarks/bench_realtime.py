@@ -209,6 +209,7 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+    from lightglue_ros.ros.camera_info import camera_model_to_camera_info
     from lightglue_ros.ros.images import array_to_image_msg
     from lightglue_ros.ros.messages import ns_to_stamp, stamp_to_ns
 
@@ -255,9 +256,7 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
     spinner.start()
     order = list(range(len(images))) + list(range(len(images) - 2, 0, -1))  # back and forth
     messages = [array_to_image_msg(image) for image in images]  # as given: rgb8 or mono8
-    info = CameraInfo(width=camera.width, height=camera.height,
-                      distortion_model=camera.distortion_model, k=camera.K.reshape(-1).tolist(),
-                      d=camera.D.tolist())
+    info = camera_model_to_camera_info(camera)
     try:
         deadline = time.monotonic() + 120.0
         while (image_pub.get_subscription_count() < 1 or sub.get_publisher_count() < 1):

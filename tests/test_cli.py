@@ -405,7 +405,7 @@ def test_demo_on_a_bag_uses_the_replay_library(weights_env, freiburg_frames, fre
     from std_msgs.msg import Header
 
     from lightglue_ros.camera import CameraModel
-    from lightglue_ros.cli.demo_node import camera_info_msg
+    from lightglue_ros.ros.camera_info import camera_model_to_camera_info
     from lightglue_ros.image import read_image
     from lightglue_ros.ros.images import array_to_image_msg
     from lightglue_ros.ros.messages import ns_to_stamp
@@ -421,7 +421,8 @@ def test_demo_on_a_bag_uses_the_replay_library(weights_env, freiburg_frames, fre
         for i, frame in enumerate(freiburg_frames[:2]):
             stamp = 1_000_000_000 * (i + 1)
             header = Header(stamp=ns_to_stamp(stamp), frame_id='cam')
-            writer.write(infos, stamp, serialize_message(camera_info_msg(camera, header)))
+            writer.write(infos, stamp, serialize_message(
+                camera_model_to_camera_info(camera, header=header)))
             writer.write(images, stamp, serialize_message(
                 array_to_image_msg(read_image(frame), header=header)))
     out = tmp_path / 'out'

@@ -991,3 +991,21 @@ def test_stamp_examples_and_limits():
     assert (stamp.sec, stamp.nanosec) == (-1, 999_999_999)
     with pytest.raises(ValueError):
         messages.ns_to_stamp(2**31 * 1_000_000_000)
+
+
+@pytest.mark.parametrize('model, coefficients', [
+    ('plumb_bob', (0.1, -0.05, 0.001, -0.002, 0.01)), ('equidistant', (0.1, 0.01, -0.02, 0.003)),
+    ('none', ())])
+def test_camera_model_to_camera_info_round_trips(model, coefficients):
+    from lightglue_ros.camera import CameraModel
+
+    camera = CameraModel.from_intrinsics(500.0, 505.0, 319.5, 241.0, 640, 480,
+                                         distortion_model=model, D=coefficients)
+    msg = camera_info.camera_model_to_camera_info(camera, header=Header(frame_id='cam'))
+    assert msg.header.frame_id == 'cam' and (msg.width, msg.height) == (640, 480)
+    np.testing.assert_array_equal(np.reshape(msg.p, (3, 4))[:, :3], camera.K)
+    back = camera_info.camera_info_to_camera_model(msg)
+    np.testing.assert_array_equal(back.K, camera.K)
+    points = np.array([[10.0, 20.0], [320.0, 240.0], [600.0, 470.0]])
+    np.testing.assert_allclose(back.undistort_points(points), camera.undistort_points(points),
+                               atol=1e-12)

@@ -29,10 +29,10 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
-from lightglue_ros.camera import CameraModel
 from lightglue_ros.cli.demo_inputs import DemoInput
 from lightglue_ros.cli.errors import PROG, DemoError
 from lightglue_ros.geometry import quaternion_to_rotation
+from lightglue_ros.ros.camera_info import camera_model_to_camera_info
 from lightglue_ros.ros.images import array_to_image_msg, image_msg_to_array
 from lightglue_ros.ros.messages import ns_to_stamp, read_matches_cloud, stamp_to_ns
 from lightglue_ros.ros.node import MatcherNode
@@ -133,18 +133,6 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[key] = old
 
 
-def camera_info_msg(camera: CameraModel, header: Header) -> CameraInfo:
-    """The sensor_msgs/CameraInfo of a CameraModel (no rectification: R = I, P = [K | 0])."""
-    model = 'plumb_bob' if camera.distortion_model == 'none' else camera.distortion_model
-    d = [0.0] * 5 if camera.distortion_model == 'none' else [float(v) for v in camera.D]
-    K = np.asarray(camera.K, np.float64)
-    P = np.zeros((3, 4))
-    P[:, :3] = K
-    return CameraInfo(header=header, width=camera.width, height=camera.height,
-                      distortion_model=model, d=d, k=K.ravel().tolist(),
-                      r=np.eye(3).ravel().tolist(), p=P.ravel().tolist())
-
-
 def _wait(cond: threading.Condition, predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     with cond:
@@ -228,7 +216,7 @@ def run_node_demo(args: argparse.Namespace, source: DemoInput, weights: tuple[Pa
                     collector.records[stamp_ns] = record
                     collector.current = record
                 if source.camera is not None:
-                    info_pub.publish(camera_info_msg(source.camera, header))
+                    info_pub.publish(camera_model_to_camera_info(source.camera, header=header))
                 record.published = time.monotonic()
                 image_pub.publish(msg)
                 if not _wait(collector.cond, lambda r=record: r.matches is not None,

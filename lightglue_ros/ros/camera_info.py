@@ -1,10 +1,11 @@
-"""sensor_msgs/CameraInfo -> CameraModel, with the checks a calibration must pass."""
+"""sensor_msgs/CameraInfo <-> CameraModel, with the checks a calibration must pass."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo
+from std_msgs.msg import Header
 
 from lightglue_ros.errors import CalibrationError
 
@@ -81,3 +82,18 @@ def camera_info_to_camera_model(msg: CameraInfo) -> CameraModel:
     except CalibrationError as err:
         raise CalibrationError(
             f'invalid CameraInfo (frame {msg.header.frame_id!r}): {err}') from err
+
+
+def camera_model_to_camera_info(camera: CameraModel, *, header: Header | None = None
+                                ) -> CameraInfo:
+    """The sensor_msgs/CameraInfo of a CameraModel, as a driver publishes it (no
+    rectification: R = I, P = [K | 0]; 'none' as plumb_bob with zero coefficients), so that
+    ``camera_info_to_camera_model`` gives the same camera back."""
+    model = 'plumb_bob' if camera.distortion_model == 'none' else camera.distortion_model
+    d = [0.0] * 5 if camera.distortion_model == 'none' else [float(v) for v in camera.D]
+    K = np.asarray(camera.K, np.float64)
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    return CameraInfo(header=header if header is not None else Header(), width=camera.width,
+                      height=camera.height, distortion_model=model, d=d,
+                      k=K.ravel().tolist(), r=np.eye(3).ravel().tolist(), p=P.ravel().tolist())
