@@ -44,6 +44,7 @@ from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
 from lightglue_ros.cli import replay as replay_cli  # noqa: E402
 from lightglue_ros.plots import PLOT_NAMES, plot_summary  # noqa: E402
+from lightglue_ros.ros import bag_io  # noqa: E402
 from lightglue_ros.ros import replay as replay_module  # noqa: E402
 from lightglue_ros.cli.replay import add_replay_parser, replay_main  # noqa: E402
 from lightglue_ros.replay_summary import ReplaySummary  # noqa: E402
@@ -160,7 +161,7 @@ def bag_path(root: Path, fmt: str, name: str = 'input') -> Path:
 def write_previous_output(path: Path, storage: str = 'sqlite3') -> Path:
     """An earlier replay's output folder, written by the replay's own output writer (no
     tracking): the bag (empty), its summary and a plots folder."""
-    replay_module._OutputBag(path, storage, output_topics()).close()
+    bag_io.OutputBag(path, storage, output_topics()).close()
     (path / 'replay_summary.json').write_text('{}\n')
     (path / 'plots').mkdir()
     (path / 'plots' / 'matches_inliers.png').write_bytes(b'\x89PNG\r\n\x1a\n')
@@ -774,7 +775,7 @@ def test_overwrite_replaces_only_an_earlier_replay_output(tmp_path, frames, caps
         assert _tree(path) == before, path  # untouched
     # What the replay writes carries the marker; an earlier output is replaced (in
     # test_damaged_bag_is_an_error_unless_allow_partial and the sqlite3 fixture).
-    assert replay_module._not_our_output(write_previous_output(tmp_path / 'ours')) is None
+    assert bag_io.not_our_output(write_previous_output(tmp_path / 'ours')) is None
 
 
 def _read_only_mount(mount_point: Path) -> list[str]:
@@ -837,7 +838,7 @@ def test_summary_unwritable_at_the_end_keeps_the_bag(tmp_path, frames, tracker, 
                                                   image_msg(TS2, stamp, rgb))])
     (tmp_path / 'a_file').write_text('x')
     summary = tmp_path / 'a_file' / 'summary.json'
-    monkeypatch.setattr(replay_module, '_check_writable', lambda path, what: None)  # as if
+    monkeypatch.setattr(replay_module, 'check_writable', lambda path, what: None)  # as if
     monkeypatch.setattr(replay_module, 'Tracker', lambda config: tracker)  # writable at first
     code = replay_main([str(source), '--image-topic', IMAGE_TOPIC, '--output',
                         str(tmp_path / 'out'), '--summary', str(summary), '--no-progress',
@@ -1067,7 +1068,7 @@ def test_camera_info_pairing_by_stamp(tmp_path, camera):
         (INFO_TOPIC, CAMERA_INFO, 200, info_msg(TS2, 200, other)),
         (INFO_TOPIC, CAMERA_INFO, 300, _zero_k(info_msg(TS2, 300, bad))),
     ])
-    bag = replay_module._InputBag(source)
+    bag = bag_io.InputBag(source)
     try:
         summary = ReplaySummary(input='', output='', image_topic='', camera_info_topic=INFO_TOPIC,
                                 storage='mcap', input_format='rosbag2', topic_prefix='')

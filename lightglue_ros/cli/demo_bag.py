@@ -13,7 +13,7 @@ from lightglue_ros.cli.errors import EXIT_INTERRUPTED, EXIT_OK
 from lightglue_ros.cli.options import describe_models, resolve_model_weights
 from lightglue_ros.cli.report import FrameTable
 from lightglue_ros.errors import BagError, CalibrationError
-from lightglue_ros.ros import replay
+from lightglue_ros.ros import bag_io, replay
 from lightglue_ros.tracker import TrackerConfig, resolve_device
 
 REPLAY_BAG_NAME = 'replay_bag'  # the node's output topics as a rosbag2
@@ -54,9 +54,9 @@ def bag_demo(args: argparse.Namespace) -> int:
     image_topic, info_topic = args.image_topic, args.camera_info_topic
     if image_topic is None or (info_topic is None and not args.intrinsics):
         topics = _bag_topics(path)
-        image_topic = image_topic or _pick_topic(topics, replay.IMAGE_TYPES, 'image', True)
+        image_topic = image_topic or _pick_topic(topics, bag_io.IMAGE_TYPES, 'image', True)
         if info_topic is None and not args.intrinsics:
-            info_topic = _pick_topic(topics, (replay.CAMERA_INFO_TYPE,), 'camera_info', False)
+            info_topic = _pick_topic(topics, (bag_io.CAMERA_INFO_TYPE,), 'camera_info', False)
     if args.camera_info:
         raise CalibrationError('--camera-info applies to --images / --video; for a bag use its '
                                'camera_info topic or --intrinsics')
@@ -75,7 +75,7 @@ def bag_demo(args: argparse.Namespace) -> int:
         path, out_dir / REPLAY_BAG_NAME, image_topic=image_topic, camera_info_topic=info_topic,
         config=config, overwrite=True, debug_images=False, progress=False,
         max_frames=args.frames, fallback_camera=args.intrinsics,
-        summary_path=out_dir / replay.SUMMARY_NAME, plots_dir=out_dir / replay.PLOTS_NAME)
+        summary_path=out_dir / bag_io.SUMMARY_NAME, plots_dir=out_dir / bag_io.PLOTS_NAME)
     print(FrameTable.HEADER)
     for i in range(summary.processed):
         event = summary.keyframe_event[i]
@@ -86,7 +86,7 @@ def bag_demo(args: argparse.Namespace) -> int:
           f'{summary.fps:.2f} fps, {summary.keyframes} keyframe(s) '
           f'({summary.keyframe_switches} switch(es))')
     print(f"wrote {out_dir / REPLAY_BAG_NAME} (the node's output topics as a rosbag2)")
-    print(f'wrote {out_dir / replay.SUMMARY_NAME}')
-    for plot in sorted((out_dir / replay.PLOTS_NAME).glob('*.png')):
+    print(f'wrote {out_dir / bag_io.SUMMARY_NAME}')
+    for plot in sorted((out_dir / bag_io.PLOTS_NAME).glob('*.png')):
         print(f'wrote {plot}')
     return EXIT_OK if not summary.interrupted else EXIT_INTERRUPTED

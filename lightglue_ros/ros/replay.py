@@ -25,14 +25,10 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -40,26 +36,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
-from builtin_interfaces.msg import Time
-from rclpy.serialization import deserialize_message, serialize_message
-from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
-from std_msgs.msg import Header
+from rclpy.serialization import serialize_message
 from tqdm import tqdm
 
-from lightglue_ros import __version__
 from lightglue_ros.camera import CameraModel
-from lightglue_ros.errors import (
-    BagError,
-    ConfigError,
-    InvalidImageError,
-)
+from lightglue_ros.errors import BagError, ConfigError, InvalidImageError
 from lightglue_ros.pipeline import SKIP_REASONS as PIPELINE_SKIP_REASONS
 from lightglue_ros.pipeline import FramePipeline, Skip
 from lightglue_ros.replay_summary import ReplaySummary
+from lightglue_ros.ros.bag_io import (CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE,
+                                      IMAGE_TYPES, PLOTS_NAME, STORAGES, SUMMARY_NAME, InputBag,
+                                      OutputBag, OutputExistsError, check_output,
+                                      check_writable, remove_output)
 from lightglue_ros.ros.camera_info import camera_info_to_camera_model
 from lightglue_ros.ros.images import (array_to_image_msg, compressed_msg_to_array,
                                       image_msg_to_array)
@@ -70,34 +58,20 @@ from lightglue_ros.ros.params import NODE_NAME
 from lightglue_ros.tracker import FrameResult, Tracker, TrackerConfig
 from lightglue_ros.viz import draw_tracks
 
+__all__ = ['replay_bag', 'output_topics', 'IncompleteBagError', 'OutputExistsError',
+           'SKIP_REASONS', 'STORAGES', 'DEBUG_IMAGE_TOPIC', 'DEFAULT_TOPIC_PREFIX']
+
 logger = logging.getLogger(__name__)
 
-IMAGE_TYPE = 'sensor_msgs/msg/Image'
-COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
-CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
-IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
-RCLPY_TYPES: dict[str, type] = {IMAGE_TYPE: Image, COMPRESSED_TYPE: CompressedImage,
-                                 CAMERA_INFO_TYPE: CameraInfo}
 DEBUG_IMAGE_TOPIC = 'debug_image'  # relative name, as the node's ~/debug_image
 DEFAULT_TOPIC_PREFIX = f'/{NODE_NAME}'  # output topic = prefix/name, as the node's ~/name
 DEFAULT_ODOM_FRAME = str(NODE_DEFAULTS['odom_frame_id'])
 DEFAULT_BACKWARDS_RESET = int(NODE_DEFAULTS['backwards_reset_frames'])
-STORAGES = ('mcap', 'sqlite3')
-SUMMARY_NAME = 'replay_summary.json'  # written inside the output bag folder by default
-PLOTS_NAME = 'plots'
-BAG_VERSION = 8  # rosbag2 metadata version 8: read by Jazzy and Kilted (and rosbags)
-# Written into the output bag's metadata.yaml (custom_data): --overwrite replaces only a folder
-# that carries it, i.e. an earlier replay's output.
-MARKER_KEY = 'lightglue_ros.replay'
 
 # Why a frame was skipped (summary key skipped_by_reason): the pipeline's reasons (as the
 # node's) plus one that only a bag can cause:
 SKIP_DESERIALIZE = 'deserialize_error'  # the raw message does not decode as its type
 SKIP_REASONS = (SKIP_DESERIALIZE, *PIPELINE_SKIP_REASONS)
-
-
-class OutputExistsError(BagError, FileExistsError):
-    """The output path exists and overwrite was not requested."""
 
 
 class IncompleteBagError(BagError):
@@ -111,103 +85,8 @@ class IncompleteBagError(BagError):
 
 
 # ------------------------------------------------------------------------------------------------
-# Input.
+# Calibration by stamp.
 # ------------------------------------------------------------------------------------------------
-
-def _rclpy_header(header: Any) -> Any:
-    return Header(stamp=Time(sec=int(header.stamp.sec), nanosec=int(header.stamp.nanosec)),
-                  frame_id=str(header.frame_id))
-
-
-def _ros1_to_rclpy(obj: Any, msgtype: str) -> Any:
-    """A message deserialised by rosbags from a ROS 1 bag -> the rclpy (ROS 2) message."""
-    header = _rclpy_header(obj.header)
-    if msgtype == IMAGE_TYPE:
-        return Image(header=header, height=int(obj.height), width=int(obj.width),
-                     encoding=str(obj.encoding), is_bigendian=int(obj.is_bigendian),
-                     step=int(obj.step), data=np.asarray(obj.data, np.uint8).tobytes())
-    if msgtype == COMPRESSED_TYPE:
-        return CompressedImage(header=header, format=str(obj.format),
-                               data=np.asarray(obj.data, np.uint8).tobytes())
-    if msgtype == CAMERA_INFO_TYPE:
-        roi = obj.roi
-        return CameraInfo(
-            header=header, height=int(obj.height), width=int(obj.width),
-            distortion_model=str(obj.distortion_model),
-            d=[float(v) for v in obj.D], k=[float(v) for v in obj.K],
-            r=[float(v) for v in obj.R], p=[float(v) for v in obj.P],
-            binning_x=int(obj.binning_x), binning_y=int(obj.binning_y),
-            roi=RegionOfInterest(x_offset=int(roi.x_offset), y_offset=int(roi.y_offset),
-                                 height=int(roi.height), width=int(roi.width),
-                                 do_rectify=bool(roi.do_rectify)))
-    raise BagError(f'unsupported message type {msgtype}')
-
-
-def _resolve_input(path: Path) -> Path:
-    """A rosbag2 folder without metadata.yaml (a recording that crashed) holding exactly one
-    .mcap/.db3 file is read from that file."""
-    if path.is_dir() and not (path / 'metadata.yaml').exists():
-        files = sorted(p for p in path.iterdir() if p.suffix in ('.mcap', '.db3'))
-        if len(files) == 1:
-            logger.warning('%s has no metadata.yaml; reading %s directly', path, files[0].name)
-            return files[0]
-        raise BagError(f'{path} is not a bag: no metadata.yaml and '
-                       f'{len(files)} .mcap/.db3 files')
-    return path
-
-
-class _InputBag:
-    """An open input bag: topic checks and messages as rclpy objects."""
-
-    def __init__(self, path: Path) -> None:
-        if not path.exists():
-            raise BagError(f'input bag {path} does not exist')
-        self.path = _resolve_input(path)
-        try:
-            self.reader = AnyReader([self.path])
-            self.reader.open()
-        except Exception as err:  # rosbags raises many kinds for a damaged file
-            raise BagError(f'cannot open bag {path}: {type(err).__name__}: {err} '
-                           '(corrupt, truncated or not a bag)') from err
-        self.is2 = self.reader.is2
-
-    @property
-    def format(self) -> str:
-        return 'rosbag2' if self.is2 else 'rosbag1'
-
-    def close(self) -> None:
-        try:
-            self.reader.close()
-        except Exception:  # noqa: BLE001 - closing a damaged bag must not hide the real error
-            logger.debug('closing the input bag failed', exc_info=True)
-
-    def topics_of(self, msgtypes: Sequence[str]) -> dict[str, tuple[str, int]]:
-        return {name: (info.msgtype or '?', info.msgcount)
-                for name, info in sorted(self.reader.topics.items())
-                if info.msgtype in msgtypes}
-
-    def connections(self, topic: str, msgtypes: Sequence[str], what: str) -> list[Any]:
-        conns = [c for c in self.reader.connections if c.topic == topic]
-        if not conns:
-            candidates = self.topics_of(msgtypes)
-            listing = ', '.join(f'{n} ({t.rsplit("/", 1)[-1]}, {c} msgs)'
-                                for n, (t, c) in candidates.items()) or 'none'
-            raise BagError(f'topic {topic!r} not found in {self.path}; {what} topics in the '
-                           f'bag: {listing}')
-        bad = sorted({c.msgtype for c in conns if c.msgtype not in msgtypes})
-        if bad:
-            raise BagError(f'topic {topic!r} has type {", ".join(bad)}; expected '
-                           f'{" or ".join(msgtypes)}')
-        return conns
-
-    def deserialize(self, raw: bytes, msgtype: str) -> Any:
-        if self.is2:
-            return deserialize_message(raw, RCLPY_TYPES[msgtype])
-        return _ros1_to_rclpy(self.reader.deserialize(raw, msgtype), msgtype)
-
-    def messages(self, connections: Sequence[Any]) -> Iterator[tuple[Any, int, bytes]]:
-        return self.reader.messages(connections=connections)
-
 
 class _Cameras:
     """Camera models by stamp: the latest valid camera_info at or before an image's stamp (the
@@ -219,7 +98,7 @@ class _Cameras:
         self.stamps: list[int] = []
         self.models: list[CameraModel] = []
 
-    def load(self, bag: _InputBag, connections: Sequence[Any], summary: ReplaySummary, *,
+    def load(self, bag: InputBag, connections: Sequence[Any], summary: ReplaySummary, *,
              has_fallback: bool) -> None:
         entries: list[tuple[int, CameraModel | None]] = []
         messages = bag.messages(connections)
@@ -269,119 +148,6 @@ class _Cameras:
         if not self.stamps:
             return None
         return self.models[max(bisect.bisect_right(self.stamps, stamp_ns) - 1, 0)]
-
-
-# ------------------------------------------------------------------------------------------------
-# Output.
-# ------------------------------------------------------------------------------------------------
-
-def _check_output(output: Path, input_path: Path, overwrite: bool) -> None:
-    """Refuse an output that would overwrite the input or anything but an earlier replay's
-    output, or that cannot be written (read-only file system, a file where a folder should be):
-    before any model is loaded."""
-    out, inp = output.resolve(), input_path.resolve()
-    if out == inp or out in inp.parents:
-        raise BagError(f'output {output} would overwrite the input bag {input_path}')
-    if output.suffix == '.bag':
-        raise BagError(f'output {output}: only rosbag2 output is written (a folder, not .bag)')
-    if output.exists() or output.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(f'output {output} exists; pass --overwrite '
-                                    '(overwrite=True) to replace it')
-        reason = _not_our_output(output)
-        if reason:
-            raise BagError(f'refusing to overwrite {output}: {reason}; --overwrite replaces '
-                           'only the output folder of an earlier replay')
-    _check_writable(output, 'the output bag')
-
-
-def _not_our_output(path: Path) -> str | None:
-    """Why ``path`` is not a replay output folder (None when it is): a folder holding a rosbag2
-    whose metadata.yaml carries MARKER_KEY and nothing else but its storage files, the summary
-    and the plots folder."""
-    if path.is_symlink() or not path.is_dir():
-        return 'it is not a folder' if not path.is_symlink() else 'it is a symbolic link'
-    metadata = path / 'metadata.yaml'
-    try:
-        info = yaml.safe_load(metadata.read_text(encoding='utf-8'))['rosbag2_bagfile_information']
-        files = {str(Path(name).name) for name in info['relative_file_paths']}
-        marked = MARKER_KEY in (info.get('custom_data') or {})
-    except FileNotFoundError:
-        return 'it is not a rosbag2 folder (no metadata.yaml)'
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as err:
-        return f'its metadata.yaml is not a rosbag2 one ({type(err).__name__})'
-    if not marked:
-        return 'it is a rosbag2 that was not written by a replay'
-    allowed = {'metadata.yaml', SUMMARY_NAME, f'{SUMMARY_NAME}.tmp'} | files
-    allowed |= {f'{name}{suffix}' for name in files for suffix in ('-shm', '-wal', '-journal')}
-    foreign = sorted(p.name for p in path.iterdir()
-                     if p.name not in allowed and not (p.name == PLOTS_NAME and p.is_dir()))
-    plots = path / PLOTS_NAME
-    if plots.is_dir():
-        foreign += sorted(f'{PLOTS_NAME}/{p.name}' for p in plots.iterdir()
-                          if p.suffix != '.png' or not p.is_file())
-    if foreign:
-        return f'it holds files that are not from a replay ({", ".join(foreign[:5])})'
-    return None
-
-
-def _check_writable(path: Path, what: str) -> None:
-    """Raise BagError unless ``path`` can be created: its nearest existing folder takes a new
-    file. A probe file is the one check that holds for root (who passes every permission
-    check) on a read-only mount, and for a path below a file."""
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise BagError(f'cannot write {what} {path}: {parent} is not a folder')
-    try:
-        fd, probe = tempfile.mkstemp(prefix='.lightglue_ros_probe_', dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise BagError(f'cannot write {what} {path}: {err.strerror or err} ({parent})') from err
-
-
-def _remove_output(output: Path) -> None:
-    try:
-        if output.is_dir() and not output.is_symlink():
-            shutil.rmtree(output)
-        elif output.exists() or output.is_symlink():
-            output.unlink()
-    except OSError as err:
-        raise BagError(f'cannot replace the output {output}: {err.strerror or err}') from err
-
-
-class _OutputBag:
-    """A rosbag2 writer with one connection per output topic; closed exactly once."""
-
-    def __init__(self, path: Path, storage: str, topics: dict[str, str]) -> None:
-        plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
-        typestore = get_typestore(Stores.ROS2_KILTED)
-        self.writer = Writer(path, version=BAG_VERSION, storage_plugin=plugin)
-        self.writer.set_custom_data(MARKER_KEY, __version__)  # see _not_our_output
-        try:
-            self.writer.open()
-        except OSError as err:
-            raise BagError(f'cannot write the output bag {path}: {err.strerror or err}') from err
-        try:
-            self.connections = {topic: self.writer.add_connection(topic, msgtype,
-                                                                  typestore=typestore)
-                                for topic, msgtype in topics.items()}
-        except BaseException:
-            self.writer.close()
-            raise
-        self.counts: Counter[str] = Counter({topic: 0 for topic in topics})
-        self.closed = False
-
-    def write(self, topic: str, bag_time_ns: int, data: bytes) -> None:
-        self.writer.write(self.connections[topic], bag_time_ns, data)
-        self.counts[topic] += 1
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.writer.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -479,14 +245,14 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
     if max_frames is not None and max_frames < 0:
         raise ConfigError(f'max_frames must be >= 0, got {max_frames}')
     cameras = _Cameras()
-    _check_output(output_path, input_path, overwrite)
+    check_output(output_path, input_path, overwrite)
     summary_file = Path(summary_path) if summary_path else output_path / SUMMARY_NAME
     if summary_path:
         if summary_file.is_dir():
             raise BagError(f'cannot write the summary {summary_file}: it is a folder')
-        _check_writable(summary_file, 'the summary')
+        check_writable(summary_file, 'the summary')
 
-    bag = _InputBag(input_path)
+    bag = InputBag(input_path)
     try:
         image_conns = bag.connections(image_topic, IMAGE_TYPES, 'image')
         info_conns = (bag.connections(camera_info_topic, (CAMERA_INFO_TYPE,), 'camera_info')
@@ -506,12 +272,12 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
         if info_conns:
             cameras.load(bag, info_conns, summary, has_fallback=fallback_camera is not None)
         if overwrite:
-            _remove_output(output_path)
+            remove_output(output_path)
         topics = output_topics(topic_prefix, debug_images=debug_images)
         stop = _Stop()
         failure: BaseException | None = None
         loop: _Loop | None = None
-        out = _OutputBag(output_path, storage, topics)
+        out = OutputBag(output_path, storage, topics)
         start = time.perf_counter()
         try:  # from here on the output bag is always closed (and so valid)
             loop = _Loop(pipeline, bag, out, summary, cameras, prefix=topic_prefix,
@@ -588,7 +354,7 @@ class _ReadError(Exception):
 class _Loop:
     """One frame at a time: read, decode, track (FramePipeline), build and write the outputs."""
 
-    def __init__(self, pipeline: FramePipeline, bag: _InputBag, out: _OutputBag,
+    def __init__(self, pipeline: FramePipeline, bag: InputBag, out: OutputBag,
                  summary: ReplaySummary, cameras: _Cameras, *, prefix: str, odom_frame_id: str,
                  features_layout: str, debug_images: bool) -> None:
         self.pipeline, self.bag, self.out, self.summary = pipeline, bag, out, summary
