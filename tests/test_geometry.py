@@ -349,3 +349,90 @@ def test_compose_and_invert():
     R_id, t_id = compose(R_ac, t_ac, R_ca, t_ca)
     np.testing.assert_allclose(R_id, np.eye(3), atol=1e-12)
     np.testing.assert_allclose(t_id, np.zeros(3), atol=1e-12)
+
+
+# ---------------------------------------------------------------- rotation-only fit
+
+def _rotation_ransac_reference(f0, f1, thr_rad, confidence, max_iterations):
+    """The rotation-only RANSAC as it was before #19: an SVD (geometry._kabsch) per
+    hypothesis and one batch of 32 samples at a time. Same seed, same draws."""
+    n, cos_thr = len(f0), math.cos(thr_rad)
+    rng = np.random.default_rng(0)
+    best_R, best_mask, best_count = np.eye(3), np.zeros(n, bool), -1
+    max_iterations = min(max_iterations, 256)
+    needed, done = max_iterations, 0
+    while done < min(needed, max_iterations):
+        k = min(32, max_iterations - done)
+        i = rng.integers(0, n, size=k)
+        j = (i + rng.integers(1, n, size=k)) % n
+        R = geometry._kabsch(np.stack([f0[i], f0[j]], 1), np.stack([f1[i], f1[j]], 1))
+        masks = np.einsum('kab,nb,na->kn', R, f0, f1) > cos_thr
+        counts = masks.sum(1)
+        b = int(np.argmax(counts))
+        if counts[b] > best_count:
+            best_R, best_mask, best_count = R[b], masks[b], int(counts[b])
+            w2 = (best_count / n) ** 2
+            needed = (0 if w2 >= 1.0 else max_iterations if w2 < 1e-12 else
+                      math.ceil(math.log1p(-confidence) / math.log1p(-w2)))
+        done += k
+    for _ in range(3):
+        if best_count < 2:
+            break
+        R = geometry._kabsch(f0[best_mask], f1[best_mask])
+        mask = np.sum((f0 @ R.T) * f1, axis=1) > cos_thr
+        if mask.sum() < best_count:
+            break
+        changed = bool(np.any(mask != best_mask))
+        best_R, best_mask, best_count = R, mask, int(mask.sum())
+        if not changed:
+            break
+    return best_R, best_mask
+
+
+def _unit_rows(rng: np.random.Generator, k: int) -> np.ndarray:
+    v = rng.normal(size=(k, 3))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_two_point_rotations_equal_kabsch_per_hypothesis():
+    rng = np.random.default_rng(900)
+    k = 2000
+    a0, a1 = _unit_rows(rng, k), _unit_rows(rng, k)
+    R_true = np.stack([_rotation(rng.normal(size=3), rng.uniform(0.0, 180.0))
+                       for _ in range(k)])
+    noise = 0.05 * rng.normal(size=(2, k, 3))
+    b0 = np.einsum('kab,kb->ka', R_true, a0) + noise[0]
+    b1 = np.einsum('kab,kb->ka', R_true, a1) + noise[1]
+    b0 /= np.linalg.norm(b0, axis=1, keepdims=True)
+    b1 /= np.linalg.norm(b1, axis=1, keepdims=True)
+    # Two coincident bearings (a duplicated keypoint): the rotation about them is free, the
+    # closed form cannot say which, so these rows must come from the SVD fallback.
+    a1[:5], b1[:5] = a0[:5], b0[:5]
+    R = geometry._two_point_rotations(a0, a1, b0, b1)
+    reference = geometry._kabsch(np.stack([a0, a1], 1), np.stack([b0, b1], 1))
+    np.testing.assert_allclose(R, reference, rtol=0.0, atol=1e-9)
+    np.testing.assert_allclose(R @ np.swapaxes(R, 1, 2), np.broadcast_to(np.eye(3), R.shape),
+                               rtol=0.0, atol=1e-12)
+    assert np.all(np.linalg.det(R) > 0.0)
+
+
+@pytest.mark.parametrize('translation,outlier_ratio,max_iterations', [
+    (False, 0.2, 2000),  # pure rotation: stops after the first batch
+    (False, 0.7, 2000),  # many outliers: several batches before the stopping criterion
+    (True, 0.2, 2000),   # real translation: no rotation fits, all 256 hypotheses
+    (True, 0.2, 50),     # a cap that is not a multiple of the batch size
+    (True, 0.2, 7),      # a cap below one batch
+])
+def test_rotation_ransac_equals_the_per_hypothesis_svd_fit(translation, outlier_ratio,
+                                                          max_iterations):
+    for seed in range(3):
+        rng = np.random.default_rng(950 + seed)
+        R, t = _motion(rng, translation=translation)
+        kf, cur, _ = _scene(rng, CAMERA, CAMERA, R, t, n=400, outlier_ratio=outlier_ratio)
+        f0 = geometry._bearings(CAMERA.undistort_points(kf))
+        f1 = geometry._bearings(CAMERA.undistort_points(cur))
+        thr = math.sqrt(3.0) / CAMERA.mean_focal
+        R_new, mask_new = geometry._rotation_ransac(f0, f1, thr, 0.99999, max_iterations)
+        R_ref, mask_ref = _rotation_ransac_reference(f0, f1, thr, 0.99999, max_iterations)
+        np.testing.assert_allclose(R_new, R_ref, rtol=0.0, atol=1e-9)
+        np.testing.assert_array_equal(mask_new, mask_ref)
