@@ -3,6 +3,14 @@
 Usage:
     python benchmarks/bench_pose.py [--json] [--runs 10] [--shared-dir ../shared]
                                     [--cache-dir /tmp/lightglue_ros_bench_pose]
+                                    [--methods poselib ...] [--before bfffafd]
+
+--before REF adds, for every method, the estimator as it was at git revision REF
+(lightglue_ros/geometry.py of that commit, imported under another name in this process) and
+runs it alternately with today's on the same shuffles, so load from other jobs hits both
+alike; the report gives both side by side and their time ratio. For the one-core p50 run it
+pinned: `OPENBLAS_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_pose.py ...` (the
+report records the CPUs it was allowed to use and the thread variables).
 
 (a) The 15 ScanNet pairs of <shared>/data/scannet_pairs, resized to 640x480 with K scaled:
     AUC of max(rotation error, translation direction error) at 5/10/20 deg, averaged over
@@ -24,9 +32,12 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
+import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -136,28 +147,50 @@ def load_resized(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, float, 
 
 # ---------------------------------------------------------------- evaluation
 
-Variants = dict[str, tuple[str, dict, int]]  # name -> (method, options, PoseLib min iterations)
+@dataclass(frozen=True)
+class Variant:
+    """One estimator configuration: the geometry module that runs it (today's or a --before
+    revision's), the method, extra options and PoseLib's minimum RANSAC iterations."""
+
+    module: types.ModuleType
+    method: str
+    options: dict
+    poselib_min_iterations: int
+
+    def estimate(self, points0: np.ndarray, points1: np.ndarray, cam0: CameraModel,
+                 cam1: CameraModel, times: list, cpu_times: list):
+        """One estimate; appends its wall time (elapsed_ms) and process CPU time in ms. CPU
+        time is reported too because other jobs may share the cores: it varies less."""
+        self.module.POSELIB_MIN_ITERATIONS = self.poselib_min_iterations
+        cpu = time.process_time()
+        r = self.module.estimate_relative_pose(points0, points1, cam0, cam1,
+                                               method=self.method, **self.options)
+        cpu_times.append((time.process_time() - cpu) * 1e3)
+        times.append(r.elapsed_ms)
+        return r
 
 
-def timed(points0: np.ndarray, points1: np.ndarray, cam0: CameraModel, cam1: CameraModel,
-          method: str, options: dict, times: list, cpu_times: list):
-    """One estimate; appends its wall time (elapsed_ms) and process CPU time in ms. CPU time
-    is reported too because other jobs may share the 2 cores: it varies less."""
-    cpu = time.process_time()
-    r = estimate_relative_pose(points0, points1, cam0, cam1, method=method, **options)
-    cpu_times.append((time.process_time() - cpu) * 1e3)
-    times.append(r.elapsed_ms)
-    return r
+Variants = dict[str, Variant]
 
 
-def each_variant(variants: Variants):
-    for name, (method, options, min_iter) in variants.items():
-        geometry.POSELIB_MIN_ITERATIONS = min_iter
-        yield name, method, options
+def geometry_at(revision: str) -> types.ModuleType:
+    """lightglue_ros/geometry.py as it was at a git revision, as a module of its own
+    (geometry_at_<revision>); it imports the rest of lightglue_ros from today's tree."""
+    source = subprocess.run(['git', '-C', str(PROJECT_ROOT), 'show',
+                             f'{revision}:lightglue_ros/geometry.py'],
+                            capture_output=True, text=True, check=True).stdout
+    name = f'geometry_at_{revision}'
+    module = types.ModuleType(name)
+    module.__file__ = f'{revision}:lightglue_ros/geometry.py'
+    sys.modules[name] = module  # dataclasses look their module up while building classes
+    exec(compile(source, module.__file__, 'exec'), module.__dict__)
+    return module
 
 
 def timing(times: list, cpu_times: list) -> dict:
-    return {'median_ms': float(np.median(times)), 'median_cpu_ms': float(np.median(cpu_times))}
+    return {'median_ms': float(np.median(times)), 'median_cpu_ms': float(np.median(cpu_times)),
+            'p90_ms': float(np.percentile(times, 90)),
+            'p90_cpu_ms': float(np.percentile(cpu_times, 90))}
 
 
 def run_scannet(shared: Path, cache: Path, matcher_factory, runs: int,
@@ -173,30 +206,37 @@ def run_scannet(shared: Path, cache: Path, matcher_factory, runs: int,
         key = f"scannet_{Path(p['name0']).stem}_{Path(p['name1']).stem}"
         p0, p1 = cached_matches(cache, key, matcher_factory, im0, im1)
         data.append((p, cam0, cam1, p0, p1))
-    results = {}
-    for name, method, options in each_variant(variants):
-        aucs, times, cpu_times, fails = [], [], [], 0
-        per_pair: list[list[float]] = [[] for _ in data]
-        for run in range(runs):
-            rng = np.random.default_rng(run)
-            per_run: list[float] = []
-            for i, (p, cam0, cam1, p0, p1) in enumerate(data):
-                perm = rng.permutation(len(p0))
-                r = timed(p0[perm], p1[perm], cam0, cam1, method, options, times, cpu_times)
+    aucs: dict[str, list] = {name: [] for name in variants}
+    times: dict[str, list] = {name: [] for name in variants}
+    cpu_times: dict[str, list] = {name: [] for name in variants}
+    fails = dict.fromkeys(variants, 0)
+    per_pair: dict[str, list[list[float]]] = {name: [[] for _ in data] for name in variants}
+    for run in range(runs):
+        rng = np.random.default_rng(run)
+        per_run: dict[str, list[float]] = {name: [] for name in variants}
+        for i, (p, cam0, cam1, p0, p1) in enumerate(data):
+            perm = rng.permutation(len(p0))
+            for name, variant in variants.items():  # alternately: load hits all alike
+                r = variant.estimate(p0[perm], p1[perm], cam0, cam1, times[name],
+                                     cpu_times[name])
                 if not r.success:
-                    fails += 1
-                    per_run.append(np.inf)
+                    fails[name] += 1
+                    per_run[name].append(np.inf)
                 else:
                     e_R, e_t = pose_error_deg(r.R_kf_to_cur, r.t_kf_to_cur, p['R'], p['t'])
-                    per_run.append(max(e_R, e_t))
-                per_pair[i].append(per_run[-1])
-            aucs.append(pose_auc(per_run))
-        a = np.mean(aucs, axis=0) * 100.0
+                    per_run[name].append(max(e_R, e_t))
+                per_pair[name][i].append(per_run[name][-1])
+        for name in variants:
+            aucs[name].append(pose_auc(per_run[name]))
+    results = {}
+    for name in variants:
+        a = np.mean(aucs[name], axis=0) * 100.0
         results[name] = {'auc5': a[0], 'auc10': a[1], 'auc20': a[2],
-                         'auc_std': (np.std(aucs, axis=0) * 100.0).tolist(),
-                         'failures': fails, 'estimates': len(times),
-                         **timing(times, cpu_times),
-                         'median_err_per_pair_deg': [float(np.median(e)) for e in per_pair]}
+                         'auc_std': (np.std(aucs[name], axis=0) * 100.0).tolist(),
+                         'failures': fails[name], 'estimates': len(times[name]),
+                         **timing(times[name], cpu_times[name]),
+                         'median_err_per_pair_deg': [float(np.median(e))
+                                                     for e in per_pair[name]]}
     results['_pairs'] = [Path(d[0]['name0']).stem[:12] for d in data]
     results['_matches_per_pair'] = [len(d[3]) for d in data]
     return results
@@ -214,31 +254,36 @@ def run_freiburg(shared: Path, cache: Path, matcher_factory, runs: int,
                                 cv2.imread(str(f1)))
         data.append((p0, p1))
     rots: dict[str, list] = {name: [[] for _ in data] for name in variants}
-    results = {}
-    for name, method, options in each_variant(variants):
-        times, cpu_times, inl, ratios, parallax, fails, rot_only = [], [], [], [], [], 0, 0
-        for run in range(runs):
-            rng = np.random.default_rng(run)
-            for i, (p0, p1) in enumerate(data):
-                perm = rng.permutation(len(p0))
-                r = timed(p0[perm], p1[perm], cam, cam, method, options, times, cpu_times)
+    stats = {name: {'times': [], 'cpu_times': [], 'inliers': [], 'ratios': [],
+                    'parallax': [], 'failures': 0, 'rotation_only': 0} for name in variants}
+    for run in range(runs):
+        rng = np.random.default_rng(run)
+        for i, (p0, p1) in enumerate(data):
+            perm = rng.permutation(len(p0))
+            for name, variant in variants.items():  # alternately: load hits all alike
+                st = stats[name]
+                r = variant.estimate(p0[perm], p1[perm], cam, cam, st['times'],
+                                     st['cpu_times'])
                 if not r.success:
-                    fails += 1
+                    st['failures'] += 1
                     continue
-                rot_only += r.rotation_only
-                inl.append(r.num_inliers)
-                ratios.append(r.inlier_ratio)
-                parallax.append(r.median_parallax_deg)
+                st['rotation_only'] += r.rotation_only
+                st['inliers'].append(r.num_inliers)
+                st['ratios'].append(r.inlier_ratio)
+                st['parallax'].append(r.median_parallax_deg)
                 rots[name][i].append(r.R_kf_to_cur)
-        results[name] = {'median_inliers': float(np.median(inl)),
-                         'median_inlier_ratio': float(np.median(ratios)),
-                         'failures': fails, 'rotation_only': rot_only,
-                         'estimates': len(times),
-                         'median_parallax_deg': float(np.median(parallax)),
-                         **timing(times, cpu_times)}
+    results = {}
+    for name, st in stats.items():
+        results[name] = {'median_inliers': float(np.median(st['inliers'])),
+                         'median_inlier_ratio': float(np.median(st['ratios'])),
+                         'failures': st['failures'], 'rotation_only': st['rotation_only'],
+                         'estimates': len(st['times']),
+                         'median_parallax_deg': float(np.median(st['parallax'])),
+                         **timing(st['times'], st['cpu_times'])}
     # No ground truth, so two rotation checks per pair: repeatability = angle from each
     # estimate to the mean of the same method over the shuffles; agreement = angle from each
-    # estimate to the mean of the three base methods' means (one vote per method).
+    # estimate to the mean of the base methods' means (one vote per method; today's
+    # estimators, so a --before variant is compared against the same reference).
     def mean_rotation(Rs: list) -> np.ndarray:  # chordal L2 mean, projected onto SO(3)
         U, _, Vt = np.linalg.svd(np.mean(Rs, axis=0))
         return U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
@@ -246,7 +291,8 @@ def run_freiburg(shared: Path, cache: Path, matcher_factory, runs: int,
     for name in variants:
         repeat, agree = [], []
         for i in range(len(data)):
-            base = [mean_rotation(rots[m][i]) for m in METHODS if rots[m][i]]
+            base = [mean_rotation(rots[m][i]) for m in METHODS
+                    if m in rots and rots[m][i]]
             if not rots[name][i] or not base:
                 continue
             own, ref = mean_rotation(rots[name][i]), mean_rotation(base)
@@ -292,25 +338,32 @@ def run_synthetic(variants: Variants, scenes: int = 50) -> dict:
     random = [(rng.uniform([0, 0], [639, 479], (500, 2)), rng.uniform([0, 0], [639, 479],
                                                                       (500, 2)))
               for _ in range(5)]
+    errs: dict[str, list] = {name: [] for name in variants}
+    times: dict[str, list] = {name: [] for name in variants}
+    cpu_times: dict[str, list] = {name: [] for name in variants}
+    for p0, p1, R, t in data:
+        for name, variant in variants.items():  # alternately: load hits all alike
+            r = variant.estimate(p0, p1, cam, cam, times[name], cpu_times[name])
+            errs[name].append(pose_error_deg(r.R_kf_to_cur, r.t_kf_to_cur, R, t)
+                              if r.success else (np.inf, np.inf))
+    r_times: dict[str, list] = {name: [] for name in variants}
+    r_cpu: dict[str, list] = {name: [] for name in variants}
+    r_success = dict.fromkeys(variants, 0)
+    for p0, p1 in random:
+        for name, variant in variants.items():
+            r_success[name] += variant.estimate(p0, p1, cam, cam, r_times[name],
+                                                r_cpu[name]).success
     results = {}
-    for name, method, options in each_variant(variants):
-        errs, times, cpu_times = [], [], []
-        for p0, p1, R, t in data:
-            r = timed(p0, p1, cam, cam, method, options, times, cpu_times)
-            errs.append(pose_error_deg(r.R_kf_to_cur, r.t_kf_to_cur, R, t) if r.success
-                        else (np.inf, np.inf))
-        errs = np.array(errs)
-        r_times, r_cpu, r_success = [], [], 0
-        for p0, p1 in random:
-            r_success += timed(p0, p1, cam, cam, method, options, r_times, r_cpu).success
-        results[name] = {'median_rot_err_deg': float(np.median(errs[:, 0])),
-                         'max_rot_err_deg': float(np.max(errs[:, 0])),
-                         'median_trans_err_deg': float(np.median(errs[:, 1])),
-                         'max_trans_err_deg': float(np.max(errs[:, 1])),
-                         **timing(times, cpu_times),
-                         'random_median_ms': float(np.median(r_times)),
-                         'random_median_cpu_ms': float(np.median(r_cpu)),
-                         'random_accepted': r_success}
+    for name in variants:
+        e = np.array(errs[name])
+        results[name] = {'median_rot_err_deg': float(np.median(e[:, 0])),
+                         'max_rot_err_deg': float(np.max(e[:, 0])),
+                         'median_trans_err_deg': float(np.median(e[:, 1])),
+                         'max_trans_err_deg': float(np.max(e[:, 1])),
+                         **timing(times[name], cpu_times[name]),
+                         'random_median_ms': float(np.median(r_times[name])),
+                         'random_median_cpu_ms': float(np.median(r_cpu[name])),
+                         'random_accepted': r_success[name]}
     return results
 
 
@@ -352,13 +405,19 @@ def main(argv: list[str] | None = None) -> int:
                         help='RANSAC iteration cap (default: the library default)')
     parser.add_argument('--poselib-min-iterations', type=int, nargs='*', default=[],
                         help='extra PoseLib variants with these minimum RANSAC iterations')
+    parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS),
+                        help='estimators to run (default: all three)')
+    parser.add_argument('--before', metavar='REV', default=None,
+                        help='also run each method as it was at this git revision, alternately '
+                             "with today's, and report both side by side")
     args = parser.parse_args(argv)
     shared = args.shared_dir.resolve()
     if not (shared / 'data').is_dir():
         print(f'shared data not found under {shared} (use --shared-dir)', file=sys.stderr)
         return 2
     args.cache_dir.mkdir(parents=True, exist_ok=True)
-    cv2.setNumThreads(2)
+    cpus = sorted(os.sched_getaffinity(0))
+    cv2.setNumThreads(min(2, len(cpus)))
 
     matcher: list[Matcher] = []
 
@@ -371,15 +430,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_iterations is not None:
         common['max_iterations'] = args.max_iterations
     default_min_iter = geometry.POSELIB_MIN_ITERATIONS
-    variants: Variants = {m: (m, common, default_min_iter) for m in METHODS}
-    for n in args.poselib_min_iterations:
-        if n != default_min_iter:
-            variants[f'poselib_min{n}'] = ('poselib', common, n)
+    variants: Variants = {}
+    before = None if args.before is None else geometry_at(args.before)
+    for m in args.methods:
+        variants[m] = Variant(geometry, m, common, default_min_iter)
+        if before is not None:
+            variants[f'{m}@{args.before}'] = Variant(before, m, common,
+                                                     before.POSELIB_MIN_ITERATIONS)
+    if 'poselib' in args.methods:
+        for n in args.poselib_min_iterations:
+            if n != default_min_iter:
+                variants[f'poselib_min{n}'] = Variant(geometry, 'poselib', common, n)
     start = time.perf_counter()
     report = {
         'command': ' '.join(['python', 'benchmarks/bench_pose.py',
                              *(sys.argv[1:] if argv is None else argv)]),
         'machine': machine(),
+        'cpus': cpus,
+        'threads_env': {k: os.environ.get(k) for k in ('OPENBLAS_NUM_THREADS',
+                                                       'OMP_NUM_THREADS')},
         'runs': args.runs,
         'threshold_px': args.threshold_px,
         'max_iterations': common.get('max_iterations', 'default'),
@@ -391,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     geometry.POSELIB_MIN_ITERATIONS = default_min_iter
     report['parallax_sweep'] = run_parallax_sweep()
     geometry.POSELIB_MIN_ITERATIONS = default_min_iter
+    if before is not None:
+        report['before_after'] = before_after(report, args.methods, args.before)
     report['wall_s'] = time.perf_counter() - start
     if args.json:
         print(json.dumps(report, indent=1, default=float))
@@ -428,7 +499,46 @@ def main(argv: list[str] | None = None) -> int:
         err = ('-' if row['median_t_err_deg'] is None else
                f"{row['median_t_err_deg']:.2f}/{row['p90_t_err_deg']:.2f}")
         print(f"  {row['t_norm_m']:.3f}  {row['median_parallax_deg']:.3f}  {err}")
+    if before is not None:
+        print(f'Before ({args.before}) / after, run alternately: ScanNet AUC@5/10/20 (%), '
+              'Freiburg and synthetic median CPU ms and rotation repeatability p90 (deg); '
+              'ratio = before / after CPU time')
+        for m, row in report['before_after'].items():
+            for when in ('before', 'after'):
+                r = row[when]
+                print(f"  {m:14s} {when:6s} {r['scannet_auc'][0]:6.2f} {r['scannet_auc'][1]:6.2f} "
+                      f"{r['scannet_auc'][2]:6.2f}  scannet {r['scannet_cpu_ms']:6.2f}  "
+                      f"freiburg {r['freiburg_cpu_ms']:6.2f} (p90 {r['freiburg_p90_cpu_ms']:6.2f})"
+                      f"  synthetic {r['synthetic_cpu_ms']:6.2f}  "
+                      f"repeat p90 {r['freiburg_p90_rot_repeat_deg']:.3f}")
+            print(f"  {m:14s} ratio  scannet {row['ratio']['scannet']:.2f}  freiburg "
+                  f"{row['ratio']['freiburg']:.2f}  synthetic {row['ratio']['synthetic']:.2f}")
     return 0
+
+
+def before_after(report: dict, methods: list[str], revision: str) -> dict:
+    """Per method: today's and the --before revision's accuracy and CPU time, and the ratio
+    of their median CPU times (> 1: today's is faster)."""
+    rows = {}
+    for m in methods:
+        row = {}
+        for when, name in (('before', f'{m}@{revision}'), ('after', m)):
+            sc, fr, sy = (report[k][name] for k in ('scannet', 'freiburg', 'synthetic'))
+            row[when] = {'scannet_auc': [sc['auc5'], sc['auc10'], sc['auc20']],
+                         'scannet_auc_std': sc['auc_std'],
+                         'scannet_cpu_ms': sc['median_cpu_ms'],
+                         'freiburg_cpu_ms': fr['median_cpu_ms'],
+                         'freiburg_p90_cpu_ms': fr['p90_cpu_ms'],
+                         'freiburg_median_rot_agree_deg': fr['median_rot_agree_deg'],
+                         'freiburg_p90_rot_repeat_deg': fr['p90_rot_repeat_deg'],
+                         'freiburg_median_inliers': fr['median_inliers'],
+                         'synthetic_cpu_ms': sy['median_cpu_ms'],
+                         'synthetic_median_rot_err_deg': sy['median_rot_err_deg'],
+                         'synthetic_median_trans_err_deg': sy['median_trans_err_deg']}
+        row['ratio'] = {k: row['before'][f'{k}_cpu_ms'] / row['after'][f'{k}_cpu_ms']
+                        for k in ('scannet', 'freiburg', 'synthetic')}
+        rows[m] = row
+    return rows
 
 
 if __name__ == '__main__':
