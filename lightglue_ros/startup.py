@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 __all__ = ['EXIT_INTERRUPTED', 'Terminated', 'exit_process', 'interrupt_on_signals',
-           'started_by_entry_point']
+           'started_by_entry_point', 'stop_raising_on_signals']
 
 EXIT_INTERRUPTED = 130  # for SIGINT and SIGTERM alike, as documented in docs/replay.md
 ENTRY_SCRIPTS = ('replay', 'lightglue-ros')  # setup.py console_scripts that import this
@@ -83,22 +83,62 @@ def _raise(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+class _FirstSignalRaises:
+    """Signal handler: the first SIGINT/SIGTERM raises (as ``_raise``); every later one is only
+    reported on stderr, so that it cannot cut short the clean-up the first one started."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fired = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if not self.fired:
+            self.fired = True
+            _raise(signum, frame)
+        sys.stderr.write(f'{self.name}: {signal.Signals(signum).name} ignored: already '
+                         'shutting down\n')
+        sys.stderr.flush()
+
+
+def stop_raising_on_signals() -> None:
+    """The clean-up after a signal has begun: from here on the handlers that
+    ``interrupt_on_signals(repeat=False)`` installed only report SIGINT/SIGTERM, also one that
+    came before and whose Python handler has not run yet (rclpy's own handler can end the
+    spin first)."""
+    for sig in SIGNALS:
+        handler = signal.getsignal(sig)
+        if isinstance(handler, _FirstSignalRaises):
+            handler.fired = True
+
+
 @contextmanager
-def interrupt_on_signals() -> Iterator[None]:
+def interrupt_on_signals(*, repeat: bool = True, name: str = 'lightglue_ros'
+                         ) -> Iterator[None]:
     """Inside: SIGINT raises KeyboardInterrupt, SIGTERM raises Terminated (unless ignored); the
     previous handlers come back on exit. Only the main thread can set handlers; elsewhere this
-    does nothing."""
+    does nothing.
+
+    ``repeat=False`` (the matcher node): only the first signal raises. Every later one inside
+    the block writes ``NAME: SIGINT ignored: already shutting down`` to stderr and is otherwise
+    ignored, and once a signal came SIGINT/SIGTERM are left ignored (SIG_IGN) on exit instead of
+    getting the previous handlers back: the process is on its way out. A second Ctrl-C during
+    that clean-up made the node abort (issue #20): a KeyboardInterrupt in the middle of the
+    worker's join, or, once Python's teardown has put the default actions back, death by
+    SIGINT (exit -2).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    handler = _raise if repeat else _FirstSignalRaises(name)
     # A signal the parent set to be ignored (nohup, a background job) stays ignored.
-    previous = {sig: signal.signal(sig, _raise) for sig in SIGNALS
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS
                 if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        shutting_down = isinstance(handler, _FirstSignalRaises) and handler.fired
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_IGN if shutting_down else old)
 
 
 def exit_process(code: int) -> NoReturn:

@@ -384,6 +384,82 @@ def test_header_sizes_are_read_without_decoding():
             images.compressed_image_size(data)
 
 
+def _padded(jpeg: bytes, marker: bytes, junk: bytes) -> bytes:
+    """``jpeg`` with ``junk`` inserted right before the first ``marker`` (0xFF and its code)."""
+    i = jpeg.find(marker)
+    assert i > 0, marker
+    return jpeg[:i] + junk + jpeg[i:]
+
+
+# Junk before a marker ahead of the frame header: libjpeg skips everything up to the next 0xFF,
+# then the 0xFF fill bytes, and discards a stuffed 0xFF 0x00; it warns and decodes (#20).
+JUNK_BEFORE_MARKER = {
+    '50 zero bytes before DQT': (b'\xff\xdb', bytes(50)),
+    '50 zero bytes before SOF0': (b'\xff\xc0', bytes(50)),
+    'fill bytes before SOF0': (b'\xff\xc0', b'\xff' * 7),  # legal: no warning
+    'stuffed zero and junk holding 0xFF': (b'\xff\xc0', b'\x01\xff\x00\x03\xff\x00'),
+    'junk before DQT and before SOF0': (b'\xff\xdb', b'junk'),  # second junk added below
+}
+
+
+@pytest.mark.parametrize('case', JUNK_BEFORE_MARKER)
+def test_jpeg_with_junk_before_a_marker_is_read_as_libjpeg_reads_it(case):
+    """The pixel-cap pre-check must find the frame header wherever libjpeg does: such a JPEG
+    decodes (with libjpeg's 'extraneous bytes' warning) and was refused as 'no JPEG image
+    header'. The size and the warnings are compared with cv2.imdecode's."""
+    clean = _jpeg(48, 64)
+    marker, junk = JUNK_BEFORE_MARKER[case]
+    data = _padded(clean, marker, junk)
+    if case.startswith('junk before DQT and'):
+        data = _padded(data, b'\xff\xc0', bytes(3))
+    decoded, decoder_messages = images._decode(np.frombuffer(data, np.uint8))
+    assert decoded is not None and decoded.shape == (48, 64, 3)  # what OpenCV does with it
+
+    frame = images.jpeg_frame_header(data)
+    assert frame is not None
+    assert images.compressed_image_size(data) == (64, 48) == (frame.width, frame.height)
+    # Junk in front of the frame header only: libjpeg's warning is the scan's first count
+    # (libjpeg prints only the first warning of an image: emit_message in jerror.c).
+    counted = [f'Corrupt JPEG data: {count} extraneous bytes before marker 0x{code:02x}'
+               for count, code in frame.extraneous]
+    assert counted[:1] == decoder_messages
+    assert len(counted) == (2 if case.startswith('junk before DQT and') else len(counted[:1]))
+    assert bool(decoder_messages) == (case != 'fill bytes before SOF0')
+
+    warnings: list[str] = []
+    out = images.compressed_msg_to_array(_compressed(data, 'jpeg'), on_warning=warnings.append)
+    expected = images.compressed_msg_to_array(_compressed(clean, 'jpeg'))
+    np.testing.assert_array_equal(out, expected)  # the junk changes nothing in the pixels
+    assert warnings == decoder_messages
+
+
+@pytest.mark.parametrize('data', [
+    b'\xff\xd8' + bytes(200),  # no marker at all after SOI
+    b'\xff\xd8' + bytes(100) + b'\xff\xd9',  # junk, then the end of the image
+    b'\xff\xd8' + b'\xff\x00' * 50,  # only stuffed zeros
+    b'\xff\xd8\xff\xdb\x00\x43' + bytes(65) + b'\x12' * 30,  # DQT, then junk to the end
+], ids=['zeros', 'zeros then EOI', 'stuffed zeros', 'DQT then junk'])
+def test_jpeg_without_a_frame_header_is_still_refused(data):
+    image, _ = images._decode(np.frombuffer(data, np.uint8))
+    assert image is None  # libjpeg finds no image either
+    assert images.jpeg_frame_header(data) is None
+    with pytest.raises(InvalidImageError, match='no JPEG image header'):
+        images.compressed_msg_to_array(_compressed(data, 'jpeg'))
+
+
+def test_pixel_cap_holds_for_a_junk_padded_jpeg_bomb(monkeypatch):
+    """Junk before the frame header must not hide a huge declared size from the cap."""
+    bomb = _padded(_claim_jpeg(_jpeg(), 20000, 20000), b'\xff\xc0', bytes(50))
+    assert images.compressed_image_size(bomb) == (20000, 20000)
+
+    def no_decoding(buffer):
+        raise AssertionError('decoded although the header is over the cap')
+
+    monkeypatch.setattr(images, '_decode', no_decoding)
+    with pytest.raises(ImageTooLargeError, match='20000x20000 = 400000000 pixels'):
+        images.compressed_msg_to_array(_compressed(bomb, 'jpeg'))
+
+
 @pytest.mark.parametrize('kind', ['jpeg', 'png'])
 def test_compressed_image_claiming_a_huge_size_is_refused_before_decoding(kind, monkeypatch):
     small = _jpeg() if kind == 'jpeg' else _png()

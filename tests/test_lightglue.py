@@ -14,7 +14,15 @@ from lightglue_ros.models import interop
 from lightglue_ros.models.extractors import build_extractor
 from lightglue_ros.models.lightglue import LightGlue, convert_state_dict
 
-SCORE_TOL = 1e-4  # match scores vs kornia with the same real weights (fp32, different kernels)
+# Scores vs kornia with the same real weights. The parity proof is in fp64 (both models and the
+# features .double()): the same algorithm agrees to FP64_SCORE_TOL (measured <= 3.0e-8 on
+# freiburg 0/4 and three ScanNet pairs, ALIKED 2048, adaptive and full). In fp32 each side's
+# kernels round differently: measured 1e-6..4e-5 here, up to 1.75e-4 on other real images
+# (issue #20), so the fp32 scores are only held to FP32_SCORE_TOL, which rounding stays under
+# and a wrong computation does not (zeroing any one bias of the last layer moved the scores of
+# the common matches by 5e-3 to 0.47; ALIKED 1024, freiburg 0/4, full depth).
+FP64_SCORE_TOL = 1e-6
+FP32_SCORE_TOL = 1e-3
 HF_SCORE_TOL = 1e-5  # vs transformers with random weights (scores are small and well separated)
 MODES = {'adaptive': {'depth_confidence': 0.95, 'width_confidence': 0.99},
          'full': {'depth_confidence': -1, 'width_confidence': -1}}
@@ -54,13 +62,29 @@ def test_equals_kornia_with_real_weights(real_features, weights_dir, extractor, 
     assert len(result) > 100
     assert torch.equal(result.matches, matches)
     assert result.stop_layer == stop
-    assert torch.allclose(result.scores, scores, atol=SCORE_TOL, rtol=0)
+    assert torch.allclose(result.scores, scores, atol=FP32_SCORE_TOL, rtol=0)
     if mode == 'adaptive':
         assert torch.equal(result.layers0, raw['prune0'][0])
         assert torch.equal(result.layers1, raw['prune1'][0])
         assert result.stop_layer < 9 and result.num_pruned0 + result.num_pruned1 > 0
     else:
         assert result.stop_layer == 9
+    # fp64 on both sides: the same algorithm, up to rounding (the parity proof, see above).
+    ours64, theirs64 = ours.double(), theirs.double()
+    ours64.fuse()
+    result64 = ours64.match(_double(f0), _double(f1))
+    matches64, scores64, stop64, raw64 = interop.kornia_match(theirs64, _double(f0),
+                                                              _double(f1))
+    assert torch.equal(result64.matches, matches64) and result64.stop_layer == stop64
+    assert torch.allclose(result64.scores.double(), scores64, atol=FP64_SCORE_TOL, rtol=0)
+    if mode == 'adaptive':
+        assert torch.equal(result64.layers0, raw64['prune0'][0])
+        assert torch.equal(result64.layers1, raw64['prune1'][0])
+
+
+def _double(f: Features) -> Features:
+    return Features(f.keypoints.double(), f.scores.double(), f.descriptors.double(),
+                    f.image_size)
 
 
 def test_real_weights_consecutive_frames_match_well(weights_dir, freiburg_frames):

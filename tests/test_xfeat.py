@@ -25,10 +25,12 @@ from lightglue_ros.tracker import Tracker, TrackerConfig
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 DESCRIPTOR_TOL = 1e-5  # issue: identical keypoints, descriptors within 1e-5
-# LighterGlue vs kornia: fp32 scores differ by up to ~1.7e-4 at 2048 points, because each
-# implementation's fp32 kernels (ours fuse projections) are ~6e-5 from the fp64 result; in fp64
-# both agree to ~3e-8 (our scores are returned as fp32), which is the parity proof.
-FP32_SCORE_TOL = 3e-4
+# LighterGlue vs kornia: the parity proof is the fp64 comparison (both sides .double()), where
+# the scores agree to ~3e-8 (FP64_SCORE_TOL). In fp32 each implementation's kernels (ours fuse
+# projections) round differently: up to ~1.7e-4 at 2048 points on freiburg, 3.1e-4 at 448 on
+# other real images (issue #20), so fp32 scores are only held to a bound that rounding stays
+# under and a wrong computation does not (measured in test_lightglue: >= 5e-3).
+FP32_SCORE_TOL = 1e-3
 FP64_SCORE_TOL = 1e-6
 MODES = {'adaptive': {'depth_confidence': 0.95, 'width_confidence': 0.99},
          'full': {'depth_confidence': -1, 'width_confidence': -1}}

@@ -7,6 +7,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import IO
 
 import cv2
@@ -165,47 +166,85 @@ _JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8), 0xD8])
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the first start-of-frame segment, None if there is none before
-    the scan or the end of the data. Segments are skipped by their length, so EXIF
-    thumbnails (inside APP1) are never mistaken for the image."""
-    i, n = 2, len(data)
-    while i + 1 < n:
-        if data[i] != 0xFF:
-            return None  # not at a marker: damaged
-        while i < n and data[i] == 0xFF:  # fill bytes
+@dataclass(frozen=True)
+class JpegFrameHeader:
+    """What the start-of-frame segment declares, and libjpeg's complaints on the way to it."""
+
+    width: int
+    height: int
+    # (bytes skipped, marker) for each marker that junk preceded, as libjpeg reports them:
+    # 'Corrupt JPEG data: 50 extraneous bytes before marker 0xc0'.
+    extraneous: tuple[tuple[int, int], ...] = ()
+
+
+def _next_jpeg_marker(data: bytes, i: int) -> tuple[int, int, int] | None:
+    """(marker, offset after it, bytes discarded before it) of the first marker at or after
+    ``i``, found the way libjpeg's next_marker does: everything up to the next 0xFF is skipped
+    (counted as extraneous), then the 0xFF fill bytes; 0xFF 0x00 (a stuffed zero, no marker)
+    is discarded and counted as well. None when the data ends first."""
+    n, discarded = len(data), 0
+    while True:
+        found = data.find(0xFF, i)
+        if found < 0:
+            return None
+        discarded += found - i
+        i = found
+        while i < n and data[i] == 0xFF:
             i += 1
         if i >= n:
             return None
-        marker = data[i]
+        if data[i] != 0x00:
+            return data[i], i + 1, discarded
+        discarded += 2
         i += 1
+
+
+def jpeg_frame_header(data: bytes) -> JpegFrameHeader | None:
+    """The first start-of-frame segment of a JPEG stream (after its SOI), None when the scan or
+    the end of the data comes before one.
+
+    Markers are found as libjpeg finds them (``_next_jpeg_marker``: junk and fill bytes before
+    a marker are skipped, which makes libjpeg warn but still decode), and segments are skipped
+    by their length, so EXIF thumbnails (inside APP1) are never mistaken for the image.
+    """
+    i, extraneous = 2, []
+    while True:
+        found = _next_jpeg_marker(data, i)
+        if found is None:
+            return None
+        marker, i, discarded = found
+        if discarded:
+            extraneous.append((discarded, marker))
         if marker in _JPEG_STANDALONE:
             continue
-        if marker in (0xD9, 0xDA) or i + 2 > n:  # EOI or start of scan before any frame
+        if marker in (0xD9, 0xDA) or i + 2 > len(data):  # EOI or start of scan before a frame
             return None
         length = int.from_bytes(data[i:i + 2], 'big')
         if marker in _JPEG_SOF:
-            if length < 7 or i + 7 > n:
+            if length < 7 or i + 7 > len(data):
                 return None
             height = int.from_bytes(data[i + 3:i + 5], 'big')
             width = int.from_bytes(data[i + 5:i + 7], 'big')
-            return width, height
+            return JpegFrameHeader(width, height, tuple(extraneous))
         if length < 2:
             return None
         i += length
-    return None
 
 
 def compressed_image_size(data: bytes) -> tuple[int, int]:
     """(width, height) that a JPEG or PNG stream's header declares, read without decoding.
 
-    JPEG: the first start-of-frame segment; PNG: the IHDR chunk. Raises InvalidImageError when
+    JPEG: the first start-of-frame segment, found as libjpeg finds it (``jpeg_frame_header``);
+    PNG: the IHDR chunk. Raises InvalidImageError when
     the data is neither, or its header is missing, truncated or declares a zero size (JPEG's
     height 0, 'defined later by a DNL marker', is not supported by libjpeg either).
     """
     size: tuple[int, int] | None = None
     if data[:2] == b'\xff\xd8':
-        size, kind = _jpeg_size(data), 'JPEG'
+        kind = 'JPEG'
+        frame = jpeg_frame_header(data)
+        if frame is not None:
+            size = (frame.width, frame.height)
     elif data[:8] == _PNG_SIGNATURE:
         kind = 'PNG'
         if len(data) >= 24 and data[12:16] == b'IHDR':

@@ -9,8 +9,11 @@ dies of it.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 import rclpy
@@ -25,6 +28,7 @@ from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2
 
+from lightglue_ros import startup
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.errors import CalibrationError, InvalidImageError, LightGlueRosError
 from lightglue_ros.pipeline import SKIP_ERROR, FramePipeline, Skip
@@ -53,6 +57,7 @@ OUTPUT_TYPES: dict[str, type] = {
 }
 OUTPUT_DEPTH = 10  # reliable keep-last: matches best-effort and reliable subscribers alike
 STOP_TIMEOUT_S = 10.0  # how long stop() waits for the frame in flight
+WORKER_THREAD_NAME = 'lightglue_worker'
 # Keys of the node's own /diagnostics values (NodeStats.snapshot adds the counters).
 STATIC_DIAGNOSTICS: tuple[str, ...] = (
     'mode', 'device', 'precision', 'extractor', 'max_keypoints', 'features_layout',
@@ -89,6 +94,8 @@ class MatcherNode(Node):
             self.tracker = self._start_worker(models)
         except BaseException:
             self._stopping.set()
+            if self._worker is not None:  # still building the models after a Ctrl-C
+                self._worker.join(STOP_TIMEOUT_S)
             super().destroy_node()  # nothing else was created yet
             raise
         if models is not None:  # shared matcher: give it this node's thresholds
@@ -262,7 +269,7 @@ class MatcherNode(Node):
                     return
             self._run()
 
-        self._worker = threading.Thread(target=work, name='lightglue_worker', daemon=True)
+        self._worker = threading.Thread(target=work, name=WORKER_THREAD_NAME, daemon=True)
         self._worker.start()
         ready.wait()
         if 'error' in built:
@@ -371,14 +378,16 @@ class MatcherNode(Node):
         """Block until no frame waits or is in flight (tests, benchmarks); False on timeout."""
         return self._queue.join(timeout)
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Stop the worker (the frame in flight finishes, waiting frames are discarded)."""
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Stop the worker (the frame in flight finishes, waiting frames are discarded);
+        False when it is still busy after ``timeout`` seconds."""
         self._stopping.set()
         if self._worker is None:
-            return
+            return True
         self._queue.close()
         if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join(timeout)
+        return not self._worker.is_alive()
 
     def destroy_node(self) -> None:
         self.stop()
@@ -414,6 +423,7 @@ def run(args: list[str] | None = None) -> int:
         else:
             raise
     finally:
+        startup.stop_raising_on_signals()  # a second Ctrl-C must not cut the clean-up short
         if node is not None:
             node.stop()
         if executor is not None:
@@ -421,4 +431,29 @@ def run(args: list[str] | None = None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        _exit_now_if_worker_busy(code)
     return code
+
+
+def _exit_now_if_worker_busy(code: int) -> None:
+    """End the process at once when a worker thread outlived its bounded stop.
+
+    Python's teardown stops a daemon thread that is inside torch by unwinding it through C++
+    code that forbids it: std::terminate, exit -6 ('terminate called without an active
+    exception', issue #20). The node is destroyed by now, so nothing is lost by leaving
+    without the teardown. Called in ``run``'s finally clause: an exception on its way out
+    (other than the Ctrl-C that ended the spin) is printed and exits with 1.
+    """
+    if not any(thread.name == WORKER_THREAD_NAME and thread.is_alive()
+               for thread in threading.enumerate()):
+        return
+    rclpy.logging.get_logger(NODE_NAME).error(
+        f'the worker is still busy {STOP_TIMEOUT_S:.0f} s after the stop (a slow frame or '
+        'model build); exiting without waiting for it')
+    error = sys.exc_info()[1]
+    if error is not None and not isinstance(error, KeyboardInterrupt):
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

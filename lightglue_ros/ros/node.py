@@ -43,7 +43,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         # SIGINT raises KeyboardInterrupt and SIGTERM startup.Terminated (one of those) from
         # here on; rclpy.init, inside run, installs its own handlers, which chain to these.
-        with startup.interrupt_on_signals():
+        # Only the first signal raises: later ones must not cut the shutdown it starts short.
+        with startup.interrupt_on_signals(repeat=False, name='matcher_node'):
             from lightglue_ros.ros import matcher
 
             return matcher.run(args)
