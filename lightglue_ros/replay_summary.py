@@ -42,6 +42,7 @@ class ReplaySummary:
     skipped_frames: list[dict[str, Any]] = field(default_factory=list)  # first 100, with details
     interrupted: bool = False
     error: str | None = None
+    damage: str | None = None  # a bag read without its index: where its data ends
     complete: bool = False  # every image of the topic was read (not interrupted/limited/failed)
     wall_s: float = 0.0  # the frame loop, from the first read to the last write
     fps: float = 0.0  # processed / wall_s
@@ -79,9 +80,13 @@ class ReplaySummary:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + '.tmp')
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + '\n',
-                       encoding='utf-8')
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + '\n',
+                           encoding='utf-8')
+            tmp.replace(path)
+        except BaseException:  # a full disk: no half-written file left behind
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod

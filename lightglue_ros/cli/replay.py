@@ -47,6 +47,8 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument('--allow-partial', action='store_true',
                         help='exit 0 although a damaged bag gave fewer images than its index '
                              'lists (the summary counts them in missing_frames)')
+    parser.add_argument('--allow-empty', action='store_true',
+                        help='exit 0 although the image topic holds no message')
     parser.add_argument('--debug-images', action='store_true',
                         help=f'also write ~/{DEBUG_IMAGE_TOPIC} (matches drawn on the image)')
     parser.add_argument('--fallback-intrinsics', type=argtypes.intrinsics, metavar='FX,FY,CX,CY',
@@ -182,7 +184,8 @@ def replay_command(args: argparse.Namespace) -> int:
                 progress=not args.no_progress, max_frames=args.max_frames,
                 topic_prefix=args.topic_prefix, summary_path=args.summary,
                 plots_dir=False if args.no_plots else args.plots_dir,
-                allow_partial=args.allow_partial, **_settings(args))
+                allow_partial=args.allow_partial, allow_empty=args.allow_empty,
+                **_settings(args))
     except LightGlueRosError as err:
         print(f'replay: error: {_one_line(err)}', file=sys.stderr)
         return EXIT_ERROR
