@@ -35,6 +35,9 @@ class ReplaySummary:
     topic_prefix: str
     frames: int = 0  # image messages read from the bag
     expected_frames: int = 0  # image messages the bag's index lists for the topic
+    # False for a damaged bag read without its index and without metadata.yaml: then
+    # expected_frames = frames read + those known lost (cut in two), not the number recorded.
+    expected_frames_known: bool = True
     missing_frames: int = 0  # listed but never read (damaged bag); 0 when interrupted/limited
     processed: int = 0  # frames the tracker returned a result for (= matches messages)
     skipped: int = 0

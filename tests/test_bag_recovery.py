@@ -230,6 +230,7 @@ def test_truncated_bag_replays_every_intact_image(tmp_path, stub, fmt, fraction)
     else:  # ROS 1 keeps its index at the end: only the image cut in two is known
         assert summary.missing_frames == 1 and summary.frames + 1 <= N_IMAGES
         assert 'no metadata.yaml: messages after the damage are not counted' in summary.damage
+        assert not summary.expected_frames_known
 
 
 def test_crashed_recording_without_metadata_yaml(tmp_path, stub, capsys):
@@ -252,8 +253,10 @@ def test_crashed_recording_without_metadata_yaml(tmp_path, stub, capsys):
     summary = ReplaySummary.load(output / 'replay_summary.json')
     assert summary.stamp_ns == intact == stamps_in(output)
     assert (summary.frames, summary.missing_frames) == (len(intact), 1)
-    assert f'replay: {len(intact)}/{len(intact)} frames processed, 1 of {len(intact) + 1} ' \
-           'images missing' in err
+    assert not summary.expected_frames_known
+    assert f'replay: {len(intact)}/{len(intact)} frames processed, 1 images known lost ' \
+           '(damaged bag, --allow-partial; those recorded after the damage are not counted)' \
+           in err
 
 
 def test_garbage_with_allow_partial_is_still_a_one_line_error(tmp_path, stub, capsys):
@@ -270,7 +273,7 @@ def test_garbage_with_allow_partial_is_still_a_one_line_error(tmp_path, stub, ca
 # A full disk under the output.
 # ------------------------------------------------------------------------------------------------
 
-FULL_DISK_SCRIPT = textwrap.dedent('''
+FULL_DISK_SCRIPT = textwrap.dedent("""
     import shutil, sys
     sys.path.insert(0, {tests!r})
     import test_bag_recovery as t
@@ -280,7 +283,7 @@ FULL_DISK_SCRIPT = textwrap.dedent('''
     code = replay_main(sys.argv[1:])
     shutil.copytree({output!r}, {copy!r})  # the tmpfs goes with the mount namespace
     sys.exit(code)
-''')
+""")
 
 
 @pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])

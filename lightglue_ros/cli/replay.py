@@ -197,8 +197,14 @@ def replay_command(args: argparse.Namespace) -> int:
         print(f'replay: interrupted ({signal_name})', file=sys.stderr)
         return EXIT_INTERRUPTED
     skipped = ', '.join(f'{k} {v}' for k, v in summary.skipped_by_reason.items())
-    missing = (f', {summary.missing_frames} of {summary.expected_frames} images missing '
-               '(damaged bag, --allow-partial)' if summary.missing_frames else '')
+    if not summary.expected_frames_known:  # a damaged bag without index or metadata.yaml
+        missing = (f', {summary.missing_frames} images known lost (damaged bag, '
+                   '--allow-partial; those recorded after the damage are not counted)')
+    elif summary.missing_frames:
+        missing = (f', {summary.missing_frames} of {summary.expected_frames} images missing '
+                   '(damaged bag, --allow-partial)')
+    else:
+        missing = ''
     print(f'replay: {summary.processed}/{summary.frames} frames processed'
           f'{f" (skipped: {skipped})" if skipped else ""}{missing}, {summary.fps:.2f} fps, '
           f'{summary.keyframes} keyframes -> {summary.output}'

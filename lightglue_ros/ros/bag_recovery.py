@@ -139,8 +139,7 @@ class _McapFile:
 
     def _chunk(self, body: bytes, cut: bool, scan: _Scan, schemas: dict[int, str],
                with_data: bool) -> Iterator[Message]:
-        try:
-            _, _, _, _ = struct.unpack_from('<QQQI', body, 0)
+        try:  # start and end time, uncompressed size and CRC (28 bytes), then these:
             compression, pos = _mcap_string(body, 28)
             (records_size,) = struct.unpack_from('<Q', body, pos)
         except struct.error:
@@ -230,8 +229,9 @@ class _SqliteFile:
             scan.damage = (f'{self.path.name}: {len(data)} bytes, '
                            f'{self._header_pages(data)} pages recorded in its header '
                            f'of {page_size} bytes; read page by page')
-        for rowid, (topic_id, stamp, page, cell) in sorted(rows.items(),
-                                                           key=lambda r: (r[1][1], r[0])):
+        # By time, then by insertion: the order rosbags reads an intact file in.
+        for _, (topic_id, stamp, page, cell) in sorted(rows.items(),
+                                                       key=lambda r: (r[1][1], r[0])):
             blob = self._blob(data, page, cell)
             if blob is None:
                 scan.lost[topic_id] += 1
@@ -243,7 +243,8 @@ class _SqliteFile:
     def _header_pages(data: Any) -> int:
         return int.from_bytes(data[28:32], 'big')
 
-    def _leaf_cells(self, data: Any, page: int) -> Iterator[tuple[int, tuple[int, list]]]:
+    def _leaf_cells(self, data: Any, page: int
+                    ) -> Iterator[tuple[int, tuple[int, list[tuple[str, Any]]]]]:
         """(cell offset, (rowid, [(kind, value)] of the columns in the cell's local bytes)) of
         a table leaf page; nothing for any other page."""
         base = (page - 1) * self.page_size

@@ -290,6 +290,7 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
             if bag.recovered.listed is None:
                 summary.damage += ('; no metadata.yaml: messages after the damage are not '
                                    'counted')
+                summary.expected_frames_known = False
         if info_conns:
             cameras.load(bag, info_conns, summary, has_fallback=fallback_camera is not None)
         if overwrite:
@@ -359,6 +360,11 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
                    'read')
         if isinstance(failure, _ReadError):
             problem = f'{input_path}: {failure}'
+        elif summary.damage:  # read without its index (allow_partial)
+            problem = f'{input_path}: damaged bag read without its index ({summary.damage})'
+            missing = (f'{summary.frames} images read, {summary.missing_frames} lost' +
+                       (f' of {total} recorded' if summary.expected_frames_known
+                        else ' (those recorded after the damage are not counted)'))
         else:  # rosbags skips some damage without a word: only the count shows it
             problem = (f'{input_path}: damaged bag: {summary.frames} of {total} images on '
                        f'{image_topic} could be read')
