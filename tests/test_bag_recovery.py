@@ -319,8 +319,7 @@ def test_full_disk_output_is_one_line_and_stays_readable(tmp_path, storage):
     assert 'No space left on device' in line or 'database or disk is full' in line, line
     assert 'was closed with what was written and is readable' in line, line
     held = stamps_in(copy)  # rosbags opens it: metadata.yaml and a whole file
-    # sqlite3 commits each frame; MCAP writes 1 MiB chunks, none of which fits on this disk.
-    assert (1 if storage == 'sqlite3' else 0) <= len(held) < len(images)
+    assert 1 <= len(held) < len(images)
     assert held == sorted(images)[:len(held)]
     with AnyReader([copy]) as reader:
         debug = [t for c, t, _ in reader.messages() if c.topic.endswith('/debug_image')]
@@ -330,8 +329,7 @@ def test_full_disk_output_is_one_line_and_stays_readable(tmp_path, storage):
         assert summary['messages_written'][MATCHES_TOPIC] == len(held)
         assert summary['error'] and not summary['complete']
     assert not (copy / 'replay_summary.json.tmp').exists()
-    if storage == 'sqlite3':  # whole frames only: the last commit
-        assert debug == held
+    assert debug == held  # whole frames only: the last commit, the last whole chunk
 
 
 # ------------------------------------------------------------------------------------------------
@@ -373,3 +371,39 @@ def test_empty_image_topic_is_an_error_unless_allow_empty(tmp_path, stub, capsys
     assert replay_main([*argv, '--allow-empty']) == 0
     assert 'replay: 0/0 frames processed' in capsys.readouterr().err
     assert stamps_in(output) == []
+
+
+KILLED_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    import test_bag_recovery as t
+    from lightglue_ros.ros import replay as replay_module
+    tracker = t.StubTracker()
+    tracker.on_process = lambda index: index == 4 and os.kill(os.getpid(), signal.SIGKILL)
+    replay_module.Tracker = lambda config: tracker
+    from lightglue_ros.cli.replay import replay_main
+    sys.exit(replay_main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
+def test_output_of_a_killed_replay_is_read_back(tmp_path, stub, storage):
+    """A replay killed outright (SIGKILL at the fifth frame) leaves an output folder without
+    metadata.yaml; replaying its debug images with --allow-partial reads back the four frames
+    it finished (sqlite3: committed, MCAP: a chunk each, written and flushed)."""
+    bag, _, images = write_bag(tmp_path, 'mcap', 8)
+    output = tmp_path / 'out'
+    script = tmp_path / 'run.py'
+    script.write_text(KILLED_SCRIPT.format(tests=str(PROJECT_ROOT / 'tests')))
+    proc = subprocess.run(
+        [sys.executable, str(script), str(bag), '--image-topic', IMAGE_TOPIC, '--output',
+         str(output), '--storage', storage, '--debug-images', '--no-progress'],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300,
+        env={**os.environ, 'PYTHONPATH': str(PROJECT_ROOT)})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (output / 'metadata.yaml').exists()
+    debug_topic = f'{replay_module.DEFAULT_TOPIC_PREFIX}/debug_image'
+    summary = replay_bag(output, tmp_path / 'again', image_topic=debug_topic, tracker=stub,
+                         progress=False, plots_dir=False, allow_partial=True)
+    assert summary.stamp_ns == sorted(images)[:4]
+    assert (summary.frames, summary.processed, summary.missing_frames) == (4, 4, 0)

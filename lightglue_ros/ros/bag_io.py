@@ -261,8 +261,9 @@ class _ClosedStorage:
 class OutputBag:
     """A rosbag2 writer with one connection per output topic; closed exactly once.
 
-    ``end_frame`` after each frame's messages commits them (sqlite3), so a failure later
-    (a full disk, the process killed) keeps every whole frame. When writing or closing fails,
+    ``end_frame`` after each frame's messages puts them in the file (an sqlite3 commit, an
+    MCAP chunk), so a failure later (a full disk, the process killed) keeps every whole
+    frame. When writing or closing fails,
     ``close`` salvages the bag: sqlite3 keeps its last commit, an MCAP file is cut back to its
     last whole record and given an end (no summary section: readers scan it), and
     metadata.yaml is written for what the file holds; ``counts`` are then the messages the
@@ -306,14 +307,21 @@ class OutputBag:
         self.counts[topic] += 1
 
     def end_frame(self) -> None:
-        """The messages written so far are one whole frame's: commit them (sqlite3)."""
+        """The messages written so far end with a whole frame: put them in the file, so that
+        the process ending or the disk filling later keeps them (sqlite3: a commit; MCAP: the
+        chunk is closed and flushed, one chunk a frame instead of one a MiB)."""
         self._check()
-        if self.storage == 'sqlite3':
-            try:
-                self.writer.storage.conn.commit()
-            except (OSError, sqlite3.Error) as err:
-                raise self._failed(err) from err
-            self.committed = Counter(self.counts)
+        storage = self.writer.storage
+        try:
+            if self.storage == 'sqlite3':
+                storage.conn.commit()
+            else:
+                if storage.chunk.bio.tell():
+                    storage.close_chunk()
+                storage.bio.flush()
+        except (OSError, sqlite3.Error) as err:
+            raise self._failed(err) from err
+        self.committed = Counter(self.counts)
 
     def _check(self) -> None:
         if self.failure is not None:
