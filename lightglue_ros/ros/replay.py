@@ -13,7 +13,8 @@ bag lines up with the input bag.
 
 Ctrl-C (SIGINT) or SIGTERM finishes the current frame, closes the output bag (its metadata is
 written on close, so it is valid and readable) and writes the summary with
-``interrupted: true``. A second Ctrl-C stops at once, still closing the bag. Before the first
+``interrupted: true``. A second Ctrl-C stops at once, still closing the bag (the frame it cuts
+short is counted as skipped, reason ``interrupted``). Before the first
 frame (imports, model loading) both signals end the command with code 130 and one line
 (``lightglue_ros.cli.replay``, the command line of this module).
 
