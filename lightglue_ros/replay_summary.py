@@ -35,6 +35,9 @@ class ReplaySummary:
     topic_prefix: str
     frames: int = 0  # image messages read from the bag
     expected_frames: int = 0  # image messages the bag's index lists for the topic
+    # False for a damaged bag read without its index and without metadata.yaml: then
+    # expected_frames = frames read + those known lost (cut in two), not the number recorded.
+    expected_frames_known: bool = True
     missing_frames: int = 0  # listed but never read (damaged bag); 0 when interrupted/limited
     processed: int = 0  # frames the tracker returned a result for (= matches messages)
     skipped: int = 0
@@ -42,6 +45,7 @@ class ReplaySummary:
     skipped_frames: list[dict[str, Any]] = field(default_factory=list)  # first 100, with details
     interrupted: bool = False
     error: str | None = None
+    damage: str | None = None  # a bag read without its index: where its data ends
     complete: bool = False  # every image of the topic was read (not interrupted/limited/failed)
     wall_s: float = 0.0  # the frame loop, from the first read to the last write
     fps: float = 0.0  # processed / wall_s
@@ -79,9 +83,13 @@ class ReplaySummary:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + '.tmp')
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + '\n',
-                       encoding='utf-8')
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + '\n',
+                           encoding='utf-8')
+            tmp.replace(path)
+        except BaseException:  # a full disk: no half-written file left behind
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod

@@ -47,6 +47,8 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument('--allow-partial', action='store_true',
                         help='exit 0 although a damaged bag gave fewer images than its index '
                              'lists (the summary counts them in missing_frames)')
+    parser.add_argument('--allow-empty', action='store_true',
+                        help='exit 0 although the image topic holds no message')
     parser.add_argument('--debug-images', action='store_true',
                         help=f'also write ~/{DEBUG_IMAGE_TOPIC} (matches drawn on the image)')
     parser.add_argument('--fallback-intrinsics', type=argtypes.intrinsics, metavar='FX,FY,CX,CY',
@@ -182,7 +184,8 @@ def replay_command(args: argparse.Namespace) -> int:
                 progress=not args.no_progress, max_frames=args.max_frames,
                 topic_prefix=args.topic_prefix, summary_path=args.summary,
                 plots_dir=False if args.no_plots else args.plots_dir,
-                allow_partial=args.allow_partial, **_settings(args))
+                allow_partial=args.allow_partial, allow_empty=args.allow_empty,
+                **_settings(args))
     except LightGlueRosError as err:
         print(f'replay: error: {_one_line(err)}', file=sys.stderr)
         return EXIT_ERROR
@@ -194,8 +197,14 @@ def replay_command(args: argparse.Namespace) -> int:
         print(f'replay: interrupted ({signal_name})', file=sys.stderr)
         return EXIT_INTERRUPTED
     skipped = ', '.join(f'{k} {v}' for k, v in summary.skipped_by_reason.items())
-    missing = (f', {summary.missing_frames} of {summary.expected_frames} images missing '
-               '(damaged bag, --allow-partial)' if summary.missing_frames else '')
+    if not summary.expected_frames_known:  # a damaged bag without index or metadata.yaml
+        missing = (f', {summary.missing_frames} images known lost (damaged bag, '
+                   '--allow-partial; those recorded after the damage are not counted)')
+    elif summary.missing_frames:
+        missing = (f', {summary.missing_frames} of {summary.expected_frames} images missing '
+                   '(damaged bag, --allow-partial)')
+    else:
+        missing = ''
     print(f'replay: {summary.processed}/{summary.frames} frames processed'
           f'{f" (skipped: {skipped})" if skipped else ""}{missing}, {summary.fps:.2f} fps, '
           f'{summary.keyframes} keyframes -> {summary.output}'

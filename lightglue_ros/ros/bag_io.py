@@ -6,8 +6,11 @@ records the node's outputs through ``OutputBag``; ``check_output`` runs before a
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import sqlite3
 import shutil
 import tempfile
 from collections import Counter
@@ -21,12 +24,14 @@ from builtin_interfaces.msg import Time
 from rclpy.serialization import deserialize_message
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2.storage_mcap import write_channel, write_schema
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from lightglue_ros import __version__
 from lightglue_ros.errors import BagError
+from lightglue_ros.ros.bag_recovery import RecoveredReader
 
 logger = logging.getLogger(__name__)
 
@@ -93,18 +98,34 @@ def resolve_input(path: Path) -> Path:
 
 
 class InputBag:
-    """An open input bag: topic checks and messages as rclpy objects."""
+    """An open input bag: topic checks and messages as rclpy objects.
 
-    def __init__(self, path: Path) -> None:
+    recover: a bag that rosbags cannot open (truncated: no MCAP summary, sqlite3 pages or ROS 1
+    index) is read without its index (``lightglue_ros.ros.bag_recovery``); ``recovered`` is
+    then that reader (its ``damage`` and ``lost`` say what is missing), else None.
+    """
+
+    def __init__(self, path: Path, *, recover: bool = False) -> None:
         if not path.exists():
             raise BagError(f'input bag {path} does not exist')
         self.path = resolve_input(path)
+        self.recovered: RecoveredReader | None = None
         try:
-            self.reader = AnyReader([self.path])
+            self.reader: Any = AnyReader([self.path])
             self.reader.open()
         except Exception as err:  # rosbags raises many kinds for a damaged file
-            raise BagError(f'cannot open bag {path}: {type(err).__name__}: {err} '
-                           '(corrupt, truncated or not a bag)') from err
+            problem = f'{type(err).__name__}: {err}'
+            if not recover:
+                raise BagError(f'cannot open bag {path}: {problem} (corrupt, truncated or not '
+                               'a bag; --allow-partial replays the messages before the damage)'
+                               ) from err
+            try:
+                self.reader = self.recovered = RecoveredReader(self.path)
+            except (BagError, OSError, ValueError) as recovery_err:
+                raise BagError(f'cannot open bag {path}: {problem}; reading it without its '
+                               f'index failed too: {recovery_err}') from err
+            logger.warning('%s cannot be opened (%s); read without its index: %s', path,
+                           problem, '; '.join(self.recovered.damage) or 'the data is whole')
         self.is2 = self.reader.is2
 
     @property
@@ -222,12 +243,37 @@ def remove_output(output: Path) -> None:
         raise BagError(f'cannot replace the output {output}: {err.strerror or err}') from err
 
 
+class OutputWriteError(BagError):
+    """Writing the output bag failed (a full disk, say); it was closed with what was written."""
+
+
+class _ClosedStorage:
+    """Stands in for a rosbags storage writer closed by ``OutputBag._salvage``, so that the
+    rosbags Writer still writes metadata.yaml (its own format) for what the file holds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def close(self, version: int, metadata: str) -> None:
+        """Nothing left to close."""
+
+
 class OutputBag:
-    """A rosbag2 writer with one connection per output topic; closed exactly once."""
+    """A rosbag2 writer with one connection per output topic; closed exactly once.
+
+    ``end_frame`` after each frame's messages puts them in the file (an sqlite3 commit, an
+    MCAP chunk), so a failure later (a full disk, the process killed) keeps every whole
+    frame. When writing or closing fails,
+    ``close`` salvages the bag: sqlite3 keeps its last commit, an MCAP file is cut back to its
+    last whole record and given an end (no summary section: readers scan it), and
+    metadata.yaml is written for what the file holds; ``counts`` are then the messages the
+    bag holds and ``state`` says, in words, what was checked.
+    """
 
     def __init__(self, path: Path, storage: str, topics: dict[str, str]) -> None:
         plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
         typestore = get_typestore(Stores.ROS2_KILTED)
+        self.path, self.storage = path, storage
         self.writer = Writer(path, version=BAG_VERSION, storage_plugin=plugin)
         self.writer.set_custom_data(MARKER_KEY, __version__)  # see not_our_output
         try:
@@ -238,17 +284,141 @@ class OutputBag:
             self.connections = {topic: self.writer.add_connection(topic, msgtype,
                                                                   typestore=typestore)
                                 for topic, msgtype in topics.items()}
+            if storage == 'sqlite3':
+                # No fsync per commit: a commit per frame then costs little, and what was
+                # committed survives the process (not a power loss, as rosbag2's default).
+                self.writer.storage.conn.commit()
+                self.writer.storage.conn.execute('PRAGMA synchronous=OFF')
         except BaseException:
             self.writer.close()
             raise
         self.counts: Counter[str] = Counter({topic: 0 for topic in topics})
+        self.committed = Counter(self.counts)  # sqlite3: what the last commit holds
         self.closed = False
+        self.failure: BaseException | None = None
+        self.state = f'the output bag {path} is closed and readable'
 
     def write(self, topic: str, bag_time_ns: int, data: bytes) -> None:
-        self.writer.write(self.connections[topic], bag_time_ns, data)
+        self._check()
+        try:
+            self.writer.write(self.connections[topic], bag_time_ns, data)
+        except (OSError, sqlite3.Error) as err:
+            raise self._failed(err) from err
         self.counts[topic] += 1
 
+    def end_frame(self) -> None:
+        """The messages written so far end with a whole frame: put them in the file, so that
+        the process ending or the disk filling later keeps them (sqlite3: a commit; MCAP: the
+        chunk is closed and flushed, one chunk a frame instead of one a MiB)."""
+        self._check()
+        storage = self.writer.storage
+        try:
+            if self.storage == 'sqlite3':
+                storage.conn.commit()
+            else:
+                if storage.chunk.bio.tell():
+                    storage.close_chunk()
+                storage.bio.flush()
+        except (OSError, sqlite3.Error) as err:
+            raise self._failed(err) from err
+        self.committed = Counter(self.counts)
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise OutputWriteError(f'the output bag {self.path} failed before') from self.failure
+
+    def _failed(self, err: BaseException) -> OutputWriteError:
+        self.failure = err
+        reason = getattr(err, 'strerror', None) or str(err)
+        return OutputWriteError(f'writing the output bag {self.path} failed: {reason}')
+
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.writer.close()
+        """Close the bag; after a failure (or when closing fails) salvage it. Raises
+        OutputWriteError when the bag does not hold every message written."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.failure is None:
+            try:
+                self.writer.close()
+                return
+            except (OSError, sqlite3.Error) as err:
+                self._failed(err)
+        written = sum(self.counts.values())
+        self.state = self._salvage()
+        reason = getattr(self.failure, 'strerror', None) or str(self.failure)
+        raise OutputWriteError(f'writing the output bag {self.path} failed: {reason}; '
+                               f'{self.state} ({sum(self.counts.values())} of {written} '
+                               'messages written)') from self.failure
+
+    def _salvage(self) -> str:
+        """Make the bag readable with what its file holds; returns what is true of it."""
+        storage = self.writer.storage
+        data_file = Path(storage.path)
+        try:
+            if self.storage == 'sqlite3':
+                with contextlib.suppress(sqlite3.Error):
+                    storage.conn.rollback()  # back to the last whole frame
+                with contextlib.suppress(sqlite3.Error):
+                    storage.conn.close()
+                self.counts = Counter(self.committed)
+            else:
+                with contextlib.suppress(OSError):
+                    storage.bio.close()  # its unwritten tail is lost
+                self.counts = Counter({topic: 0 for topic in self.counts}
+                                      | _end_mcap(data_file, storage))
+            self.writer.counts = {conn.id: self.counts[topic]
+                                  for topic, conn in self.connections.items()}
+            self.writer.storage = _ClosedStorage(data_file)
+            self.writer.close()  # metadata.yaml, rosbags' own format
+        except (OSError, sqlite3.Error, ValueError, BagError) as err:
+            return (f'the output bag {self.path} could not be made readable '
+                    f'({getattr(err, "strerror", None) or err}): {data_file.name} holds part '
+                    'of the output, without metadata.yaml')
+        try:  # never claim what was not checked
+            held: Counter[str] = Counter()
+            with AnyReader([self.path]) as reader:
+                for connection in reader.connections:
+                    held[connection.topic] += connection.msgcount
+        except Exception as err:  # noqa: BLE001 - rosbags raises many kinds
+            return (f'the output bag {self.path} is not readable after all '
+                    f'({type(err).__name__}: {err})')
+        if +held != +self.counts:
+            return (f'the output bag {self.path} is readable but its index lists '
+                    f'{sum(held.values())} messages, not {sum(self.counts.values())}')
+        return f'the output bag {self.path} was closed with what was written and is readable'
+
+
+MCAP_END = (b'\x0f' + (4).to_bytes(8, 'little') + bytes(4)  # data end, no checksum
+            + b'\x02' + (20).to_bytes(8, 'little') + bytes(20)  # footer: no summary section
+            + b'\x89MCAP0\r\n')
+
+
+def _end_mcap(path: Path, storage: Any) -> Counter[str]:
+    """Cut an MCAP file back to its last whole record and end it (no summary section) after
+    the schema and channel records of rosbags' writer ``storage`` (they may have been in the
+    chunk that was lost); returns the messages per topic the file then holds."""
+    size = path.stat().st_size
+    end = 8
+    with path.open('rb') as f:
+        f.seek(end)
+        while True:
+            head = f.read(9)
+            if len(head) < 9:
+                break
+            length = int.from_bytes(head[1:], 'little')
+            if head[0] in (0x0F, 0x02) or end + 9 + length > size:
+                break
+            end += 9 + length
+            f.seek(end)
+    with path.open('r+b') as f:
+        f.truncate(end)  # frees the cut record's space first: the end fits on a full disk
+        f.seek(end)
+        records = io.BytesIO()
+        for schema in storage.schemas:
+            write_schema(records, schema)
+        for channel in storage.channels:
+            write_channel(records, channel, storage.schemas)
+        f.write(records.getvalue() + MCAP_END)
+    reader = RecoveredReader(path)
+    return Counter({c.topic: c.msgcount for c in reader.connections})

@@ -13,7 +13,8 @@ bag lines up with the input bag.
 
 Ctrl-C (SIGINT) or SIGTERM finishes the current frame, closes the output bag (its metadata is
 written on close, so it is valid and readable) and writes the summary with
-``interrupted: true``. A second Ctrl-C stops at once, still closing the bag. Before the first
+``interrupted: true``. A second Ctrl-C stops at once, still closing the bag (the frame it cuts
+short is counted as skipped, reason ``interrupted``). Before the first
 frame (imports, model loading) both signals end the command with code 130 and one line
 (``lightglue_ros.cli.replay``, the command line of this module).
 
@@ -46,8 +47,8 @@ from lightglue_ros.pipeline import FramePipeline, Skip
 from lightglue_ros.replay_summary import ReplaySummary
 from lightglue_ros.ros.bag_io import (CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE,
                                       IMAGE_TYPES, PLOTS_NAME, STORAGES, SUMMARY_NAME, InputBag,
-                                      OutputBag, OutputExistsError, check_output,
-                                      check_writable, remove_output)
+                                      OutputBag, OutputExistsError, OutputWriteError,
+                                      check_output, check_writable, remove_output)
 from lightglue_ros.ros.camera_info import camera_info_to_camera_model
 from lightglue_ros.ros.images import (array_to_image_msg, compressed_msg_to_array,
                                       image_msg_to_array)
@@ -59,6 +60,7 @@ from lightglue_ros.tracker import FrameResult, Tracker, TrackerConfig
 from lightglue_ros.viz import draw_tracks
 
 __all__ = ['replay_bag', 'output_topics', 'IncompleteBagError', 'OutputExistsError',
+           'OutputWriteError', 'EmptyTopicError',
            'SKIP_REASONS', 'STORAGES', 'DEBUG_IMAGE_TOPIC', 'DEFAULT_TOPIC_PREFIX']
 
 logger = logging.getLogger(__name__)
@@ -71,7 +73,8 @@ DEFAULT_BACKWARDS_RESET = int(NODE_DEFAULTS['backwards_reset_frames'])
 # Why a frame was skipped (summary key skipped_by_reason): the pipeline's reasons (as the
 # node's) plus one that only a bag can cause:
 SKIP_DESERIALIZE = 'deserialize_error'  # the raw message does not decode as its type
-SKIP_REASONS = (SKIP_DESERIALIZE, *PIPELINE_SKIP_REASONS)
+SKIP_INTERRUPTED = 'interrupted'  # a second Ctrl-C stopped the frame in flight
+SKIP_REASONS = (SKIP_DESERIALIZE, SKIP_INTERRUPTED, *PIPELINE_SKIP_REASONS)
 
 
 class IncompleteBagError(BagError):
@@ -82,6 +85,10 @@ class IncompleteBagError(BagError):
     def __init__(self, message: str, summary: ReplaySummary) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class EmptyTopicError(BagError):
+    """The image topic holds no message (``allow_empty`` accepts it)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -215,7 +222,7 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
                features_layout: str = DEFAULT_FEATURES_LAYOUT,
                summary_path: str | Path | None = None,
                plots_dir: str | Path | None | bool = None,
-               allow_partial: bool = False) -> ReplaySummary:
+               allow_partial: bool = False, allow_empty: bool = False) -> ReplaySummary:
     """Replay every image of ``image_topic`` in ``input`` through the tracker into ``output``.
 
     input: rosbag2 folder, .mcap/.db3 file, or ROS 1 .bag. output: a new rosbag2 folder
@@ -232,12 +239,18 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
     False for no plots.
 
     Undecodable frames are skipped and counted (summary.skipped_by_reason). On Ctrl-C the
-    current frame finishes, the bag is closed and ``summary.interrupted`` is True. A damaged
+    current frame finishes, the bag is closed and ``summary.interrupted`` is True (a second
+    Ctrl-C abandons the frame in flight, counted as skipped: ``interrupted``). A damaged
     bag, i.e. one that fails while being read or yields fewer images than its index lists
     (``summary.missing_frames``), raises IncompleteBagError unless ``allow_partial``; whatever
     was written before is closed and readable either way, and the summary (with ``error`` for
-    a read failure) is written first. Damaged camera_info is counted and the replay goes on
-    with the camera_info that could be read (or the fallback).
+    a read failure) is written first. With ``allow_partial`` a bag that cannot be opened at
+    all (truncated: no index) is read without its index (``lightglue_ros.ros.bag_recovery``;
+    ``summary.damage`` says where the data ends, ``missing_frames`` what is known lost). Damaged
+    camera_info is counted and the replay goes on with the camera_info that could be read (or
+    the fallback). An image topic without messages raises EmptyTopicError unless
+    ``allow_empty``. A failure to write the output (a full disk) raises OutputWriteError after
+    the bag was salvaged: its message says what the bag then holds.
     """
     input_path, output_path = Path(input), Path(output)
     if storage not in STORAGES:
@@ -252,12 +265,15 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
             raise BagError(f'cannot write the summary {summary_file}: it is a folder')
         check_writable(summary_file, 'the summary')
 
-    bag = InputBag(input_path)
+    bag = InputBag(input_path, recover=allow_partial)
     try:
         image_conns = bag.connections(image_topic, IMAGE_TYPES, 'image')
         info_conns = (bag.connections(camera_info_topic, (CAMERA_INFO_TYPE,), 'camera_info')
                       if camera_info_topic else [])
         total = sum(c.msgcount for c in image_conns)
+        if total == 0 and not allow_empty:  # known before any model loads
+            raise EmptyTopicError(f'{input_path}: topic {image_topic!r} has no messages; '
+                                  'nothing to replay (--allow-empty accepts an empty replay)')
         if tracker is None:
             tracker = Tracker(config or TrackerConfig())
         tracker.reset()
@@ -269,6 +285,13 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
             camera_info_topic=camera_info_topic, storage=storage, input_format=bag.format,
             topic_prefix=topic_prefix, config=asdict(tracker.config))
         summary.expected_frames = total
+        if bag.recovered is not None:
+            summary.damage = '; '.join(bag.recovered.damage) or (
+                'the index is unreadable; every data record is whole')
+            if bag.recovered.listed is None:
+                summary.damage += ('; no metadata.yaml: messages after the damage are not '
+                                   'counted')
+                summary.expected_frames_known = False
         if info_conns:
             cameras.load(bag, info_conns, summary, has_fallback=fallback_camera is not None)
         if overwrite:
@@ -292,12 +315,16 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
             summary.error = f'{type(err).__name__}: {err}'
         finally:
             summary.finish(time.perf_counter() - start)
-            summary.messages_written = dict(out.counts)
             try:
-                out.close()
-            except Exception as err:  # noqa: BLE001 - e.g. a full disk; reported below
+                out.close()  # after a write failure: salvaged, and the error says how
+            except OutputWriteError as err:
+                failure = err if failure is None or isinstance(failure, OutputWriteError) \
+                    else failure
+                summary.error = str(err) if failure is err else summary.error
+            except Exception as err:  # noqa: BLE001 - reported below
                 failure = failure or err
                 summary.error = summary.error or f'{type(err).__name__}: {err}'
+            summary.messages_written = dict(out.counts)  # what the bag holds
         summary.interrupted = summary.interrupted or stop.requested
         # Missing: the read reached the end of the data (or failed) before the index's count.
         if isinstance(failure, _ReadError) or (loop is not None and loop.exhausted):
@@ -310,27 +337,35 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
     finally:
         bag.close()
 
+    kept = out.state  # what was checked of the output bag
     try:
         summary.write_json(summary_file)
     except OSError as err:
-        message = (f'cannot write the summary {summary_file}: {err.strerror or err}; the output '
-                   f'bag {output_path} is closed and readable')
+        message = f'cannot write the summary {summary_file}: {err.strerror or err}'
         if failure is None:
-            raise BagError(message) from err
-        logger.error('%s', message)  # the failure below is the one to report
-    if plots_dir is not False:
+            raise BagError(f'{message}; {kept}') from err
+        if isinstance(failure, OutputWriteError):  # one line: both in the output's error
+            failure = OutputWriteError(f'{failure}; {message}')
+        else:
+            logger.error('%s', message)  # the failure below is the one to report
+    if plots_dir is not False and not isinstance(failure, OutputWriteError):
         try:
             from lightglue_ros.plots import plot_summary
 
             plot_summary(summary, Path(plots_dir) if plots_dir else output_path / PLOTS_NAME)
-        except Exception:  # noqa: BLE001 - plots are a convenience; the bag and JSON are written
-            logger.exception('writing the replay plots failed')
-    kept = f'the output bag {output_path} is closed and readable'
+        except Exception as err:  # noqa: BLE001 - plots are a convenience; bag and JSON exist
+            logger.error('writing the replay plots failed: %s: %s', type(err).__name__, err)
+            logger.debug('plots', exc_info=True)
     if isinstance(failure, _ReadError) or (failure is None and summary.missing_frames):
         missing = (f'{summary.missing_frames} of {total} images the bag index lists were not '
                    'read')
         if isinstance(failure, _ReadError):
             problem = f'{input_path}: {failure}'
+        elif summary.damage:  # read without its index (allow_partial)
+            problem = f'{input_path}: damaged bag read without its index ({summary.damage})'
+            missing = (f'{summary.frames} images read, {summary.missing_frames} lost' +
+                       (f' of {total} recorded' if summary.expected_frames_known
+                        else ' (those recorded after the damage are not counted)'))
         else:  # rosbags skips some damage without a word: only the count shows it
             problem = (f'{input_path}: damaged bag: {summary.frames} of {total} images on '
                        f'{image_topic} could be read')
@@ -339,11 +374,22 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
                 f'{problem} ({summary.processed} frames processed, {missing}; {kept}; '
                 '--allow-partial accepts a partial replay)', summary) from failure
         logger.warning('%s (%s); partial replay allowed', problem, missing)
+    elif isinstance(failure, OutputWriteError):
+        raise OutputWriteError(f'{failure}; {summary.processed} frames were processed'
+                               ) from failure
     elif isinstance(failure, OSError):
         raise BagError(f'writing the output bag {output_path} failed after '
                        f'{summary.processed} frames: {failure.strerror or failure}') from failure
     elif failure is not None:
         raise failure
+    elif summary.damage:
+        logger.warning('%s: damaged bag read without its index (%s): %d images read, %d known '
+                       'lost; partial replay allowed', input_path, summary.damage,
+                       summary.frames, summary.missing_frames)
+    if summary.frames == 0 and not allow_empty and not summary.interrupted and max_frames != 0:
+        raise EmptyTopicError(f'{input_path}: no image could be read from {image_topic!r} '
+                              f'({summary.missing_frames} known lost); {kept} and empty '
+                              '(--allow-empty accepts an empty replay)')
     return summary
 
 
@@ -382,7 +428,14 @@ class _Loop:
                                  f'{type(err).__name__}: {err} (corrupt or truncated bag?)'
                                  ) from err
             summary.frames += 1
-            self.frame(connection.msgtype, bag_time, raw, t0)
+            try:
+                self.frame(connection.msgtype, bag_time, raw, t0)
+            except KeyboardInterrupt:  # a second Ctrl-C: the frame read is accounted for
+                if summary.processed + summary.skipped < summary.frames:
+                    summary.add_skip(Skip(SKIP_INTERRUPTED, 'stopped at once by a second '
+                                          'signal'), bag_time)
+                raise
+            self.out.end_frame()
             bar.update(1)
             if summary.matches:
                 bar.set_postfix(matches=summary.matches[-1], inliers=summary.inliers[-1],
