@@ -33,6 +33,10 @@ OPTIONAL = {
     'poselib': 'pose estimation falls back to OpenCV without it (the pose extra)',
     'safetensors': 'only for .safetensors weight files; released weights are .pth',
     'transformers': 'interop with the transformers models, used by tests and benchmarks only',
+    # rosbags' own dependencies (installed with it); imported only to recover the compressed
+    # chunks of a damaged bag (ros/bag_recovery.py)
+    'backports': 'backports.zstd, for zstd MCAP chunks of a damaged bag (comes with rosbags)',
+    'lz4': 'lz4 MCAP / ROS 1 chunks of a damaged bag (comes with rosbags)',
 }
 
 
