@@ -166,8 +166,7 @@ def breakdown(config: Any, models: tuple[Any, Any], images: list[np.ndarray],
     from std_msgs.msg import Header
 
     from lightglue_ros.ros.images import array_to_image_msg, image_msg_to_array
-    from lightglue_ros.ros.messages import ns_to_stamp
-    from lightglue_ros.ros.outputs import frame_outputs
+    from lightglue_ros.ros.messages import frame_outputs, ns_to_stamp
     from lightglue_ros.tracker import Tracker
 
     tracker = Tracker(config, extractor=models[0], matcher=models[1])

@@ -4,8 +4,8 @@
 decoded image and its ``FrameResult``: the fallback camera when no calibration is known,
 frames stamped back in time (skipped, and after ``backwards_reset_frames`` in a row the
 tracker restarts from the frame), and the mapping of every failure to a counted skip reason.
-The node and the replay only turn messages into images before it and results into messages
-after it (``lightglue_ros.ros.outputs``). No ROS here.
+``lightglue_ros.ros.frames`` turns messages into images before it and results into messages
+after it, for the node and the replay alike. No ROS here.
 """
 from __future__ import annotations
 

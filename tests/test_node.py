@@ -44,9 +44,9 @@ from lightglue_ros.camera import CameraModel  # noqa: E402
 from lightglue_ros.errors import ConfigError  # noqa: E402
 from lightglue_ros.image import read_image  # noqa: E402
 from lightglue_ros.ros.images import array_to_image_msg  # noqa: E402
-from lightglue_ros.ros.messages import ns_to_stamp, read_matches_cloud, stamp_to_ns  # noqa: E402
+from lightglue_ros.ros.messages import (frame_outputs, ns_to_stamp,  # noqa: E402
+                                        read_matches_cloud, stamp_to_ns)
 from lightglue_ros.ros.node import MatcherNode  # noqa: E402
-from lightglue_ros.ros.outputs import frame_outputs  # noqa: E402
 from lightglue_ros.ros.frame_queue import FrameQueue  # noqa: E402
 from lightglue_ros.ros.log_throttle import Throttle  # noqa: E402
 from lightglue_ros.ros.stats import (DROP_OVERFLOW, DROP_SUPERSEDED, LEVEL_ERROR,  # noqa: E402

@@ -367,6 +367,17 @@ def compressed_msg_to_array(msg: CompressedImage, *,
     raise InvalidImageError(f'decoded image has unsupported shape {image.shape}')
 
 
+def message_to_array(msg: Image | CompressedImage, *,
+                     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+                     on_warning: Callable[[str], None] | None = None) -> np.ndarray:
+    """The pixels of an Image (``image_msg_to_array``) or a CompressedImage
+    (``compressed_msg_to_array``, which alone reports decoder warnings to ``on_warning``), in
+    the canonical form. Raises InvalidImageError (ImageTooLargeError above ``max_pixels``)."""
+    if isinstance(msg, CompressedImage):
+        return compressed_msg_to_array(msg, max_pixels=max_pixels, on_warning=on_warning)
+    return image_msg_to_array(msg, max_pixels=max_pixels)
+
+
 def array_to_image_msg(array_: np.ndarray, *, header: Header | None = None,
                        encoding: str | None = None) -> Image:
     """Build a sensor_msgs/Image from a canonical array.

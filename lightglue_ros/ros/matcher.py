@@ -2,10 +2,10 @@
 is the executable's entry point, which imports this module once its signal handlers are in.
 
 Callbacks never run inference: the image callback only enqueues the message (a depth-1 slot
-in ``latest`` mode, a bounded queue in ``lossless`` mode) and a worker thread converts it,
-runs ``Tracker.process`` and publishes ``frame_outputs`` (the same messages as the bag
-replay). Bad input is logged (throttled), counted in /diagnostics and skipped; the node never
-dies of it.
+in ``latest`` mode, a bounded queue in ``lossless`` mode) and a worker thread turns it into
+output messages with ``frames.MessagePipeline`` (the path the bag replay shares, so the
+messages are the same) and publishes them. Bad input is logged (throttled), counted in
+/diagnostics and skipped; the node never dies of it.
 """
 from __future__ import annotations
 
@@ -18,43 +18,31 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseWithCovarianceStamped
-from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from lightglue_ros import startup
 from lightglue_ros.camera import CameraModel
-from lightglue_ros.errors import CalibrationError, InvalidImageError, LightGlueRosError
+from lightglue_ros.errors import CalibrationError, LightGlueRosError
 from lightglue_ros.pipeline import SKIP_ERROR, FramePipeline, Skip
 from lightglue_ros.ros.camera_info import camera_info_to_camera_model
-from lightglue_ros.ros.images import (array_to_image_msg, compressed_msg_to_array,
-                                      image_msg_to_array)
-from lightglue_ros.ros.messages import make_diagnostic_array, stamp_to_ns
 from lightglue_ros.ros.frame_queue import FrameQueue
+from lightglue_ros.ros.frames import MessagePipeline
 from lightglue_ros.ros.log_throttle import Throttle
-from lightglue_ros.ros.outputs import frame_outputs
+from lightglue_ros.ros.messages import OUTPUT_TYPES, make_diagnostic_array, stamp_to_ns
 from lightglue_ros.ros.params import (NODE_NAME, NodeSettings, declare_parameters,
                                       fallback_intrinsics, tracker_config, tracker_updates,
                                       validate)
 from lightglue_ros.ros.stats import DROP_OVERFLOW, DROP_SUPERSEDED, NodeStats
 from lightglue_ros.tracker import Tracker
-from lightglue_ros.viz import draw_tracks
 
 __all__ = ['MatcherNode', 'run', 'OUTPUT_TYPES', 'STATIC_DIAGNOSTICS', 'FRAME_DIAGNOSTICS']
 
-OUTPUT_TYPES: dict[str, type] = {
-    'matches': PointCloud2,
-    'features': PointCloud,
-    'relative_pose': PoseWithCovarianceStamped,
-    'odometry': Odometry,
-    'keyframe': DiagnosticArray,
-}
 OUTPUT_DEPTH = 10  # reliable keep-last: matches best-effort and reliable subscribers alike
 STOP_TIMEOUT_S = 10.0  # how long stop() waits for the frame in flight
 WORKER_THREAD_NAME = 'lightglue_worker'
@@ -67,8 +55,8 @@ STATIC_DIAGNOSTICS: tuple[str, ...] = (
 FRAME_DIAGNOSTICS: tuple[str, ...] = (
     'core_ms', 'latency_ms', 'stop_layer', 'matches', 'inliers', 'keypoints', 'keyframe_index',
     'pruned_keyframe', 'pruned_current')
-# Run-time parameters of the FramePipeline rather than of the tracker.
-PIPELINE_PARAMETERS = ('fallback_intrinsics', 'backwards_reset_frames')
+# Run-time parameters of the frame's path (MessagePipeline, FramePipeline), not the tracker's.
+PIPELINE_PARAMETERS = ('fallback_intrinsics', 'backwards_reset_frames', 'max_image_pixels')
 TRANSPORT_HELP = ('qos_reliability: reliable (with a reliable publisher), or the Fast DDS '
                   'profile config/fastdds_large_data.xml for the driver and this node; see '
                   'docs/node.md, "Image transport"')
@@ -110,6 +98,11 @@ class MatcherNode(Node):
         self.pipeline = FramePipeline(
             self.tracker, fallback=self._fallback,
             backwards_reset_frames=int(self._values['backwards_reset_frames']))
+        self.frames = MessagePipeline(
+            self.pipeline, odom_frame_id=self.settings.odom_frame_id,
+            features_layout=self.settings.features_layout,
+            max_image_pixels=int(self._values['max_image_pixels']),
+            on_decoder_warning=self._decoder_warning)
         self._pending: dict[str, Any] = {}  # changes the worker applies before the next frame
         self._stall_warned = False
 
@@ -192,8 +185,9 @@ class MatcherNode(Node):
             self._fallback = fallback_intrinsics(self._values)
             if 'fallback_intrinsics' in changed:
                 self._pending['fallback_intrinsics'] = self._fallback
-            if 'backwards_reset_frames' in changed:
-                self._pending['backwards_reset_frames'] = int(changed['backwards_reset_frames'])
+            for name in ('backwards_reset_frames', 'max_image_pixels'):
+                if name in changed:
+                    self._pending[name] = int(changed[name])
             self._throttle.period_s = float(self._values['log_throttle_s'])
         self.get_logger().info('parameters set: ' + ', '.join(
             f'{name}={value!r}' for name, value in changed.items()))
@@ -293,39 +287,31 @@ class MatcherNode(Node):
 
     def _process(self, msg: Any, received: float) -> None:
         self._apply_pending()
-        header = msg.header
-        stamp_ns = stamp_to_ns(header.stamp)
-        try:
-            image = self._decode(msg)
-        except InvalidImageError as err:  # ImageTooLargeError included
-            return self._skip(Skip.of(err))
         with self._lock:
             camera = self._camera
-        outcome = self.pipeline.process(image, stamp_ns, camera)
-        if outcome.reset:
+        frame = self.frames.process(msg, camera)
+        if frame.reset:
             self.get_logger().warning(
-                f'{outcome.reset} consecutive frames went back in time: resetting the tracker '
+                f'{frame.reset} consecutive frames went back in time: resetting the tracker '
                 '(new map from this frame)')
             self.stats.on_reset()
-        if outcome.skip is not None:
-            return self._skip(outcome.skip)
-        result = outcome.result
-        for name, out in frame_outputs(result, header, odom_frame_id=self.settings.odom_frame_id,
-                                       features_layout=self.settings.features_layout).items():
+        if frame.skip is not None:
+            return self._skip(frame.skip)
+        for name, out in frame.outputs.items():
             self._output_publishers[name].publish(out)
         latency_ms = (time.monotonic() - received) * 1e3
-        stamp_age_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
+        stamp_age_ms = (self.get_clock().now().nanoseconds - frame.stamp_ns) * 1e-6
         if self._debug_publisher.get_subscription_count() > 0:
-            self._debug_publisher.publish(array_to_image_msg(draw_tracks(image, result),
-                                                             header=header))
+            self._debug_publisher.publish(frame.debug_image())
             self.stats.on_debug_image()
+        result, (height, width) = frame.result, frame.image.shape[:2]
         if result.reason == 'no_calibration':
             self._warn('no_calibration', 'no camera_info received and no fallback intrinsics '
                        'set: publishing matches without a pose')
         for event in result.keyframe_events:
             if event.reason == 'image_size_changed':
-                self._warn('image_size', f'image size changed to {image.shape[1]}x'
-                           f'{image.shape[0]}: tracking restarts from frame {event.frame_index}')
+                self._warn('image_size', f'image size changed to {width}x{height}: tracking '
+                           f'restarts from frame {event.frame_index}')
         self.stats.on_result(
             latency_ms=latency_ms, stamp_age_ms=stamp_age_ms, core_ms=result.timings.total_ms,
             pose_reason='' if result.ok else result.reason,  # never '' without a pose
@@ -336,21 +322,14 @@ class MatcherNode(Node):
                 result.num_pruned_keyframe, result.num_pruned_current), strict=True)))
         return None
 
-    def _decode(self, msg: Any) -> Any:
-        """The image of a message; raises InvalidImageError (ImageTooLargeError)."""
-        max_pixels = int(self._values['max_image_pixels'])
-        if self.settings.compressed_input:
-            return compressed_msg_to_array(msg, max_pixels=max_pixels,
-                                           on_warning=self._decoder_warning)
-        return image_msg_to_array(msg, max_pixels=max_pixels)
-
     def _decoder_warning(self, message: str) -> None:
         """libjpeg/libpng complained about an image that still decoded: counted, throttled."""
         self.stats.on_decoder_warning()
         self._warn('decoder', f'image decoder: {message}')
 
     def _apply_pending(self) -> None:
-        """Parameter changes reach the tracker and the pipeline here, on the worker thread."""
+        """Parameter changes reach the tracker and the frame's path here, on the worker
+        thread."""
         with self._lock:
             pending, self._pending = self._pending, {}
         thresholds = {k: v for k, v in pending.items() if k not in PIPELINE_PARAMETERS}
@@ -360,6 +339,8 @@ class MatcherNode(Node):
             self.pipeline.set_fallback(pending['fallback_intrinsics'])
         if 'backwards_reset_frames' in pending:
             self.pipeline.backwards_reset_frames = pending['backwards_reset_frames']
+        if 'max_image_pixels' in pending:
+            self.frames.max_image_pixels = pending['max_image_pixels']
 
     def _skip(self, skip: Skip) -> None:
         self.stats.on_skip(skip.reason, skip.detail)

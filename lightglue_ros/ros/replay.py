@@ -3,9 +3,9 @@
 ``replay_bag`` reads rosbag2 (sqlite3 or MCAP, a bag directory or a single ``.db3``/``.mcap``
 file) and ROS 1 bags with the ``rosbags`` library, feeds every image of one topic to a
 ``Tracker`` in bag order (no drops, no rate limit) and writes a rosbag2 holding the same topics
-and message types as the live node (``lightglue_ros.ros.outputs.OUTPUT_TOPICS``, built by the
-same ``frame_outputs`` function, so the messages are identical), plus a JSON summary and PNG
-plots. See docs/replay.md.
+and message types as the live node (``lightglue_ros.ros.messages.OUTPUT_TOPICS``, each image
+turned into messages by the node's own ``frames.MessagePipeline``, so the messages are
+identical), plus a JSON summary and PNG plots. See docs/replay.md.
 
 Time stamps: the tracker and every output header use the input image's header stamp (as the
 node does); each output message is recorded at the input image's bag (log) time, so the output
@@ -36,12 +36,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rclpy.serialization import serialize_message
 from tqdm import tqdm
 
 from lightglue_ros.camera import CameraModel
-from lightglue_ros.errors import BagError, ConfigError, InvalidImageError
+from lightglue_ros.errors import BagError, ConfigError
 from lightglue_ros.pipeline import SKIP_REASONS as PIPELINE_SKIP_REASONS
 from lightglue_ros.pipeline import FramePipeline, Skip
 from lightglue_ros.replay_summary import ReplaySummary
@@ -50,14 +49,11 @@ from lightglue_ros.ros.bag_io import (CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_T
                                       OutputBag, OutputExistsError, OutputWriteError,
                                       check_output, check_writable, remove_output)
 from lightglue_ros.ros.camera_info import camera_info_to_camera_model
-from lightglue_ros.ros.images import (array_to_image_msg, compressed_msg_to_array,
-                                      image_msg_to_array)
-from lightglue_ros.ros.messages import DEFAULT_FEATURES_LAYOUT, stamp_to_ns
-from lightglue_ros.ros.outputs import OUTPUT_TOPICS, frame_outputs
+from lightglue_ros.ros.frames import MessagePipeline
+from lightglue_ros.ros.messages import DEFAULT_FEATURES_LAYOUT, OUTPUT_TOPICS, stamp_to_ns
 from lightglue_ros.ros.params import DEFAULTS as NODE_DEFAULTS
 from lightglue_ros.ros.params import NODE_NAME
-from lightglue_ros.tracker import FrameResult, Tracker, TrackerConfig
-from lightglue_ros.viz import draw_tracks
+from lightglue_ros.tracker import Tracker, TrackerConfig
 
 __all__ = ['replay_bag', 'output_topics', 'IncompleteBagError', 'OutputExistsError',
            'OutputWriteError', 'EmptyTopicError',
@@ -278,8 +274,10 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
             tracker = Tracker(config or TrackerConfig())
         tracker.reset()
         tracker.warm_up()
-        pipeline = FramePipeline(tracker, fallback=fallback_camera,
-                                 backwards_reset_frames=backwards_reset_frames)
+        frames = MessagePipeline(
+            FramePipeline(tracker, fallback=fallback_camera,
+                          backwards_reset_frames=backwards_reset_frames),
+            odom_frame_id=odom_frame_id, features_layout=features_layout)
         summary = ReplaySummary(
             input=str(input_path), output=str(output_path), image_topic=image_topic,
             camera_info_topic=camera_info_topic, storage=storage, input_format=bag.format,
@@ -303,8 +301,7 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
         out = OutputBag(output_path, storage, topics)
         start = time.perf_counter()
         try:  # from here on the output bag is always closed (and so valid)
-            loop = _Loop(pipeline, bag, out, summary, cameras, prefix=topic_prefix,
-                         odom_frame_id=odom_frame_id, features_layout=features_layout,
+            loop = _Loop(frames, bag, out, summary, cameras, prefix=topic_prefix,
                          debug_images=debug_images)
             with _stop_on_signals(stop), _progress_bar(progress, total) as bar:
                 loop.run(image_conns, stop, bar, max_frames)
@@ -398,17 +395,15 @@ class _ReadError(Exception):
 
 
 class _Loop:
-    """One frame at a time: read, decode, track (FramePipeline), build and write the outputs."""
+    """One frame at a time: read and deserialise a record, turn it into output messages
+    (frames.MessagePipeline, as the node does), write them and count the frame."""
 
-    def __init__(self, pipeline: FramePipeline, bag: InputBag, out: OutputBag,
-                 summary: ReplaySummary, cameras: _Cameras, *, prefix: str, odom_frame_id: str,
-                 features_layout: str, debug_images: bool) -> None:
-        self.pipeline, self.bag, self.out, self.summary = pipeline, bag, out, summary
+    def __init__(self, frames: MessagePipeline, bag: InputBag, out: OutputBag,
+                 summary: ReplaySummary, cameras: _Cameras, *, prefix: str,
+                 debug_images: bool) -> None:
+        self.frames, self.bag, self.out, self.summary = frames, bag, out, summary
         self.cameras = cameras
-        self.decoders = {IMAGE_TYPE: image_msg_to_array, COMPRESSED_TYPE: compressed_msg_to_array}
         self.topic = {name: _join(prefix, name) for name in (*OUTPUT_TOPICS, DEBUG_IMAGE_TOPIC)}
-        self.odom_frame_id = odom_frame_id
-        self.features_layout = features_layout
         self.debug_images = debug_images
         self.exhausted = False  # the reader reached the end of the topic's messages
 
@@ -448,35 +443,20 @@ class _Loop:
         except Exception as err:  # noqa: BLE001 - rclpy raises RMWError, rosbags SerdeError
             summary.add_skip(Skip(SKIP_DESERIALIZE, f'{type(err).__name__}: {err}'), bag_time)
             return
-        try:
-            image = self.decoders[msgtype](msg)
-        except InvalidImageError as err:
-            summary.add_skip(Skip.of(err), bag_time)
-            return
-        header = msg.header
-        stamp_ns = stamp_to_ns(header.stamp)
-        outcome = self.pipeline.process(image, stamp_ns, self.cameras.lookup(stamp_ns))
-        if outcome.reset:
+        frame = self.frames.process(msg, self.cameras.lookup(stamp_to_ns(msg.header.stamp)))
+        if frame.reset:
             logger.warning('%d consecutive images went back in time: resetting the tracker',
-                           outcome.reset)
+                           frame.reset)
             summary.tracker_resets += 1
-        if outcome.skip is not None:
-            summary.add_skip(outcome.skip, bag_time)
+        if frame.skip is not None:
+            summary.add_skip(frame.skip, bag_time)
             return
-        result = outcome.result
-        outputs = frame_outputs(result, header, odom_frame_id=self.odom_frame_id,
-                                     features_layout=self.features_layout)
-        for name, out_msg in outputs.items():
+        for name, out_msg in frame.outputs.items():
             self.out.write(self.topic[name], bag_time, serialize_message(out_msg))
         if self.debug_images:
             self.out.write(self.topic[DEBUG_IMAGE_TOPIC], bag_time,
-                           serialize_message(debug_image_msg(image, result, header)))
-        summary.add_frame(result, bag_time, (time.perf_counter() - t0) * 1e3)
-
-
-def debug_image_msg(image: np.ndarray, result: FrameResult, header: Any) -> Any:
-    """The debug picture of one frame as a sensor_msgs/Image (rgb8) with the image's header."""
-    return array_to_image_msg(draw_tracks(image, result), header=header)
+                           serialize_message(frame.debug_image()))
+        summary.add_frame(frame.result, bag_time, (time.perf_counter() - t0) * 1e3)
 
 
 @contextmanager
