@@ -168,6 +168,7 @@ def breakdown(config: Any, models: tuple[Any, Any], images: list[np.ndarray],
     from lightglue_ros.ros.images import array_to_image_msg, image_msg_to_array
     from lightglue_ros.ros.messages import frame_outputs, ns_to_stamp
     from lightglue_ros.tracker import Tracker
+    from lightglue_ros.tracks import PublishedTracks
 
     tracker = Tracker(config, extractor=models[0], matcher=models[1])
     results = [tracker.process(image, stamp, camera)
@@ -180,7 +181,7 @@ def breakdown(config: Any, models: tuple[Any, Any], images: list[np.ndarray],
         image_msg_to_array(msg)
         convert.append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
-        frame_outputs(results[-1], header, odom_frame_id='odom')
+        frame_outputs(results[-1], header, odom_frame_id='odom', tracks=PublishedTracks())
         outputs.append((time.perf_counter() - t0) * 1e3)
     return {'image_conversion_ms': float(np.median(convert)),
             'output_messages_ms': float(np.median(outputs)),

@@ -52,6 +52,7 @@ from lightglue_ros.ros.log_throttle import Throttle  # noqa: E402
 from lightglue_ros.ros.stats import (DROP_OVERFLOW, DROP_SUPERSEDED, LEVEL_ERROR,  # noqa: E402
                                      LEVEL_OK, LEVEL_WARN, NodeStats, StampGapMonitor)
 from lightglue_ros.tracker import WARM_UP_SIDE, Tracker, TrackerConfig  # noqa: E402
+from lightglue_ros.tracks import PublishedTracks  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOMAIN_ID = random.SystemRandom().randint(1, 200)
@@ -464,10 +465,12 @@ def _core_outputs(frames: list[tuple[np.ndarray, int]], camera: CameraModel | No
     tracker.update_thresholds()
     tracker.warm_up()  # as the node does before its first frame
     expected, results = {}, []
+    tracks = PublishedTracks()  # the node's default features_inliers_only
     for image, stamp in frames:
         result = tracker.process(image, stamp, camera)
         results.append(result)
-        expected[stamp] = frame_outputs(result, _header(stamp), odom_frame_id='odom')
+        expected[stamp] = frame_outputs(result, _header(stamp), odom_frame_id='odom',
+                                        tracks=tracks)
     return expected, results
 
 

@@ -78,6 +78,10 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument('--features-layout', choices=SPECS['features_layout'].choices,
                         help="channels of ~/features, as the node's parameter (default: "
                              f"{NODE_DEFAULTS['features_layout']})")
+    parser.add_argument('--features-outliers', action='store_const', const=False,
+                        dest='features_inliers_only',
+                        help='~/features carries every match, not only the pose inliers (the '
+                             "node's features_inliers_only: false)")
     parser.add_argument('--summary', metavar='JSON',
                         help=f'summary file (default: OUTPUT/{SUMMARY_NAME})')
     parser.add_argument('--plots-dir', metavar='DIR',
@@ -103,7 +107,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     the explicit options on top."""
     settings: dict[str, Any] = {'fallback_camera': None, 'odom_frame_id': DEFAULT_ODOM_FRAME,
                                 'backwards_reset_frames': DEFAULT_BACKWARDS_RESET,
-                                'features_layout': NODE_DEFAULTS['features_layout']}
+                                'features_layout': NODE_DEFAULTS['features_layout'],
+                                'features_inliers_only': NODE_DEFAULTS['features_inliers_only']}
     if args.params_file:
         values = {**NODE_DEFAULTS, **_read_yaml('--params-file', args.params_file,
                                                  load_params_file)}
@@ -114,7 +119,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         settings.update(fallback_camera=fallback_intrinsics(values),
                         odom_frame_id=str(values['odom_frame_id']),
                         backwards_reset_frames=int(values['backwards_reset_frames']),
-                        features_layout=str(values['features_layout']))
+                        features_layout=str(values['features_layout']),
+                        features_inliers_only=bool(values['features_inliers_only']))
     elif args.config:
         config = _read_yaml('--config', args.config, load_tracker_config)
     else:
@@ -122,7 +128,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     for key, value in (('fallback_camera', args.fallback_intrinsics),
                        ('odom_frame_id', args.odom_frame_id),
                        ('backwards_reset_frames', args.backwards_reset_frames),
-                       ('features_layout', args.features_layout)):
+                       ('features_layout', args.features_layout),
+                       ('features_inliers_only', args.features_inliers_only)):
         if value is not None:
             settings[key] = value
     overrides = {name: getattr(args, name) for name in

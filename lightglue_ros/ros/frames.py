@@ -24,6 +24,7 @@ from lightglue_ros.pipeline import FramePipeline, Skip
 from lightglue_ros.ros.images import DEFAULT_MAX_IMAGE_PIXELS, array_to_image_msg, message_to_array
 from lightglue_ros.ros.messages import (DEFAULT_FEATURES_LAYOUT, FrameOutputs, frame_outputs,
                                         stamp_to_ns)
+from lightglue_ros.tracks import DEFAULT_FEATURES_INLIERS_ONLY, PublishedTracks
 from lightglue_ros.viz import draw_tracks
 
 if TYPE_CHECKING:
@@ -60,7 +61,8 @@ class MessagePipeline:
     """The ``FramePipeline`` between image messages and output messages.
 
     pipeline: the tracker and its per-frame rules (fallback camera, stamps going back).
-    odom_frame_id, features_layout: as the node's parameters of those names.
+    odom_frame_id, features_layout, features_inliers_only: as the node's parameters of those
+        names; the ~/features ids (``tracks.PublishedTracks``) are this stream's own.
     max_image_pixels: larger images are skipped before decoding (None: no limit).
     on_decoder_warning: receives libjpeg/libpng warnings about compressed images that still
         decoded (default: ``images``' logger at debug level).
@@ -69,11 +71,13 @@ class MessagePipeline:
 
     def __init__(self, pipeline: FramePipeline, *, odom_frame_id: str,
                  features_layout: str = DEFAULT_FEATURES_LAYOUT,
+                 features_inliers_only: bool = DEFAULT_FEATURES_INLIERS_ONLY,
                  max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
                  on_decoder_warning: Callable[[str], None] | None = None) -> None:
         self.pipeline = pipeline
         self.odom_frame_id = odom_frame_id
         self.features_layout = features_layout
+        self.tracks = PublishedTracks(inliers_only=features_inliers_only)
         self.max_image_pixels = max_image_pixels
         self.on_decoder_warning = on_decoder_warning
 
@@ -95,6 +99,6 @@ class MessagePipeline:
             return FrameMessages(header, stamp_ns, image, None, None, outcome.skip,
                                  outcome.reset)
         outputs = frame_outputs(outcome.result, header, odom_frame_id=self.odom_frame_id,
-                                features_layout=self.features_layout)
+                                tracks=self.tracks, features_layout=self.features_layout)
         return FrameMessages(header, stamp_ns, image, outcome.result, outputs, None,
                              outcome.reset)

@@ -101,6 +101,7 @@ class MatcherNode(Node):
         self.frames = MessagePipeline(
             self.pipeline, odom_frame_id=self.settings.odom_frame_id,
             features_layout=self.settings.features_layout,
+            features_inliers_only=self.settings.features_inliers_only,
             max_image_pixels=int(self._values['max_image_pixels']),
             on_decoder_warning=self._decoder_warning)
         self._pending: dict[str, Any] = {}  # changes the worker applies before the next frame

@@ -22,6 +22,7 @@ from lightglue_ros.geometry import rotation_to_quaternion
 if TYPE_CHECKING:  # the tracker (and torch) load with the models, not with the messages
     from lightglue_ros.geometry import RelativePose
     from lightglue_ros.tracker import FrameResult, KeyframeEvent
+    from lightglue_ros.tracks import PublishedTracks
 
 # Output topics (relative to the node's private namespace) and their message types, in
 # publishing order.
@@ -117,21 +118,32 @@ def keyframe_message(event: KeyframeEvent, frame_id: str) -> DiagnosticArray:
 
 
 def frame_outputs(result: FrameResult, header: Header, *, odom_frame_id: str,
+                  tracks: PublishedTracks,
                   features_layout: str = DEFAULT_FEATURES_LAYOUT) -> FrameOutputs:
     """All output messages of one frame; ``header`` is the input image's header.
-    ``features_layout``: the channels of ``features`` (messages.VINS_LAYOUTS)."""
+
+    ``tracks``: the stream's published feature ids (one instance per stream, fed every result
+    in order); it picks the observations of ``features`` and their ids, and the matches
+    cloud's ``track_id`` is the same id (UNMATCHED for matches that ``features`` leaves out).
+    ``features_layout``: the channels of ``features`` (messages.VINS_LAYOUTS).
+    """
+    features = None
+    if np.isfinite(result.points_norm).all():
+        published = tracks.publish(result)
+        rows = published.rows
+        features = make_vins_features(
+            header, track_id=published.ids, x_norm=result.points_norm[rows, 0],
+            y_norm=result.points_norm[rows, 1], u=result.points[rows, 0],
+            v=result.points[rows, 1], velocity_x=published.velocity[:, 0],
+            velocity_y=published.velocity[:, 1], layout=features_layout)
+        match_ids = published.match_ids
+    else:
+        match_ids = tracks.unpublished(result)
     matches = make_matches_cloud(
         header, u_cur=result.points[:, 0], v_cur=result.points[:, 1],
         u_kf=result.kf_points[:, 0], v_kf=result.kf_points[:, 1], score=result.scores,
-        track_id=result.track_ids, kf_index=result.keyframe_index,
+        track_id=match_ids, kf_index=result.keyframe_index,
         inlier=result.inliers.astype(np.uint8))
-    features = None
-    if np.isfinite(result.points_norm).all():
-        features = make_vins_features(
-            header, track_id=result.track_ids, x_norm=result.points_norm[:, 0],
-            y_norm=result.points_norm[:, 1], u=result.points[:, 0], v=result.points[:, 1],
-            velocity_x=result.velocity_norm[:, 0], velocity_y=result.velocity_norm[:, 1],
-            layout=features_layout)
     relative_pose = odometry = None
     covariance = pose_covariance(result.pose)
     if result.R_kf_cam is not None and result.t_kf_cam is not None:

@@ -22,6 +22,7 @@ from lightglue_ros.pipeline import DEFAULT_BACKWARDS_RESET_FRAMES
 from lightglue_ros.ros.images import DEFAULT_MAX_IMAGE_PIXELS
 from lightglue_ros.ros.messages import DEFAULT_FEATURES_LAYOUT, VINS_LAYOUTS
 from lightglue_ros.tracker import TrackerConfig
+from lightglue_ros.tracks import DEFAULT_FEATURES_INLIERS_ONLY
 
 if TYPE_CHECKING:
     from rclpy.node import Node
@@ -189,6 +190,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'VINS-Mono reads them) or vins_fusion (id, camera_id, u, v, velocity_x, '
               'velocity_y and three zeros, as VINS-Fusion reads them).',
               choices=tuple(VINS_LAYOUTS), read_only=True),
+    ParamSpec('features_inliers_only', DEFAULT_FEATURES_INLIERS_ONLY,
+              "true: ~/features carries the pose inliers only (as VINS-Mono's own tracker "
+              'removes its RANSAC outliers; a frame without a pose then carries none); '
+              'false: every match.', read_only=True),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status, seconds.',
               min=0.1, max=60.0, read_only=True),
     ParamSpec('backwards_reset_frames', DEFAULT_BACKWARDS_RESET_FRAMES,
@@ -326,6 +331,7 @@ class NodeSettings:
     odom_frame_id: str
     diagnostics_period_s: float
     features_layout: str
+    features_inliers_only: bool
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:
@@ -336,7 +342,8 @@ class NodeSettings:
                    queue_size=int(values['queue_size']),
                    odom_frame_id=str(values['odom_frame_id']),
                    diagnostics_period_s=float(values['diagnostics_period_s']),
-                   features_layout=str(values['features_layout']))
+                   features_layout=str(values['features_layout']),
+                   features_inliers_only=bool(values['features_inliers_only']))
 
     @property
     def frame_capacity(self) -> int:

@@ -44,16 +44,17 @@ from lightglue_ros.errors import BagError, ConfigError
 from lightglue_ros.pipeline import SKIP_REASONS as PIPELINE_SKIP_REASONS
 from lightglue_ros.pipeline import FramePipeline, Skip
 from lightglue_ros.replay_summary import ReplaySummary
-from lightglue_ros.ros.bag_io import (CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE,
-                                      IMAGE_TYPES, PLOTS_NAME, STORAGES, SUMMARY_NAME, InputBag,
-                                      OutputBag, OutputExistsError, OutputWriteError,
-                                      check_output, check_writable, remove_output)
+from lightglue_ros.ros.bag_io import (CAMERA_INFO_TYPE, IMAGE_TYPE, IMAGE_TYPES, PLOTS_NAME,
+                                      STORAGES, SUMMARY_NAME, InputBag, OutputBag,
+                                      OutputExistsError, OutputWriteError, check_output,
+                                      check_writable, remove_output)
 from lightglue_ros.ros.camera_info import camera_info_to_camera_model
 from lightglue_ros.ros.frames import MessagePipeline
 from lightglue_ros.ros.messages import DEFAULT_FEATURES_LAYOUT, OUTPUT_TOPICS, stamp_to_ns
 from lightglue_ros.ros.params import DEFAULTS as NODE_DEFAULTS
 from lightglue_ros.ros.params import NODE_NAME
 from lightglue_ros.tracker import Tracker, TrackerConfig
+from lightglue_ros.tracks import DEFAULT_FEATURES_INLIERS_ONLY
 
 __all__ = ['replay_bag', 'output_topics', 'IncompleteBagError', 'OutputExistsError',
            'OutputWriteError', 'EmptyTopicError',
@@ -216,6 +217,7 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
                odom_frame_id: str = DEFAULT_ODOM_FRAME,
                backwards_reset_frames: int = DEFAULT_BACKWARDS_RESET,
                features_layout: str = DEFAULT_FEATURES_LAYOUT,
+               features_inliers_only: bool = DEFAULT_FEATURES_INLIERS_ONLY,
                summary_path: str | Path | None = None,
                plots_dir: str | Path | None | bool = None,
                allow_partial: bool = False, allow_empty: bool = False) -> ReplaySummary:
@@ -228,9 +230,9 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
     paired by stamp (the latest at or before each image); without it, or where it is invalid,
     ``fallback_camera`` (a CameraModel or (fx, fy, cx, cy) for any image size), else no
     calibration (matches only). max_frames: stop after this many images (None: all).
-    topic_prefix / odom_frame_id / backwards_reset_frames / features_layout: as the node's
-    namespace and parameters (after that many consecutive images stamped back in time the
-    tracker resets; 0: never).
+    topic_prefix / odom_frame_id / backwards_reset_frames / features_layout /
+    features_inliers_only: as the node's namespace and parameters (after that many consecutive
+    images stamped back in time the tracker resets; 0: never).
     summary_path: default <output>/replay_summary.json. plots_dir: default <output>/plots;
     False for no plots.
 
@@ -277,7 +279,8 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
         frames = MessagePipeline(
             FramePipeline(tracker, fallback=fallback_camera,
                           backwards_reset_frames=backwards_reset_frames),
-            odom_frame_id=odom_frame_id, features_layout=features_layout)
+            odom_frame_id=odom_frame_id, features_layout=features_layout,
+            features_inliers_only=features_inliers_only)
         summary = ReplaySummary(
             input=str(input_path), output=str(output_path), image_topic=image_topic,
             camera_info_topic=camera_info_topic, storage=storage, input_format=bag.format,
