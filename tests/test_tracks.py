@@ -23,6 +23,7 @@ from lightglue_ros.tracks import ID_LIMIT, PublishedTracks, check_runs
 
 STAMP0_NS = 1_000_000_000
 FRAME_NS = 33_000_000
+REPLAY_FRAMES = 8  # freiburg frames replayed through a bag (CPU time)
 
 
 def _result(index: int, track_ids: list[int], inliers: list[bool] | None = None, *,
@@ -147,7 +148,13 @@ def aliked(weights_dir: Path) -> TrackerConfig:
 
 
 @pytest.fixture(scope='module')
-def scenes(aliked: TrackerConfig, freiburg_dir: Path) -> dict[str, list[FrameResult]]:
+def freiburg_tracker(aliked: TrackerConfig) -> Tracker:
+    return Tracker(aliked)
+
+
+@pytest.fixture(scope='module')
+def scenes(aliked: TrackerConfig, freiburg_tracker: Tracker, freiburg_dir: Path
+           ) -> dict[str, list[FrameResult]]:
     """scene -> the tracker's results: freiburg (17 frames, 1 s apart) and the synthetic room
     at 30 fps; the synthetic run keeps fewer keypoints so that its keyframe switches often."""
     runs: dict[str, list[FrameResult]] = {}
@@ -157,7 +164,8 @@ def scenes(aliked: TrackerConfig, freiburg_dir: Path) -> dict[str, list[FrameRes
             ('synthetic', replace(aliked, max_keypoints=256, keyframe_min_matches=100,
                                   keyframe_min_inliers=80),
              (synthetic.images, synthetic.stamps_ns, synthetic.camera))):
-        tracker = Tracker(config)
+        tracker = freiburg_tracker if config is aliked else Tracker(config)
+        tracker.reset()
         tracker.warm_up()
         runs[name] = [tracker.process(image, stamp, camera)
                       for image, stamp in zip(images, stamps)]
@@ -227,3 +235,51 @@ def test_outliers_are_published_on_request(scenes):
     assert [len(out.features.points) for _, out in outputs] == [r.num_matches for r in results]
     assert sum(r.num_matches - r.num_inliers for r in results) > 0
     assert check_runs([_features_ids(out.features) for _, out in outputs]).misattributed == 0
+
+
+@pytest.mark.parametrize('layout', ['vins_mono', 'vins_fusion'])
+def test_the_replay_publishes_the_ids_of_the_core(tmp_path, scenes, freiburg_tracker,
+                                                  freiburg_dir, layout):
+    """The replay (and the node, through the same frame_outputs) keeps one PublishedTracks per
+    stream: the bag's ~/features ids are the core's, one contiguous run each."""
+    pytest.importorskip('rosbags')
+    from test_replay import (IMAGE_TOPIC, INFO_TOPIC, TS2, frame_records, read_raw, topic,
+                             write_bag)
+
+    from lightglue_ros.ros.replay import output_topics, replay_bag
+
+    images, stamps, camera = _freiburg(freiburg_dir)
+    n = REPLAY_FRAMES  # the core's ids are causal: its first n frames are these n frames'
+    images, stamps = images[:n], stamps[:n]
+    source = write_bag(tmp_path / 'in', 'mcap',
+                       frame_records('mcap', list(zip(stamps, images)), camera))
+    replay_bag(source, tmp_path / 'out', image_topic=IMAGE_TOPIC, camera_info_topic=INFO_TOPIC,
+               tracker=freiburg_tracker, progress=False, plots_dir=False,
+               features_layout=layout)
+    msgtype = output_topics()[topic('features')]
+    replayed = [_features_ids(TS2.deserialize_cdr(raw, msgtype))
+                for _, raw in read_raw(tmp_path / 'out')[topic('features')]]
+    core = [_features_ids(out.features)
+            for _, out in _published(scenes['freiburg'][:n], layout)]
+    assert [ids.tolist() for ids in replayed] == [ids.tolist() for ids in core]
+    check = check_runs(replayed)
+    assert check.observations > 0 and check.misattributed == 0
+
+
+def test_the_vins_remap_of_the_private_features_topic():
+    """The remap rule docs/node.md gives for VINS (~/features to /feature_tracker/feature)."""
+    rclpy = pytest.importorskip('rclpy')
+    from sensor_msgs.msg import PointCloud
+
+    from lightglue_ros.ros.params import NODE_NAME
+
+    context = rclpy.Context()
+    rclpy.init(context=context)  # ROS_DOMAIN_ID from the environment
+    try:
+        node = rclpy.create_node(NODE_NAME, context=context, cli_args=[
+            '--ros-args', '-r', '~/features:=/feature_tracker/feature'])
+        publisher = node.create_publisher(PointCloud, '~/features', 10)
+        assert publisher.topic_name == '/feature_tracker/feature'
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
