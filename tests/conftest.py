@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightglue_ros.camera import CameraModel
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Tests measure numbers, not speed: keep them deterministic and polite on small machines.
@@ -45,6 +47,11 @@ def freiburg_frames(freiburg_dir: Path) -> list[Path]:
     assert len(frames) >= 10, f'expected the freiburg frames in {freiburg_dir}'
     return frames
 
+
+@pytest.fixture(scope='session')
+def camera(freiburg_dir: Path) -> CameraModel:
+    """The freiburg frames' calibration (640 x 480)."""
+    return CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
 
 
 @pytest.fixture(scope='session')

@@ -31,11 +31,6 @@ def models(weights_dir):
     return extractor, matcher
 
 
-@pytest.fixture(scope='module')
-def camera(freiburg_dir) -> CameraModel:
-    return CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
-
-
 def make_tracker(models, **options) -> Tracker:
     extractor, matcher = models
     return Tracker(TrackerConfig(extractor='aliked', device='cpu', **options),
@@ -44,9 +39,13 @@ def make_tracker(models, **options) -> Tracker:
 
 @pytest.fixture(scope='module')
 def sequence(models, camera, freiburg_frames):
-    """The tracker run over all frames, with call counts of the two networks."""
+    """The tracker run over all frames, with call counts of the two networks.
+
+    calls['match_sizes'][i]: the number of matches of each LightGlue call made for frame i, in
+    order (first against the keyframe the frame came to, then against a newly promoted one).
+    """
     extractor, matcher = models
-    calls = {'extract': 0, 'match': 0}
+    calls = {'extract': 0, 'match': 0, 'match_sizes': []}
     original_extract, original_match = extractor.extract, matcher.match_prepared
 
     def counted_extract(image):
@@ -55,12 +54,17 @@ def sequence(models, camera, freiburg_frames):
 
     def counted_match(*args):
         calls['match'] += 1
-        return original_match(*args)
+        match = original_match(*args)
+        calls['match_sizes'][-1].append(len(match))
+        return match
 
     extractor.extract, matcher.match_prepared = counted_extract, counted_match
     try:
         tracker = make_tracker(models)
-        results = [tracker.process(read_image(p), stamp_of(p), camera) for p in freiburg_frames]
+        results = []
+        for path in freiburg_frames:
+            calls['match_sizes'].append([])
+            results.append(tracker.process(read_image(path), stamp_of(path), camera))
     finally:
         del extractor.extract, matcher.match_prepared
     return results, calls
@@ -88,20 +92,46 @@ def test_one_extractor_pass_per_frame_and_one_match_per_frame_between_switches(s
 
 
 def test_keyframe_switches_where_matches_drop(sequence):
-    results, _ = sequence
+    """Against one keyframe the match count falls as the camera moves away; the first frame
+    whose count falls below keyframe_min_matches ends the keyframe, and the last frame that
+    tracked well (at keyframe_hysteresis times the minimums) takes its place."""
+    results, calls = sequence
+    config = TrackerConfig()  # the thresholds make_tracker runs with
+    min_matches, min_inliers = config.keyframe_min_matches, config.keyframe_min_inliers
+    well = config.keyframe_hysteresis  # tracking well: this multiple of both minimums
+    # matches of each frame against the keyframe it arrived at (the first LightGlue call)
+    arrived = [sizes[0] if sizes else None for sizes in calls['match_sizes']]
     switch_frames = [r for r in results[1:] if r.keyframe_events]
-    assert switch_frames, 'no keyframe switch on a sequence that leaves the first view'
+    assert len(switch_frames) >= 2, 'the sequence leaves several views behind'
     for r in switch_frames:
-        event = r.keyframe_events[0]
-        assert event.reason in ('low_matches', 'low_inliers', 'pose_failed')
-        assert event.previous_index < event.frame_index <= r.index
+        event, = r.keyframe_events
+        assert event.reason == 'low_matches', event  # all this sequence's switches
+        assert results[r.index - 1].keyframe_index == event.previous_index
+        assert event.previous_index < event.frame_index < r.index
         assert r.keyframe_index == event.frame_index
-        before = results[r.index - 1]
-        assert before.keyframe_index == event.previous_index
-    # Between switches the keyframe stays and the match count falls as the camera moves away.
+        # The frames tracked against the old keyframe (a switch frame counts as tracked
+        # against the keyframe it switched to: its matches are those of the second call).
+        span = [i for i in range(event.previous_index + 1, r.index)
+                if results[i].keyframe_index == event.previous_index]
+        assert span == list(range(span[0], r.index)), span
+        counts = [results[i].num_matches for i in span]
+        # The count fell from right after the previous switch to below the minimum...
+        assert arrived[r.index] < min_matches <= min(counts), \
+            (r.index, counts, arrived[r.index])
+        # ...and the new keyframe is the last frame of the span that tracked well.
+        tracked_well = [i for i in span if results[i].num_matches >= min_matches * well
+                        and results[i].num_inliers >= min_inliers * well]
+        assert tracked_well and tracked_well[-1] == event.frame_index, (r.index, tracked_well)
+        # Matched once more against it, the frame tracks again.
+        assert calls['match_sizes'][r.index] == [arrived[r.index], r.num_matches]
+        assert r.num_matches >= min_matches and r.ok
+    # Frames without a switch stay with their keyframe, and keyframes only move forward.
     kf_indices = [r.keyframe_index for r in results]
-    assert len(set(kf_indices)) >= 2
     assert all(b >= a for a, b in zip(kf_indices, kf_indices[1:]))
+    for r in results[1:]:
+        if not r.keyframe_events:
+            assert r.keyframe_index == results[r.index - 1].keyframe_index
+            assert arrived[r.index] == r.num_matches >= min_matches
 
 
 def test_track_ids_persist_across_a_switch(sequence):
