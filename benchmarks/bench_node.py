@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_name  # noqa: E402
 
+from devtools.ros_spin import BackgroundSpinner  # noqa: E402
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TARGET_PCT = 5.0
 WEIGHT_FILES = {'aliked': ('aliked-n16.pth', 'aliked_lightglue.pth'),
@@ -107,14 +109,7 @@ def run_node(config_values: dict[str, Any], models: tuple[Any, Any], images: lis
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(client)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
+    spinner = BackgroundSpinner(executor).start()
     out: dict[str, list[float]] = {'end_to_end_ms': [], 'core_ms': [], 'node_latency_ms': []}
     try:
         deadline = time.monotonic() + 30.0
@@ -150,8 +145,7 @@ def run_node(config_values: dict[str, Any], models: tuple[Any, Any], images: lis
                 out['core_ms'].append(float(node.stats.last['core_ms']))
                 out['node_latency_ms'].append(float(node.stats.last['latency_ms']))
     finally:
-        stop.set()
-        thread.join(10.0)
+        spinner.stop()
         node.stop()
         executor.shutdown()
         client.destroy_node()

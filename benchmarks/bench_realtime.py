@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,11 @@ from typing import Any
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PROJECT_ROOT, machine, print_table, shared_dir  # noqa: E402
+
+from devtools.ros_spin import BackgroundSpinner  # noqa: E402
 
 from lightglue_ros.camera import CameraModel  # noqa: E402
 from lightglue_ros.features import Features  # noqa: E402
@@ -246,14 +248,7 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
                                                             reliability=ReliabilityPolicy.RELIABLE))
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(client)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpinner(executor).start()
     order = list(range(len(images))) + list(range(len(images) - 2, 0, -1))  # back and forth
     messages = [array_to_image_msg(image) for image in images]  # as given: rgb8 or mono8
     info = camera_model_to_camera_info(camera)
@@ -282,8 +277,7 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
             time.sleep(max(0.0, start + count * period - time.monotonic()))
         time.sleep(1.5)  # the last frames in flight
     finally:
-        stop.set()
-        spinner.join(5.0)
+        spinner.stop()
         executor.shutdown()
         client.destroy_node()
         rclpy.try_shutdown(context=context)

@@ -1,13 +1,24 @@
-"""Shared fixtures: the read-only data and weights folder beside the project (../shared)."""
+"""Shared fixtures: the read-only data and weights folder beside the project (../shared), the
+freiburg frames and camera, an rclpy context on the test domain, the colcon build.
+
+Plain helpers that tests call are in helpers.py (and ros_helpers.py for ROS ones).
+"""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 import torch
+from helpers import SMALL_SIZE, build_with_colcon, stamp_ns
 
 from lightglue_ros.camera import CameraModel
+from lightglue_ros.image import read_image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +63,53 @@ def freiburg_frames(freiburg_dir: Path) -> list[Path]:
 def camera(freiburg_dir: Path) -> CameraModel:
     """The freiburg frames' calibration (640 x 480)."""
     return CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
+
+
+@pytest.fixture(scope='session')
+def small_camera(camera: CameraModel) -> CameraModel:
+    """The freiburg camera for half-size frames (SMALL_SIZE)."""
+    return camera.scaled(SMALL_SIZE[0] / camera.width, SMALL_SIZE[1] / camera.height)
+
+
+@pytest.fixture(scope='session')
+def small_frames(freiburg_frames: list[Path]) -> list[tuple[np.ndarray, int]]:
+    """(half-size RGB image, stamp ns) of the first ten freiburg frames."""
+    return [(cv2.resize(read_image(path), SMALL_SIZE, interpolation=cv2.INTER_AREA),
+             stamp_ns(path)) for path in freiburg_frames[:10]]
+
+
+@pytest.fixture(scope='module')
+def context() -> Iterator[Any]:
+    """An rclpy context of the module's own on the session's random, localhost-only domain
+    (ros_helpers.DOMAIN_ID), so that parallel runs do not hear each other."""
+    rclpy = pytest.importorskip('rclpy')
+    from ros_helpers import DOMAIN_ID, ros_env
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in ros_env().items():
+            patch.setenv(key, value)
+        patch.delenv('ROS_LOCALHOST_ONLY', raising=False)  # deprecated; clashes with the range
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+        yield ctx
+        rclpy.try_shutdown(context=ctx)
+
+
+@pytest.fixture(scope='session')
+def colcon_build(tmp_path_factory: pytest.TempPathFactory
+                 ) -> Callable[..., SimpleNamespace]:
+    """colcon_build(symlink=False): this package built by the real ``colcon build``
+    (``--symlink-install`` if symlink) into a fresh workspace, once per variant and session
+    (helpers.build_with_colcon tells what comes back)."""
+    builds: dict[bool, SimpleNamespace] = {}
+
+    def build(*, symlink: bool = False) -> SimpleNamespace:
+        pytest.importorskip('colcon_core', reason='colcon is in the test extra (make setup-test)')
+        if symlink not in builds:
+            workspace = tmp_path_factory.mktemp('colcon_ws_symlink' if symlink else 'colcon_ws')
+            builds[symlink] = build_with_colcon(workspace, symlink=symlink)
+        return builds[symlink]
+    return build
 
 
 @pytest.fixture(scope='session')

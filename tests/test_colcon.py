@@ -1,8 +1,8 @@
 """The package as a ROS user builds and tests it: the real ``colcon build`` (copy and
 ``--symlink-install``) and ``colcon test`` from PyPI colcon, and package.xml against the code.
 
-``colcon_build`` builds once per variant and session; tests/test_launch.py launches from the
-same ``--symlink-install`` build.
+The conftest fixture ``colcon_build`` builds once per variant and session; tests/test_launch.py
+launches from the same ``--symlink-install`` build.
 """
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
+from helpers import PACKAGE, PROJECT_ROOT, clean_env, run_colcon
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = 'lightglue_ros'
 EXECUTABLES = ('matcher_node', 'replay', 'lightglue-ros')
 # Python (non-ROS) imports of lightglue_ros/ -> the rosdep key package.xml declares them by.
 ROSDEP_KEYS = {'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'yaml': 'python3-yaml',
@@ -40,63 +39,14 @@ OPTIONAL = {
 }
 
 
-_BUILDS: dict[bool, SimpleNamespace] = {}
-
-
-def colcon_build(tmp_path_factory: pytest.TempPathFactory, *,
-                 symlink: bool = False) -> SimpleNamespace:
-    """This package built by the real ``colcon build`` (``--symlink-install`` if symlink) into a
-    fresh workspace, once per variant and session (module-level cache: test modules share it).
-
-    Returns SimpleNamespace(workspace, prefix, env, output): prefix is install/lightglue_ros
-    (colcon's default isolated layout); env is the environment after sourcing
-    install/local_setup.sh, as a colcon user's shell has it (AMENT_PREFIX_PATH, PYTHONPATH).
-    """
-    pytest.importorskip('colcon_core', reason='colcon is in the test extra (make setup-test)')
-    if symlink in _BUILDS:
-        return _BUILDS[symlink]
-    workspace = tmp_path_factory.mktemp('colcon_ws_symlink' if symlink else 'colcon_ws')
-    (workspace / 'src').mkdir()
-    (workspace / 'src' / PACKAGE).symlink_to(PROJECT_ROOT, target_is_directory=True)
-    done = _colcon('build', '--base-paths', 'src', '--event-handlers', 'console_direct+',
-                   *(['--symlink-install'] * symlink), cwd=workspace, env=_clean_env())
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, f'colcon build failed ({done.returncode}):\n{output}'
-    sourced = subprocess.run(['sh', '-c', '. ./install/local_setup.sh && env -0'],
-                             cwd=workspace, env=_clean_env(), capture_output=True, check=True,
-                             timeout=60)
-    env = dict(item.split('=', 1) for item in sourced.stdout.decode().split('\0') if item)
-    _BUILDS[symlink] = SimpleNamespace(workspace=workspace, prefix=workspace / 'install' / PACKAGE,
-                                       env=env, output=output)
-    return _BUILDS[symlink]
-
-
-@pytest.fixture(scope='module')
-def colcon_install(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """``colcon_install(symlink=...)``: see colcon_build."""
-    return lambda *, symlink=False: colcon_build(tmp_path_factory, symlink=symlink)
-
-
-def _colcon(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    command = [sys.executable, '-c', 'import sys; from colcon_core.command import main; '
-               'sys.exit(main())', '--log-base', 'log', *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(('PYTEST_', 'COLCON_', 'AMENT_PREFIX_PATH'))}
-
-
 # ------------------------------------------------------------------------------------------------
 # colcon build
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('symlink', [False, True], ids=['copy', 'symlink_install'])
-def test_colcon_build_lays_out_an_ament_python_package(colcon_install: Any,
-                                                       symlink: bool) -> None:
-    build = colcon_install(symlink=symlink)
+def test_colcon_build_lays_out_an_ament_python_package(
+        colcon_build: Callable[..., SimpleNamespace], symlink: bool) -> None:
+    build = colcon_build(symlink=symlink)
     prefix = build.prefix
     for name in EXECUTABLES:
         executable = prefix / 'lib' / PACKAGE / name
@@ -120,9 +70,9 @@ def test_colcon_build_lays_out_an_ament_python_package(colcon_install: Any,
 
 
 @pytest.mark.parametrize('symlink', [False, True], ids=['copy', 'symlink_install'])
-def test_the_sourced_workspace_finds_the_installed_package(colcon_install: Any,
-                                                           symlink: bool) -> None:
-    build = colcon_install(symlink=symlink)
+def test_the_sourced_workspace_finds_the_installed_package(
+        colcon_build: Callable[..., SimpleNamespace], symlink: bool) -> None:
+    build = colcon_build(symlink=symlink)
     probe = ('import lightglue_ros\n'
              'from ament_index_python.packages import get_package_share_directory\n'
              f'print(get_package_share_directory({PACKAGE!r}))\n'
@@ -179,19 +129,19 @@ def test_colcon_test_skips_missing_optional_dependencies_and_finds_the_shared_da
     source = tmp_path / 'ws' / 'src' / PACKAGE
     shutil.copytree(PROJECT_ROOT, source, ignore=shutil.ignore_patterns(*_ignored()))
     workspace = source.parents[1]
-    built = _colcon('build', '--base-paths', 'src', cwd=workspace, env=_clean_env())
+    built = run_colcon('build', '--base-paths', 'src', cwd=workspace, env=clean_env())
     assert built.returncode == 0, built.stdout + built.stderr
     # transformers made absent: its import fails as for a package that is not installed.
     blocker = tmp_path / 'no_transformers' / 'transformers'
     blocker.mkdir(parents=True)
     (blocker / '__init__.py').write_text(
         "raise ModuleNotFoundError(\"No module named 'transformers'\", name='transformers')\n")
-    env = {**_clean_env(), 'PYTHONPATH': os.pathsep.join(
+    env = {**clean_env(), 'PYTHONPATH': os.pathsep.join(
         [str(blocker.parent), *filter(None, [os.environ.get('PYTHONPATH')])])}
     selection = ['--pytest-args', SHARED_TEST, *TRANSFORMERS_TESTS]
 
     def colcon_test(extra_env: dict[str, str]) -> dict[str, tuple[str, str]]:
-        done = _colcon('test', '--base-paths', 'src', '--return-code-on-test-failure',
+        done = run_colcon('test', '--base-paths', 'src', '--return-code-on-test-failure',
                        '--event-handlers', 'console_direct+', *selection, cwd=workspace,
                        env={**env, **extra_env})
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]

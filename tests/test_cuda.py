@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_scannet import SIZE, camera_for, read_pairs
+from helpers import SCANNET_SIZE, read_scannet_pairs, scannet_camera
 
 import lightglue_ros.image
 import lightglue_ros.tracker
@@ -118,11 +118,6 @@ def images(frames: list[Path]) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope='module')
-def camera(freiburg_dir: Path) -> CameraModel:
-    return CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
-
-
-@pytest.fixture(scope='module')
 def aliked(weights_dir: Path) -> dict[str, torch.nn.Module]:
     """ALIKED with 1024 keypoints on the CPU and on CUDA."""
     return {device: build_extractor('aliked', weights=weights_dir / 'aliked-n16.pth',
@@ -145,12 +140,13 @@ def scannet(shared_dir: Path, aliked) -> list[tuple[Features, Features, CameraMo
                                                     CameraModel]]:
     """CUDA features and cameras of the ScanNet pairs at 640x480 (as tests/test_scannet.py)."""
     out = []
-    for path0, path1, K0, K1, _ in read_pairs(shared_dir / 'data' / 'scannet_pairs'):
+    for path0, path1, K0, K1, _ in read_scannet_pairs(shared_dir / 'data' / 'scannet_pairs'):
         pair = [read_image(p) for p in (path0, path1)]
         original = (pair[0].shape[1], pair[0].shape[0])
         f0, f1 = (aliked['cuda'].extract(image_to_tensor(
-            cv2.resize(im, SIZE, interpolation=cv2.INTER_AREA), device='cuda')) for im in pair)
-        out.append((f0, f1, camera_for(K0, original), camera_for(K1, original)))
+            cv2.resize(im, SCANNET_SIZE, interpolation=cv2.INTER_AREA), device='cuda'))
+            for im in pair)
+        out.append((f0, f1, scannet_camera(K0, original), scannet_camera(K1, original)))
     assert out, 'no ScanNet pairs'
     return out
 

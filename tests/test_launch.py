@@ -7,7 +7,7 @@
   actions: the test writes a minimal import stand-in for it (classes with nothing inside) into a
   temporary folder. Everything else is real: osrf_pycommon, lark, lifecycle_msgs, rclpy, DDS.
 - The package is found through AMENT_PREFIX_PATH exactly as colcon lays it out: the session's
-  ``colcon build --symlink-install`` (tests/test_colcon.py, ``colcon_build``), sourced.
+  ``colcon build --symlink-install`` (the conftest fixture ``colcon_build``), sourced.
 - Weights are found by name, offline, as a user's fetched files are: $LIGHTGLUE_ROS_WEIGHTS_PATH
   holds ../shared/weights (ALIKED, DISK) and, for the default launch (SuperPoint), SuperPoint and
   LightGlue files in the released layouts with seeded random weights: the released SuperPoint
@@ -29,7 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -46,15 +46,12 @@ pytestmark = pytest.mark.filterwarnings('ignore:module .sre_:DeprecationWarning'
 
 from rcl_interfaces.srv import GetParameters  # noqa: E402
 from rclpy._rclpy_pybind11 import NodeNameNonExistentError  # noqa: E402
+from helpers import wait_until  # noqa: E402
 from rclpy.parameter import parameter_value_to_python  # noqa: E402
+from ros_helpers import Rig, ros_env  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
-from test_colcon import colcon_build  # noqa: E402
-from test_node import (DOMAIN_ID, SMALL_SIZE, Rig, _ros_env, _stamp_ns,  # noqa: E402
-                       _wait)
 
 from lightglue_ros.camera import CameraModel  # noqa: E402
-from lightglue_ros.image import read_image  # noqa: E402
-
 from lightglue_ros.models.extractors import EXTRACTORS  # noqa: E402
 from lightglue_ros.ros.params import DEFAULTS, SPECS, load_params_file  # noqa: E402
 from lightglue_ros.weights import ENV_WEIGHTS_DIR, ENV_WEIGHTS_PATH  # noqa: E402
@@ -187,32 +184,6 @@ COMMAND_LINES: dict[str, tuple[list[str], list[Any], str, tuple[str, str], str]]
 # ------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
-def ros_context() -> Iterator[Any]:
-    """An rclpy context on the node tests' random, localhost-only domain."""
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in _ros_env().items():
-            patch.setenv(key, value)
-        patch.delenv('ROS_LOCALHOST_ONLY', raising=False)
-        ctx = rclpy.Context()
-        rclpy.init(context=ctx, domain_id=DOMAIN_ID)
-        yield ctx
-        rclpy.try_shutdown(context=ctx)
-
-
-@pytest.fixture(scope='module')
-def frames(freiburg_frames: list[Path]) -> list[tuple[Any, int]]:
-    """(half-size RGB image, stamp ns) of the first freiburg frames."""
-    return [(cv2.resize(read_image(path), SMALL_SIZE, interpolation=cv2.INTER_AREA),
-             _stamp_ns(path)) for path in freiburg_frames[:10]]
-
-
-@pytest.fixture(scope='module')
-def camera(freiburg_dir: Path) -> CameraModel:
-    full = CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
-    return full.scaled(SMALL_SIZE[0] / full.width, SMALL_SIZE[1] / full.height)
-
-
-@pytest.fixture(scope='module')
 def random_superpoint_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """superpoint_v1.pth and superpoint_lightglue.pth in the released layouts, seeded random."""
     import torch
@@ -228,8 +199,8 @@ def random_superpoint_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope='module')
-def launch_base_env(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory
-                    ) -> dict[str, str]:
+def launch_base_env(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+                    colcon_build: Callable[..., SimpleNamespace]) -> dict[str, str]:
     """The sourced colcon build's environment with launch, launch_ros and the
     composition_interfaces stand-in on PYTHONPATH."""
     sources = [shared_dir / 'ros2_launch' / 'launch' / 'launch',
@@ -242,8 +213,8 @@ def launch_base_env(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory
     (stand_in / 'composition_interfaces' / 'srv').mkdir(parents=True)
     (stand_in / 'composition_interfaces' / '__init__.py').write_text('')
     (stand_in / 'composition_interfaces' / 'srv' / '__init__.py').write_text(STAND_IN)
-    build = colcon_build(tmp_path_factory, symlink=True)
-    env = {**build.env, **_ros_env(), 'PYTHONUNBUFFERED': '1',
+    build = colcon_build(symlink=True)
+    env = {**build.env, **ros_env(), 'PYTHONUNBUFFERED': '1',
            'ROS_LOG_DIR': str(folder / 'ros_log')}
     env.pop('ROS_LOCALHOST_ONLY', None)  # deprecated; clashes with the discovery range
     env['PYTHONPATH'] = os.pathsep.join(
@@ -331,10 +302,10 @@ def _parameters(rig: Rig, node_fqn: str) -> dict[str, Any]:
     from the node's construction on, before its models are built)."""
     client = rig.client.create_client(GetParameters, f'{node_fqn}/get_parameters')
     try:
-        _wait(client.service_is_ready, START_S, f'{node_fqn}/get_parameters')
+        wait_until(client.service_is_ready, START_S, f'{node_fqn}/get_parameters')
         names = sorted(SPECS)
         future = client.call_async(GetParameters.Request(names=names))
-        _wait(future.done, 30.0, 'the parameter values')
+        wait_until(future.done, 30.0, 'the parameter values')
         values = future.result().values
         assert len(values) == len(names), values
         return {n: _plain(parameter_value_to_python(v)) for n, v in zip(names, values)}
@@ -360,7 +331,8 @@ def _assert_subscriptions(rig: Rig, namespace: str, expected: dict[str, list[str
     # The node subscribes once its models are built, and the graph can lag behind: wait for the
     # expected state, then show what is there.
     try:
-        _wait(lambda: _subscriptions(rig, namespace) == expected, START_S, 'the subscriptions')
+        wait_until(lambda: _subscriptions(rig, namespace) == expected, START_S,
+                   'the subscriptions')
     except AssertionError:
         pass
     assert _subscriptions(rig, namespace) == expected
@@ -470,15 +442,15 @@ def _command_line(record: dict[str, Any], *, config: Path, given: Path | None) -
 
 
 @pytest.fixture(scope='module')
-def recording(launch_base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-              ) -> SimpleNamespace:
+def recording(launch_base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
+              colcon_build: Callable[..., SimpleNamespace]) -> SimpleNamespace:
     """A package prefix that is the colcon install's except for lib/lightglue_ros/matcher_node,
     which is RECORDER: the launch finds both the same way (AMENT_PREFIX_PATH).
 
     SimpleNamespace(env, prefix, config): the launch environment on that prefix, the prefix,
     the installed config folder as the launch file names it.
     """
-    build = colcon_build(tmp_path_factory, symlink=True)
+    build = colcon_build(symlink=True)
     installed = build.prefix / 'lib' / PACKAGE / 'matcher_node'
     assert os.access(installed, os.X_OK), f'no installed executable {installed}'
     prefix = tmp_path_factory.mktemp('recording_prefix')
@@ -553,10 +525,10 @@ def test_only_the_start_failure_exit_code_adds_the_weights_hint(
 # ------------------------------------------------------------------------------------------------
 
 def test_default_launch_runs_the_installed_config_on_image_and_camera_info(
-        ros_context: Any, launches: dict[str, Launch], frames: list,
-        camera: CameraModel) -> None:
+        context: Any, launches: dict[str, Launch], small_frames: list,
+        small_camera: CameraModel) -> None:
     launch = launches['default']
-    rig = Rig(ros_context, f'/{NODE}', reliable=True)
+    rig = Rig(context, f'/{NODE}', reliable=True)
     try:
         default_config = PROJECT_ROOT / 'config' / 'matcher.yaml'
         assert _parameters(rig, f'/{NODE}') == _expected(load_params_file(default_config))
@@ -567,55 +539,55 @@ def test_default_launch_runs_the_installed_config_on_image_and_camera_info(
         # one frame at a time until three have come out (a lost or superseded one is skipped).
         published = []
         deadline = time.monotonic() + 180.0
-        for image, stamp in frames:
-            rig.publish_info(camera, stamp)
+        for image, stamp in small_frames:
+            rig.publish_info(small_camera, stamp)
             rig.publish_image(image, stamp, encoding='rgb8')
             published.append(stamp)
             try:
-                _wait(lambda s=stamp: s in rig.by_stamp('matches'), 20.0, 'matches')
+                wait_until(lambda s=stamp: s in rig.by_stamp('matches'), 20.0, 'matches')
             except AssertionError:
                 pass
             if len(rig.by_stamp('matches')) >= 3 or time.monotonic() > deadline:
                 break
         matched = set(rig.by_stamp('matches'))
         assert len(matched) >= 3 and matched <= set(published), launch.output()[-3000:]
-        _wait(lambda: matched <= set(rig.by_stamp('features')), 30.0, 'features')
+        wait_until(lambda: matched <= set(rig.by_stamp('features')), 30.0, 'features')
     finally:
         rig.close()
 
 
 def test_arguments_given_override_the_params_file_and_remap_the_topics(
-        ros_context: Any, launches: dict[str, Launch], frames: list,
-        camera: CameraModel) -> None:
+        context: Any, launches: dict[str, Launch], small_frames: list,
+        small_camera: CameraModel) -> None:
     launch = launches['arguments']
     fqn = f'/launch_args/{NODE}'
-    rig = Rig(ros_context, fqn, reliable=True, compressed=True,
-               image_topic='/launch_cam/image_raw/compressed',
-               info_topic='/launch_cam/camera_info')
+    rig = Rig(context, fqn, reliable=True, compressed=True,
+              image_topic='/launch_cam/image_raw/compressed',
+              info_topic='/launch_cam/camera_info')
     try:
         assert _parameters(rig, fqn) == _expected(ARGUMENTS_FILE, ARGUMENT_OVERRIDES)
         _assert_subscriptions(rig, '/launch_args', {
             '/launch_cam/image_raw/compressed': ['sensor_msgs/msg/CompressedImage'],
             '/launch_cam/camera_info': ['sensor_msgs/msg/CameraInfo']})
         _connected(rig, launch)
-        sent = frames[:3]
+        sent = small_frames[:3]
         for image, stamp in sent:  # reliable and lossless (the params file): every frame
-            rig.publish_info(camera, stamp)
+            rig.publish_info(small_camera, stamp)
             rig.publish_image(_jpeg(image), stamp)
         for _, stamp in sent:
             rig.wait_matches(stamp)
         stamps = [stamp for _, stamp in sent]
-        _wait(lambda: sorted(rig.by_stamp('features')) == stamps, 30.0, 'features')
+        wait_until(lambda: sorted(rig.by_stamp('features')) == stamps, 30.0, 'features')
         assert sorted(rig.by_stamp('matches')) == stamps
     finally:
         rig.close()
 
 
 def test_params_file_values_hold_where_no_argument_is_given(
-        ros_context: Any, launches: dict[str, Launch]) -> None:
+        context: Any, launches: dict[str, Launch]) -> None:
     assert 'params_file' in launches
     fqn = f'/launch_file/{NODE}'
-    rig = Rig(ros_context, fqn, reliable=True, compressed=True)
+    rig = Rig(context, fqn, reliable=True, compressed=True)
     try:
         assert _parameters(rig, fqn) == _expected(FILE_WINS)
         _assert_subscriptions(rig, '/launch_file', {
@@ -626,10 +598,10 @@ def test_params_file_values_hold_where_no_argument_is_given(
 
 
 def test_realtime_profile_selects_config_realtime_yaml(
-        ros_context: Any, launches: dict[str, Launch]) -> None:
+        context: Any, launches: dict[str, Launch]) -> None:
     assert 'realtime' in launches
     fqn = f'/launch_realtime/{NODE}'
-    rig = Rig(ros_context, fqn, reliable=True)
+    rig = Rig(context, fqn, reliable=True)
     try:
         realtime = load_params_file(PROJECT_ROOT / 'config' / 'realtime.yaml')
         assert _parameters(rig, fqn) == _expected(realtime)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -203,15 +202,6 @@ def test_docs_describe_every_parameter() -> None:
 # ------------------------------------------------------------------------------------------------
 # Declaration on a real rclpy node (no topics involved).
 # ------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope='module')
-def context() -> Iterator[Any]:
-    rclpy = pytest.importorskip('rclpy')
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=random.SystemRandom().randint(1, 200))
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
 
 def _node(context: Any, **overrides: Any) -> Any:
     from rclpy.node import Node

@@ -265,11 +265,6 @@ def tracker(config: TrackerConfig) -> Tracker:
 
 
 @pytest.fixture(scope='module')
-def camera(freiburg_dir: Path) -> CameraModel:
-    return CameraModel.from_yaml(freiburg_dir / 'camera_info.yaml')
-
-
-@pytest.fixture(scope='module')
 def frames(freiburg_frames: list[Path]) -> list[tuple[int, np.ndarray]]:
     return [(stamp_of(p), read_image(p)) for p in freiburg_frames[:N_FRAMES]]
 
@@ -1112,6 +1107,9 @@ def test_replay_equals_live_node_in_lossless_mode(replayed, tracker, weights_dir
     from rclpy.parameter import Parameter
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
+    from ros_helpers import PublishCounter
+
+    from devtools.ros_spin import BackgroundSpinner
 
     source, output, summary = replayed('mcap')
     inputs = read_raw(source)
@@ -1122,7 +1120,7 @@ def test_replay_equals_live_node_in_lossless_mode(replayed, tracker, weights_dir
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain,
                signal_handler_options=SignalHandlerOptions.NO)
-    executor = node = io = None
+    executor = node = io = spinner = None
     try:
         parameters = {
             'processing_mode': 'lossless', 'qos_reliability': 'reliable', 'qos_depth': 50,
@@ -1144,11 +1142,11 @@ def test_replay_equals_live_node_in_lossless_mode(replayed, tracker, weights_dir
                                    lambda data, name=name: received[name].append(data), qos,
                                    raw=True)
             for name, msgtype in output_topics(debug_images=True).items()]
+        sent = PublishCounter(node)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         executor.add_node(io)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+        spinner = BackgroundSpinner(executor).start()
 
         def wait_for(condition: Callable[[], bool], what: str, timeout: float) -> None:
             deadline = time.monotonic() + timeout
@@ -1164,18 +1162,24 @@ def test_replay_equals_live_node_in_lossless_mode(replayed, tracker, weights_dir
         wait_for(lambda: node.stats.camera_info_received >= 1, 'camera_info', 30)
         for _, data in inputs[IMAGE_TOPIC]:
             image_pub.publish(data)
-        expected_counts = {name: len(msgs) for name, msgs in expected.items()}
-        wait_for(lambda: {n: len(m) for n, m in received.items()} == expected_counts,
-                 f'the node outputs ({expected_counts})', 600)
-        assert node.wait_idle(30)
-        time.sleep(0.2)  # nothing more arrives
-        assert {n: len(m) for n, m in received.items()} == expected_counts
+        # Every image reached the node (reliable) and every frame is finished: the node has
+        # published all it will. It published exactly the replay's counts, so once those
+        # arrived nothing more can (no other publisher; DDS delivers each message once).
+        wait_for(lambda: node.stats.received == len(inputs[IMAGE_TOPIC]), 'the images', 60)
+        assert node.wait_idle(600)
         assert node.stats.processed == N_FRAMES and not node.stats.skipped
+        expected_counts = {name: len(msgs) for name, msgs in expected.items()}
+        assert {name: sent[name] for name in expected} == expected_counts
+        wait_for(lambda: all(len(received[n]) >= c for n, c in expected_counts.items()),
+                 f'the node outputs ({expected_counts})', 60)
+        assert {n: len(m) for n, m in received.items()} == expected_counts
         types = output_topics(debug_images=True)
         for name, messages in expected.items():
             assert contents(received[name], types[name]) == \
                 contents((data for _, data in messages), types[name]), name
     finally:
+        if spinner is not None:
+            spinner.stop()
         if executor is not None:
             executor.shutdown()
         if node is not None:

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
+from helpers import SCANNET_SIZE, read_scannet_pairs, scannet_camera
 
-from lightglue_ros.camera import CameraModel
 from lightglue_ros.geometry import estimate_relative_pose, pose_auc, pose_error_deg
 from lightglue_ros.image import read_image
 from lightglue_ros.models.extractors import build_extractor
@@ -20,26 +20,6 @@ from lightglue_ros.tracker import Tracker, TrackerConfig
 # (docs/tracker.md); one RANSAC run moves AUC@20 by up to ~4 points, the mean of 10 by ~0.5.
 MIN_AUC = (10.0, 17.0, 25.5)
 RUNS = 10
-SIZE = (640, 480)
-
-
-def read_pairs(folder):
-    pairs = []
-    for line in (folder / 'pairs_with_gt.txt').read_text().splitlines():
-        fields = line.split()
-        if not fields:
-            continue
-        K0 = np.array(fields[4:13], float).reshape(3, 3)
-        K1 = np.array(fields[13:22], float).reshape(3, 3)
-        T = np.array(fields[22:38], float).reshape(4, 4)
-        pairs.append((folder / fields[0], folder / fields[1], K0, K1, T))
-    return pairs
-
-
-def camera_for(K: np.ndarray, original: tuple[int, int]) -> CameraModel:
-    camera = CameraModel.from_intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2], *original)
-    return camera.scaled(SIZE[0] / original[0], SIZE[1] / original[1])
-
 
 def test_pose_auc_is_above_the_anchor(shared_dir, weights_dir):
     extractor = build_extractor('aliked', weights=weights_dir / 'aliked-n16.pth',
@@ -73,14 +53,14 @@ def scannet_auc(shared_dir, config: TrackerConfig, extractor, matcher) -> np.nda
     folder = shared_dir / 'data' / 'scannet_pairs'
     config = replace(config, keyframe_min_matches=0, keyframe_min_inliers=0,
                      min_parallax_deg=0.0)
-    pairs = read_pairs(folder)
+    pairs = read_scannet_pairs(folder)
     assert len(pairs) == 15
     matched = []
     for path0, path1, K0, K1, T_0to1 in pairs:
         images = [read_image(p) for p in (path0, path1)]
         original = (images[0].shape[1], images[0].shape[0])
-        images = [cv2.resize(im, SIZE, interpolation=cv2.INTER_AREA) for im in images]
-        cameras = [camera_for(K, original) for K in (K0, K1)]
+        images = [cv2.resize(im, SCANNET_SIZE, interpolation=cv2.INTER_AREA) for im in images]
+        cameras = [scannet_camera(K, original) for K in (K0, K1)]
         tracker = Tracker(config, extractor=extractor, matcher=matcher)
         tracker.process(images[0], 1, cameras[0])
         result = tracker.process(images[1], 2, cameras[1])
