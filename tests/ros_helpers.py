@@ -124,8 +124,9 @@ class Rig:
         self.node_sent = PublishCounter(node) if node is not None else None
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.client)
-        for extra in (node, *extra_nodes) if node is not None else extra_nodes:
-            self.executor.add_node(extra)
+        for spun in (node, *extra_nodes):
+            if spun is not None:
+                self.executor.add_node(spun)
         self.spinner = BackgroundSpinner(self.executor, name='test_rig_spin').start()
 
     def _subscribe(self, topic: str, kind: type, name: str) -> Any:
