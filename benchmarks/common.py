@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,10 @@ from pathlib import Path
 import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The scripts run as `python benchmarks/x.py`; devtools/ (reference models, not installed) is
+# imported from the project root.
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
 
 
 def shared_dir() -> Path:

@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_matcher import MODES  # noqa: E402
 from common import PROJECT_ROOT, machine, shared_dir, time_ms  # noqa: E402
 
+from devtools import reference_models  # noqa: E402
 from lightglue_ros.camera import CameraModel  # noqa: E402
 from lightglue_ros.cuda_syncs import host_syncs  # noqa: E402
 from lightglue_ros.image import image_to_tensor, read_image  # noqa: E402
-from lightglue_ros.models import interop  # noqa: E402
 from lightglue_ros.models.extractors import build_extractor  # noqa: E402
 from lightglue_ros.models.lightglue import LightGlue  # noqa: E402
 from lightglue_ros.tracker import Tracker, TrackerConfig  # noqa: E402
@@ -356,17 +356,17 @@ def measure_matchers(ours: LightGlue, features: dict[int, Any], matcher_file: Pa
     def kornia_call() -> Callable[[], tuple[torch.Tensor, ...]]:
         # kornia switches autocast off inside its forward unless mp=True, so an outer autocast
         # would leave it in fp32: its own switch gives it fp16.
-        model = interop.build_kornia_lightglue(EXTRACTOR, matcher_file, mp=precision == 'fp16',
-                                               **MODES[mode]).to(timing.device)
-        return lambda: interop.kornia_match(model, f0, f1)
+        model = reference_models.build_kornia_lightglue(
+            EXTRACTOR, matcher_file, mp=precision == 'fp16', **MODES[mode]).to(timing.device)
+        return lambda: reference_models.kornia_match(model, f0, f1)
 
     def transformers_call() -> Callable[[], tuple[torch.Tensor, ...]]:
-        model = interop.build_transformers_lightglue(ours.conf['input_dim'], ours.state_dict(),
-                                                     **MODES[mode]).to(timing.device)
+        model = reference_models.build_transformers_lightglue(
+            ours.conf['input_dim'], ours.state_dict(), **MODES[mode]).to(timing.device)
 
         def call() -> tuple[torch.Tensor, ...]:
             with torch.autocast(**autocast):
-                return interop.transformers_match(model, f0, f1)
+                return reference_models.transformers_match(model, f0, f1)
 
         return call
 

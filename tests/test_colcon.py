@@ -31,7 +31,6 @@ PIP_ONLY = {'torch': 'torch', 'kornia': 'kornia', 'rosbags': 'rosbags'}
 OPTIONAL = {
     'poselib': 'pose estimation falls back to OpenCV without it (the pose extra)',
     'safetensors': 'only for .safetensors weight files; released weights are .pth',
-    'transformers': 'interop with the transformers models, used by tests and benchmarks only',
     # rosbags' own dependencies (installed with it); imported only to recover the compressed
     # chunks of a damaged bag (ros/bag_recovery.py)
     'backports': 'backports.zstd, for zstd MCAP chunks of a damaged bag (comes with rosbags)',
@@ -67,6 +66,9 @@ def test_colcon_build_lays_out_an_ament_python_package(
             assert not installed.is_symlink(), relative
             assert installed.read_bytes() == (PROJECT_ROOT / relative).read_bytes(), relative
     assert build.env['AMENT_PREFIX_PATH'].split(os.pathsep)[0] == str(prefix)
+    if not symlink:  # development tooling (reference models, runs pip) stays out
+        assert not list(prefix.rglob('devtools')), 'devtools/ was installed'
+        assert list(prefix.rglob('lightglue_ros/models/lightglue.py'))
 
 
 @pytest.mark.parametrize('symlink', [False, True], ids=['copy', 'symlink_install'])

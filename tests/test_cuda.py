@@ -18,13 +18,13 @@ from helpers import SCANNET_SIZE, read_scannet_pairs, scannet_camera
 
 import lightglue_ros.image
 import lightglue_ros.tracker
+from devtools import reference_models
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.cuda_syncs import host_syncs
 from lightglue_ros.features import Features
 from lightglue_ros.geometry import RelativePose, estimate_relative_pose, pose_error_deg
 from lightglue_ros.image import (constant_like, image_to_tensor, read_image, scale_keypoints,
                                  to_grayscale)
-from lightglue_ros.models import interop
 from lightglue_ros.models.extractors import build_extractor
 from lightglue_ros.models.lightglue import LightGlue, MatchResult
 from lightglue_ros.models.superpoint import (SuperPoint, _max_pool_kernel, _nms_mask_numpy,
@@ -267,9 +267,10 @@ def test_fp32_matcher_on_cuda_matches_cpu(weights_dir, cpu_features, mode, recor
 def test_transformers_peer_runs_on_cuda(weights_dir, cuda_features):
     """The benchmark's transformers peer on the GPU (its padding mask must live there too)."""
     ours = make_matcher(weights_dir, 'cuda', 'full')
-    hf = interop.build_transformers_lightglue(128, ours.state_dict(), **MODES['full']).to('cuda')
+    hf = reference_models.build_transformers_lightglue(128, ours.state_dict(),
+                                                       **MODES['full']).to('cuda')
     f0, f1 = cuda_features[0], cuda_features[1]
-    matches, scores = interop.transformers_match(hf, f0, f1)
+    matches, scores = reference_models.transformers_match(hf, f0, f1)
     reference = ours.match(f0, f1)
     n, _ = shared_matches(reference, MatchResult(matches, scores, 9, reference.layers0,
                                                  reference.layers1))

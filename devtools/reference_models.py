@@ -1,7 +1,9 @@
-"""Bridges to the peer implementations (kornia, transformers): weight export and peer models.
+"""Reference models for parity tests and benchmarks: kornia's and transformers' LightGlue, the
+released XFeat, and our weights exported to their layouts.
 
-Used by the parity tests and the benchmarks to run the same weights through every
-implementation; kornia and transformers are imported only when called.
+Development tooling, not part of the installed package (it runs pip and imports kornia and
+transformers, when called): the tests and benchmarks import it as ``devtools.reference_models``
+from the project root.
 """
 from __future__ import annotations
 
@@ -158,8 +160,8 @@ def build_kornia_lightglue(features: str, weights: str | Path, **conf: Any) -> t
     if features in KORNIA_LIGHTGLUE_FILES:
         with kornia_weights_home({features: weights}):
             return kf.LightGlue(features, **conf).eval()
-    from lightglue_ros.models.lightglue import (ARCHITECTURE_KEYS, FEATURE_CONFIGS,
-                                                convert_state_dict)
+    from lightglue_ros.models.lightglue import ARCHITECTURE_KEYS, FEATURE_CONFIGS
+    from lightglue_ros.models.lightglue_checkpoints import convert_state_dict
     from lightglue_ros.models.checkpoints import load_state_dict_file
 
     architecture = {k: FEATURE_CONFIGS[features][k] for k in ARCHITECTURE_KEYS}
