@@ -74,8 +74,8 @@ def test_equals_kornia_with_real_weights(real_features, weights_dir, extractor, 
     ours64, theirs64 = ours.double(), theirs.double()
     ours64.fuse()
     result64 = ours64.match(_double(f0), _double(f1))
-    matches64, scores64, stop64, raw64 = reference_models.kornia_match(theirs64, _double(f0),
-                                                              _double(f1))
+    matches64, scores64, stop64, raw64 = reference_models.kornia_match(
+        theirs64, _double(f0), _double(f1))
     assert torch.equal(result64.matches, matches64) and result64.stop_layer == stop64
     assert torch.allclose(result64.scores.double(), scores64, atol=FP64_SCORE_TOL, rtol=0)
     if mode == 'adaptive':
