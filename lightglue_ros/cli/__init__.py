@@ -14,10 +14,13 @@ Sub-commands:
     the node). Prints one line per frame and writes a summary JSON and pictures under
     ``--output`` (``report.py``).
 ``weights`` / ``replay``
-    The commands of ``lightglue_ros.weights`` and ``replay.py`` (imported only
-    when present and importable, so that a broken optional module never breaks ``match``).
+    The commands of ``weights.py`` (for ``lightglue_ros.weights``) and ``replay.py`` (registered
+    only when importable, so that a broken optional module never breaks ``match``).
 
 ``options.py`` holds the model and calibration options that ``match`` and ``demo`` share.
+Building the parser imports no torch, rclpy, numpy or OpenCV (``--help`` answers at once;
+tests/test_cli_help.py): a command imports what it needs when it runs, and values the help
+shows from such modules are copied in ``help_values.py``.
 
 Exit codes (``errors.py``): 0 success, 1 runtime failure (e.g. the node gave no result in
 time), 2 usage or input error (bad path, missing weights, invalid calibration: one ``error:``
@@ -40,14 +43,20 @@ from lightglue_ros import __version__
 from lightglue_ros.cli.demo import DEFAULT_DEMO_OUTPUT, add_demo_parser
 from lightglue_ros.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, DemoError
 from lightglue_ros.cli.match import add_match_parser
-from lightglue_ros.cli.options import (DEFAULT_EXTRACTOR, DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE,
-                                       apply_profile)
-from lightglue_ros.cli.report import DEMO_SUMMARY_NAME
+from lightglue_ros.cli.options import apply_profile
 from lightglue_ros.errors import LightGlueRosError
 
 __all__ = ['PROG', 'main', 'script', 'replay_main', 'replay_script', 'build_parser',
-           'apply_profile', 'DEFAULT_EXTRACTOR', 'DEFAULT_MAX_KEYPOINTS', 'DEFAULT_RESIZE',
-           'DEFAULT_DEMO_OUTPUT', 'DEMO_SUMMARY_NAME']
+           'apply_profile', 'DEFAULT_DEMO_OUTPUT', 'DEMO_SUMMARY_NAME']
+
+
+def __getattr__(name: str) -> Any:
+    # DEMO_SUMMARY_NAME lives in report.py, which imports numpy and the tracker: only on use.
+    if name == 'DEMO_SUMMARY_NAME':
+        from lightglue_ros.cli.report import DEMO_SUMMARY_NAME
+
+        return DEMO_SUMMARY_NAME
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,13 +107,14 @@ def _error(args: argparse.Namespace, err: BaseException) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``lightglue-ros`` (every sub-command sets ``handler``)."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description='Learned feature matching (SuperPoint/DISK/ALIKED + LightGlue) '
-                               'for ROS 2. Start with: lightglue-ros demo')
+        prog=PROG, description='Learned feature matching for ROS 2: SuperPoint, DISK or ALIKED '
+                               '+ LightGlue, XFeat + LighterGlue. Start with: lightglue-ros '
+                               'demo')
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
     add_match_parser(commands)
     add_demo_parser(commands)
-    _add_optional_parser(commands, 'weights', 'lightglue_ros.weights', 'add_weights_parser',
+    _add_optional_parser(commands, 'weights', 'lightglue_ros.cli.weights', 'add_weights_parser',
                          'list, fetch or verify pretrained weights')
     _add_optional_parser(commands, 'replay', 'lightglue_ros.cli.replay', 'add_replay_parser',
                          'run the tracker over a bag and record the outputs')

@@ -1,5 +1,9 @@
 """``lightglue-ros demo``: its parser and command, which picks the input and runs it through the
-real node over ROS 2 (``demo_node``) or, for ``--bag``, the replay library (``demo_bag``)."""
+real node over ROS 2 (``demo_node``) or, for ``--bag``, the replay library (``demo_bag``).
+
+The parser imports nothing heavy (``lightglue-ros --help``); the command imports the inputs,
+the report and ROS 2 when it runs.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,23 +11,23 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from lightglue_ros import argtypes, synthetic
-from lightglue_ros.cli.demo_inputs import (DEFAULT_FPS, DemoInput, images_input, synthetic_input,
-                                           video_input)
+from lightglue_ros import argtypes
 from lightglue_ros.cli.errors import EXIT_OK
+from lightglue_ros.cli.help_values import SYNTHETIC_FPS, SYNTHETIC_FRAMES
 from lightglue_ros.cli.options import (add_calibration_options, add_model_options,
                                        describe_models, resolve_model_weights)
-from lightglue_ros.cli.report import (DEMO_SUMMARY_NAME, PICTURE_NOTES, FrameTable,
-                                      print_summary, write_pictures)
 from lightglue_ros.errors import ConfigError, InvalidImageError
-from lightglue_ros.tracker import resolve_device
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lightglue_ros.cli.demo_inputs import DemoInput
 
 DEFAULT_DEMO_OUTPUT = 'lightglue_demo_out'
 DEMO_FRAME_TIMEOUT_S = 300.0  # per frame; the first one includes the models' warm-up
+DEFAULT_FPS = 10.0  # stamps of images and videos that have no rate of their own
 IMAGE_MEMORY = 50  # recent input frames kept for the picture (a keyframe is a recent frame)
 
 
@@ -45,11 +49,11 @@ def add_demo_parser(commands: Any) -> None:
                         help='a rosbag2 folder/.mcap/.db3 or ROS 1 .bag, run through the replay '
                              'library (tracker only, no ROS graph)')
     source.add_argument('--frames', type=argtypes.positive_int, metavar='N',
-                        help=f'frames to run (default: {synthetic.DEFAULT_NUM_FRAMES} synthetic '
+                        help=f'frames to run (default: {SYNTHETIC_FRAMES} synthetic '
                              'frames, all of your data)')
     source.add_argument('--fps', type=argtypes.positive_float, default=None,
                         help='frame rate for stamps where the input has none (default: '
-                             f"{synthetic.DEFAULT_FPS:g} for the synthetic room, the video's "
+                             f"{SYNTHETIC_FPS:g} for the synthetic room, the video's "
                              f'rate, or {DEFAULT_FPS:g})')
     source.add_argument('--seed', type=int, default=0, help='synthetic scene seed (default: 0)')
     source.add_argument('--image-topic', help='--bag: image topic (default: the only one)')
@@ -71,6 +75,10 @@ def add_demo_parser(commands: Any) -> None:
 
 def demo_command(args: argparse.Namespace) -> int:
     """``lightglue-ros demo``: see the sub-command's help."""
+    from lightglue_ros.cli.report import (DEMO_SUMMARY_NAME, PICTURE_NOTES, FrameTable,
+                                          print_summary, write_pictures)
+    from lightglue_ros.tracker import resolve_device
+
     # demo_bag and demo_node are imported when their path runs: both need rclpy (the [ros]
     # extra), demo_bag through lightglue_ros.ros.replay, an optional command of the CLI.
     if args.bag:
@@ -136,6 +144,8 @@ def _needs_ros(err: ImportError) -> ConfigError:
 
 def _demo_input(args: argparse.Namespace) -> DemoInput:
     """The input the options name: --images, --video, else the synthetic room."""
+    from lightglue_ros.cli.demo_inputs import images_input, synthetic_input, video_input
+
     if args.images:
         return images_input(args)
     if args.video:

@@ -13,12 +13,12 @@ import numpy as np
 
 from lightglue_ros import synthetic
 from lightglue_ros.camera import CameraModel
+from lightglue_ros.cli.demo import DEFAULT_FPS
 from lightglue_ros.cli.image_files import read_image_file
 from lightglue_ros.cli.options import camera_from_options
 from lightglue_ros.errors import CalibrationError, InvalidImageError
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.pgm', '.ppm', '.webp')
-DEFAULT_FPS = 10.0  # stamps of images and videos that have no rate of their own
 
 
 @dataclass

