@@ -62,6 +62,9 @@ def plot_matches_inliers(summary: ReplaySummary) -> Figure:
     t, label = _time_axis(summary)
     ax.plot(t, summary.matches, '.-', label='matches')
     ax.plot(t, summary.inliers, '.-', label='pose inliers')
+    # The gap between the two curves is the outliers (no pose: every match counts as one).
+    ax.fill_between(t, summary.inliers, summary.matches, color='C3', alpha=0.2, linewidth=0,
+                    label='outliers (matches - inliers)')
     _mark_switches(ax, _switch_times(summary, t))
     ax.set(xlabel=label, ylabel='count', title=_title(summary, 'Matches and inliers'))
     ax.set_ylim(bottom=0)

@@ -23,8 +23,10 @@ DEMO_MATCHES_NAME = 'matches.png'  # keyframe | last frame, side by side
 DEMO_DEBUG_NAME = 'debug_image.png'  # the node's ~/debug_image of the last frame
 DEMO_MAX_LINES = 200  # match lines drawn in the demo's side-by-side picture (a readable subset)
 PICTURE_NOTES = {
-    'matches': 'keyframe | last frame side by side, match lines coloured by score',
-    'debug_image': "the node's ~/debug_image of the last frame: tracks from the keyframe",
+    'matches': 'keyframe | last frame side by side: pose inliers green, outliers magenta, '
+               'legend below',
+    'debug_image': "the node's ~/debug_image of the last frame: tracks from the keyframe, "
+                   'inliers green, outliers magenta, legend top left',
 }
 
 
