@@ -4,7 +4,9 @@
         camera_info_topic:=/camera/camera_info device:=cuda extractor:=aliked
 
 Arguments: params_file (default: the profile's file), profile (default -> config/matcher.yaml,
-realtime -> config/realtime.yaml; used only when params_file is not given), image_topic,
+SuperPoint + LightGlue; realtime -> config/realtime.yaml, XFeat + LighterGlue: the profiles of
+lightglue_ros/profiles.py, same names and values, which tests/test_profiles.py checks; used only
+when params_file is not given), image_topic,
 camera_info_topic, namespace, device, extractor, compressed (subscribe <image_topic>/compressed),
 log_level. device, extractor and compressed default to '' = not given: the params file's value
 (or the node's default) holds, and only an argument given on the command line overrides it.
@@ -26,6 +28,7 @@ PACKAGE = 'lightglue_ros'
 # Kept equal to lightglue_ros.models.extractors.EXTRACTORS by tests/test_launch.py: importing
 # that module imports torch, seconds that `ros2 launch --show-args` should not pay.
 EXTRACTORS = ('superpoint', 'disk', 'aliked', 'xfeat')
+# Profiles of lightglue_ros.profiles that have a params file (not imported: see EXTRACTORS).
 PROFILES = {'default': 'matcher.yaml', 'realtime': 'realtime.yaml'}
 NOT_GIVEN = ''
 # launch argument -> node parameter, for the arguments that override the params file if given

@@ -17,7 +17,7 @@ from lightglue_ros.cli.report import (DEMO_DEBUG_NAME, DEMO_MATCHES_NAME, DEMO_S
                                       FrameTable)
 from lightglue_ros.geometry import pose_error_deg, rotation_angle_deg
 from lightglue_ros.profiles import PROFILES
-from lightglue_ros.viz import draw_matches_side_by_side, score_colours
+from lightglue_ros.viz import LABEL_BOX_COLOUR, draw_matches_side_by_side, score_colours
 
 ALIKED = 'aliked-n16.pth'
 ALIKED_LIGHTGLUE = 'aliked_lightglue.pth'
@@ -57,6 +57,12 @@ def _read_png(path: Path) -> np.ndarray:
     return image
 
 
+def _assert_side_by_side_with_legend(picture: np.ndarray) -> None:
+    """Two 640x480 frames side by side, the legend's strip below them."""
+    assert picture.shape[0] > 480 and picture.shape[1:] == (1280, 3)
+    assert (picture[-1, -1] == LABEL_BOX_COLOUR).all()  # grey box: the same in BGR
+
+
 # ==================================================================================== match
 def test_match_json_and_picture(freiburg_frames, freiburg_dir, weights_dir, tmp_path, capsys):
     out = tmp_path / 'pictures' / 'vis.png'
@@ -82,7 +88,7 @@ def test_match_json_and_picture(freiburg_frames, freiburg_dir, weights_dir, tmp_
     assert math.isclose(np.linalg.norm(pose['translation_direction']), 1.0, rel_tol=1e-4)
     assert report['output'] == str(out)
     picture = _read_png(out)
-    assert picture.shape[0] > 480 and picture.shape[1:] == (2 * 640, 3)  # side by side + legend
+    _assert_side_by_side_with_legend(picture)
     assert picture[:480].std() > 10
 
 
@@ -345,7 +351,7 @@ def test_demo_runs_the_real_node_end_to_end(monkeypatch, weights_env, tmp_path, 
     assert summary['poses'] == 5
     assert summary['matches']['min'] > 100
     assert summary['rotation_error_deg']['max'] < DEMO_ROTATION_ERROR_DEG
-    assert _read_png(out / DEMO_MATCHES_NAME).shape == (480, 1280, 3)
+    _assert_side_by_side_with_legend(_read_png(out / DEMO_MATCHES_NAME))
     assert _read_png(out / DEMO_DEBUG_NAME).shape == (480, 640, 3)
     # The printed report: one line per frame, the summary and where the files went.
     lines = captured.out.splitlines()
@@ -378,7 +384,7 @@ def test_demo_on_an_image_folder(monkeypatch, weights_env, freiburg_frames, frei
         assert frame['matches'] > 50 and frame['pose'] is not None  # camera_info went over ROS
         assert frame['error_vs_ground_truth'] is None
     assert _read_png(out / DEMO_DEBUG_NAME).shape == (480, 640, 3)
-    assert _read_png(out / DEMO_MATCHES_NAME).shape == (480, 1280, 3)
+    _assert_side_by_side_with_legend(_read_png(out / DEMO_MATCHES_NAME))
 
 
 def test_demo_missing_weights_is_a_clear_error(tmp_path, capsys):
