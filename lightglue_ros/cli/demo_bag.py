@@ -10,11 +10,11 @@ from pathlib import Path
 from rosbags.highlevel import AnyReader
 
 from lightglue_ros.cli.errors import EXIT_INTERRUPTED, EXIT_OK
-from lightglue_ros.cli.options import describe_models, resolve_model_weights
+from lightglue_ros.cli.options import describe_models, resolve_model_weights, tracker_config
 from lightglue_ros.cli.report import FrameTable
 from lightglue_ros.errors import BagError, CalibrationError
 from lightglue_ros.ros import bag_io, replay
-from lightglue_ros.tracker import TrackerConfig, resolve_device
+from lightglue_ros.tracker import resolve_device
 
 REPLAY_BAG_NAME = 'replay_bag'  # the node's output topics as a rosbag2
 
@@ -62,10 +62,7 @@ def bag_demo(args: argparse.Namespace) -> int:
                                'camera_info topic or --intrinsics')
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = TrackerConfig(extractor=args.extractor, extractor_weights=str(weights[0]),
-                           matcher_weights=str(weights[1]), max_keypoints=args.max_keypoints,
-                           resize=args.resize or None, device=args.device,
-                           **args.tracker_options)
+    config = tracker_config(args, weights)
     intrinsics = f', fallback intrinsics {args.intrinsics}' if args.intrinsics else ''
     print(f'input: bag {path}, image topic {image_topic}, camera_info topic '
           f'{info_topic or "(none)"}{intrinsics}')
