@@ -1,4 +1,8 @@
-"""Robust relative pose between two calibrated views, and small rotation/translation helpers."""
+"""Robust relative pose between two calibrated views, and small rotation/translation helpers.
+
+One concept, over 500 lines: the relative pose estimate with every check it makes (the
+options, significance, the rotation-only parallax fit, cheirality) and the helpers only it uses.
+"""
 from __future__ import annotations
 
 import importlib

@@ -10,6 +10,9 @@ tracked well becomes the keyframe (its features, its pose and its track ids are 
 current frame is matched once more against it; only when no such frame exists does the current
 frame become the keyframe. The band between the two levels keeps a borderline frame from being
 promoted and then dropped again at once.
+
+One concept, over 500 lines: the keyframe tracker, with its configuration, its results and the
+models it builds (``build_models``).
 """
 from __future__ import annotations
 

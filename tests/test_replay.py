@@ -42,6 +42,7 @@ from bag_helpers import (  # noqa: E402
     contents, frame_records, image_msg, info_msg, mcap_chunks, rclpy_type,
     read_raw, stamp_ns_of, stamp_of, topic, write_bag, write_previous_output
 )
+from helpers import wait_until  # noqa: E402
 
 from lightglue_ros.cli import replay as replay_cli  # noqa: E402
 from lightglue_ros.plots import PLOT_NAMES, plot_summary  # noqa: E402
@@ -957,30 +958,24 @@ def test_replay_equals_live_node_in_lossless_mode(replayed, tracker, weights_dir
         executor.add_node(io)
         spinner = BackgroundSpinner(executor).start()
 
-        def wait_for(condition: Callable[[], bool], what: str, timeout: float) -> None:
-            deadline = time.monotonic() + timeout
-            while not condition():
-                assert time.monotonic() < deadline, f'timed out waiting for {what}'
-                time.sleep(0.02)
-
-        wait_for(lambda: image_pub.get_subscription_count() >= 1
-                 and info_pub.get_subscription_count() >= 1
-                 and all(s.get_publisher_count() >= 1 for s in subscriptions),
-                 'discovery', 30)
+        wait_until(lambda: image_pub.get_subscription_count() >= 1
+                   and info_pub.get_subscription_count() >= 1
+                   and all(s.get_publisher_count() >= 1 for s in subscriptions),
+                   30, 'discovery')
         info_pub.publish(inputs[INFO_TOPIC][0][1])
-        wait_for(lambda: node.stats.camera_info_received >= 1, 'camera_info', 30)
+        wait_until(lambda: node.stats.camera_info_received >= 1, 30, 'camera_info')
         for _, data in inputs[IMAGE_TOPIC]:
             image_pub.publish(data)
         # Every image reached the node (reliable) and every frame is finished: the node has
         # published all it will. It published exactly the replay's counts, so once those
         # arrived nothing more can (no other publisher; DDS delivers each message once).
-        wait_for(lambda: node.stats.received == len(inputs[IMAGE_TOPIC]), 'the images', 60)
+        wait_until(lambda: node.stats.received == len(inputs[IMAGE_TOPIC]), 60, 'the images')
         assert node.wait_idle(600)
         assert node.stats.processed == N_FRAMES and not node.stats.skipped
         expected_counts = {name: len(msgs) for name, msgs in expected.items()}
         assert {name: sent[name] for name in expected} == expected_counts
-        wait_for(lambda: all(len(received[n]) >= c for n, c in expected_counts.items()),
-                 f'the node outputs ({expected_counts})', 60)
+        wait_until(lambda: all(len(received[n]) >= c for n, c in expected_counts.items()),
+                   60, f'the node outputs ({expected_counts})')
         assert {n: len(m) for n, m in received.items()} == expected_counts
         types = output_topics(debug_images=True)
         for name, messages in expected.items():
