@@ -52,12 +52,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--extractor', choices=EXTRACTORS, default=None,
                        help="keypoint extractor (default: the profile's); its matcher is "
                             "LightGlue, XFeat's LighterGlue")
-    group.add_argument('--extractor-weights', metavar='PATH',
-                       help='extractor weights file or folder (default: resolve by name: cache '
-                            'dir, $LIGHTGLUE_ROS_WEIGHTS_PATH, download)')
-    group.add_argument('--matcher-weights', metavar='PATH',
-                       help='LightGlue (LighterGlue) weights file or folder for the extractor '
-                            '(default: resolve by name)')
+    add_weights_options(group)
     group.add_argument('--max-keypoints', type=argtypes.positive_int, default=None,
                        metavar='N', help="strongest keypoints kept per image (default: the "
                                          "profile's)")
@@ -66,6 +61,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                                           "only; 0: native size (default: the profile's)")
     group.add_argument('--device', default='auto',
                        help='auto (CUDA when available), cpu, cuda or cuda:N (default: auto)')
+
+
+def add_weights_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--extractor-weights and --matcher-weights (match, demo and replay)."""
+    parser.add_argument('--extractor-weights', metavar='PATH',
+                        help='extractor weights file or folder (default: resolve by name: '
+                             'cache dir, $LIGHTGLUE_ROS_WEIGHTS_PATH, download)')
+    parser.add_argument('--matcher-weights', metavar='PATH',
+                        help='LightGlue (LighterGlue) weights file or folder for the extractor '
+                             '(default: resolve by name)')
 
 
 def add_calibration_options(parser: argparse.ArgumentParser) -> None:

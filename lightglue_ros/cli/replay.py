@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lightglue_ros import argtypes
+from lightglue_ros.cli.options import add_weights_options
 from lightglue_ros.defaults import (DEBUG_IMAGE_TOPIC, DEFAULT_BACKWARDS_RESET_FRAMES,
                                     DEFAULT_FEATURES_INLIERS_ONLY, DEFAULT_FEATURES_LAYOUT,
                                     DEFAULT_ODOM_FRAME, DEFAULT_TOPIC_PREFIX, EXTRACTORS,
@@ -58,12 +59,7 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help='tracker options (TrackerConfig keys), e.g. extractor: aliked')
     parser.add_argument('--extractor', choices=EXTRACTORS,
                         help='keypoint extractor (overrides --config and --params-file)')
-    parser.add_argument('--extractor-weights', metavar='PATH',
-                        help='extractor weights file or folder (default: resolve by name: cache '
-                             'dir, $LIGHTGLUE_ROS_WEIGHTS_PATH, download)')
-    parser.add_argument('--matcher-weights', metavar='PATH',
-                        help='LightGlue (LighterGlue) weights file or folder for the extractor '
-                             '(default: resolve by name)')
+    add_weights_options(parser)
     parser.add_argument('--max-keypoints', type=argtypes.positive_int, metavar='N',
                         help='strongest keypoints kept per image (overrides --config and '
                              '--params-file)')
