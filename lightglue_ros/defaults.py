@@ -23,6 +23,9 @@ DEFAULT_RESIZE = 1024  # longer image side the extractor sees, downscale only (N
 NODE_NAME = 'lightglue_matcher'
 DEFAULT_ODOM_FRAME = 'odom'  # frame_id of ~/odometry
 DEFAULT_BACKWARDS_RESET_FRAMES = 3  # consecutive images back in time that restart the tracker
+# Decode and extract the next frame on one thread while another tracks the current one.
+DEFAULT_PIPELINED = True
+DEFAULT_THREADS_PER_STAGE = 0  # torch intra-op threads of each stage; 0: the cores / stages
 FEATURES_LAYOUTS = ('vins_mono', 'vins_fusion')  # channel layouts of ~/features
 DEFAULT_FEATURES_LAYOUT = 'vins_mono'
 DEFAULT_FEATURES_INLIERS_ONLY = True  # ~/features carries the pose inliers only

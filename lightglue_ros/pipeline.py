@@ -9,7 +9,8 @@ after it, for the node and the replay alike. No ROS here.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from lightglue_ros.errors import (CalibrationError, ImageTooLargeError, InvalidI
                                   TimestampError)
 
 if TYPE_CHECKING:  # the tracker (and torch) load with the models, not with the skip reasons
-    from lightglue_ros.tracker import FrameResult, Tracker
+    from lightglue_ros.tracker import ExtractedFrame, FrameResult, Tracker
 
 # Why a frame gave no result: the node's skipped.* diagnostics and the replay's summary.
 SKIP_INVALID_IMAGE = 'invalid_image'  # unknown encoding, truncated data, zero size, bad JPEG
@@ -33,6 +34,29 @@ SKIP_REASONS = (SKIP_INVALID_IMAGE, SKIP_TOO_LARGE, SKIP_TIMESTAMP, SKIP_CALIBRA
                 SKIP_ERROR)
 
 Intrinsics = tuple[float, float, float, float]  # fx, fy, cx, cy in pixels
+
+
+def stage_threads(requested: int, stages: int) -> int:
+    """torch's intra-op threads for each of ``stages`` worker threads: ``requested``, or for 0
+    the CPU cores this process may use shared among them (at least one each). More threads
+    than cores only make OpenMP's threads wait for each other."""
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return max(1, (cores or 1) // stages)
+
+
+def use_threads(count: int) -> int:
+    """Give the calling thread ``count`` intra-op threads of torch and return the count it had
+    (OpenMP and MKL keep the count per thread; torch also keeps the last one set as the default
+    of threads that start later, so every worker thread of a process asks for the same count).
+    The count changes the floating-point reduction order: results agree to ~1e-4, not bit for
+    bit, across counts."""
+    import torch  # loaded with the tracker already; not needed for the skip reasons
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    return previous
 
 
 @dataclass(frozen=True)
@@ -108,22 +132,40 @@ class FramePipeline:
     def process(self, image: np.ndarray, stamp_ns: int,
                 camera: CameraModel | None = None) -> FrameOutcome:
         """Track one decoded frame (``Tracker.process``); failures come back as a Skip."""
+        return self._outcome(
+            (image.shape[1], image.shape[0]), camera,
+            lambda used: self.tracker.process(image, stamp_ns, used))
+
+    def extract(self, image: np.ndarray) -> ExtractedFrame | Skip:
+        """The first stage of a pipelined frame (``Tracker.extract``; no tracking state is
+        touched, so it may run on another thread than ``track``); a failure is a Skip."""
+        try:
+            return self.tracker.extract(image)
+        except Exception as err:  # noqa: BLE001 - every failure is a counted skip
+            return self._skip(err)
+
+    def track(self, frame: ExtractedFrame | Skip, stamp_ns: int,
+              camera: CameraModel | None = None) -> FrameOutcome:
+        """The second stage (``Tracker.track``): the same rules and outcome as ``process``."""
+        if isinstance(frame, Skip):
+            return FrameOutcome(None, frame, None)
+        return self._outcome(frame.features.image_size, camera,
+                             lambda used: self.tracker.track(frame, stamp_ns, used))
+
+    def _outcome(self, image_size: tuple[int, int], camera: CameraModel | None,
+                 run: Callable[[CameraModel | None], FrameResult]) -> FrameOutcome:
         used: CameraModel | None = None
         self._reset = 0
         try:
-            used = self.camera_for(camera, image.shape[1], image.shape[0])
-            result = self._run_tracker(image, stamp_ns, used)
+            used = self.camera_for(camera, *image_size)
+            result = self._run_tracker(lambda: run(used))
         except Exception as err:  # noqa: BLE001 - every failure is a counted skip
-            skip = Skip.of(err)
-            if skip.reason == SKIP_ERROR:
-                self._free_device_memory()
-            return FrameOutcome(None, skip, used, self._reset)
+            return FrameOutcome(None, self._skip(err), used, self._reset)
         return FrameOutcome(result, None, used, self._reset)
 
-    def _run_tracker(self, image: np.ndarray, stamp_ns: int, camera: CameraModel | None
-               ) -> FrameResult:
+    def _run_tracker(self, run: Callable[[], FrameResult]) -> FrameResult:
         try:
-            result = self.tracker.process(image, stamp_ns, camera)
+            result = run()
         except TimestampError:
             self._backwards += 1
             limit = self.backwards_reset_frames
@@ -131,9 +173,15 @@ class FramePipeline:
                 raise
             self._reset, self._backwards = self._backwards, 0
             self.tracker.reset()
-            return self.tracker.process(image, stamp_ns, camera)
+            return run()
         self._backwards = 0
         return result
+
+    def _skip(self, err: Exception) -> Skip:
+        skip = Skip.of(err)
+        if skip.reason == SKIP_ERROR:
+            self._free_device_memory()
+        return skip
 
     def _free_device_memory(self) -> None:
         if self.tracker.device.type == 'cuda':

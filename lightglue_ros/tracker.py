@@ -209,6 +209,15 @@ class _View:
 
 
 @dataclass(frozen=True)
+class ExtractedFrame:
+    """One image's features, extracted ahead of ``Tracker.track`` (``Tracker.extract``)."""
+
+    features: Features
+    prepared: PreparedFeatures | None  # the matcher's side of it (None: too few keypoints)
+    extract_ms: float  # extraction and preparation, milliseconds
+
+
+@dataclass(frozen=True)
 class _HostMatch:
     """The part of a MatchResult that a frame's result needs, on the host."""
 
@@ -342,44 +351,60 @@ class Tracker:
     # -- per frame ------------------------------------------------------------------------
     def process(self, image: np.ndarray, stamp_ns: int,
                 camera: CameraModel | None = None) -> FrameResult:
-        """Track one frame.
+        """Track one frame: ``track(extract(image), stamp_ns, camera)``.
 
         image: (H, W) or (H, W, 3|4) uint8/uint16 (RGB order); any size.
         stamp_ns: capture time in nanoseconds, strictly increasing.
         camera: intrinsics for the pose (None: matches only, reason 'no_calibration').
-        Raises InvalidImageError, TimestampError or CalibrationError before any state changes.
+        Raises InvalidImageError, TimestampError or CalibrationError before any state changes
+        (and before the networks run).
+        """
+        validate_image(image)
+        height, width = image.shape[:2]
+        self._check_frame(stamp_ns, camera, (width, height))
+        return self.track(self.extract(image), stamp_ns, camera)
+
+    def extract(self, image: np.ndarray) -> ExtractedFrame:
+        """The first half of ``process``: the frame's features, prepared for matching.
+
+        Touches no tracking state, so a pipeline may extract the next frame on another
+        thread while ``track`` handles this one (one ``extract`` and one ``track`` at a time).
+        Raises InvalidImageError for an image the extractor cannot take.
         """
         start = time.perf_counter()
         validate_image(image)
-        if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
-            raise TimestampError(f'timestamp {stamp_ns} ns does not increase (previous '
-                                 f'{self._last_stamp_ns} ns)')
-        height, width = image.shape[:2]
-        if camera is not None and (camera.width, camera.height) != (width, height):
-            raise CalibrationError(
-                f'camera model is for {camera.width}x{camera.height} but the image is '
-                f'{width}x{height}')
-        index = self._frame_index
-        t0 = time.perf_counter()
         features = self.extractor.extract(image_to_tensor(image, device=self.device))
-        extract_ms = (time.perf_counter() - t0) * 1e3
+        # Too few keypoints: no pose and no keyframe material, so nothing to prepare.
+        prepared = (self.matcher.prepare_features(features)
+                    if len(features) >= self.config.min_pose_matches else None)
+        return ExtractedFrame(features, prepared, (time.perf_counter() - start) * 1e3)
+
+    def track(self, frame: ExtractedFrame, stamp_ns: int,
+              camera: CameraModel | None = None) -> FrameResult:
+        """The second half of ``process``: match ``frame`` against the keyframe, estimate the
+        pose and decide keyframe changes. Raises TimestampError or CalibrationError before any
+        state changes; ``frame`` may then be tracked again (e.g. after ``reset``)."""
+        start = time.perf_counter()
+        features, prepared, extract_ms = frame.features, frame.prepared, frame.extract_ms
+        self._check_frame(stamp_ns, camera, features.image_size)
+        index = self._frame_index
         self._frame_index += 1
         self._last_stamp_ns = stamp_ns
 
         keyframe = self._keyframe
-        if len(features) < self.config.min_pose_matches:
+        if prepared is None:
             # Textureless or black frames: nothing to track, and no keyframe material.
             return self._unmatched(index, stamp_ns, 'too_few_keypoints', features, start,
                                    FrameTimings(extract_ms=extract_ms))
         if keyframe is None or keyframe.features.image_size != features.image_size:
             reason = 'first_frame' if keyframe is None else 'image_size_changed'
             view = self._new_view(index, stamp_ns, features, camera, keyframe)
+            view.prepared = prepared
             event = self._promote(view, reason, f'{len(features)} keypoints')
             return self._unmatched(index, stamp_ns, reason, features, start,
                                    FrameTimings(extract_ms=extract_ms), event=event)
 
         t0 = time.perf_counter()
-        prepared = self.matcher.prepare_features(features)
         match = self.matcher.match_prepared(self._keyframe_cache(keyframe), prepared)
         host, keypoints = _to_host(match, features.keypoints)  # the frame's one host copy
         pairs = host.pairs  # (kf index, cur index)
@@ -415,11 +440,22 @@ class Tracker:
         elif self._tracks_well(match, pose):
             self._candidate = current
         timings = FrameTimings(extract_ms, match_ms, pose_ms,
-                               (time.perf_counter() - start) * 1e3)
+                               extract_ms + (time.perf_counter() - start) * 1e3)
         return self._result(keyframe, match, host, pose, current, cam_in_kf, tuple(events),
                             timings)
 
     # -- helpers --------------------------------------------------------------------------
+    def _check_frame(self, stamp_ns: int, camera: CameraModel | None,
+                     image_size: tuple[int, int]) -> None:
+        if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
+            raise TimestampError(f'timestamp {stamp_ns} ns does not increase (previous '
+                                 f'{self._last_stamp_ns} ns)')
+        width, height = image_size
+        if camera is not None and (camera.width, camera.height) != (width, height):
+            raise CalibrationError(
+                f'camera model is for {camera.width}x{camera.height} but the image is '
+                f'{width}x{height}')
+
     def _keyframe_cache(self, view: _View) -> PreparedFeatures:
         if view.prepared is None:
             view.prepared = self.matcher.prepare_features(view.features)
@@ -565,7 +601,8 @@ class Tracker:
             pose=None, R_kf_cam=None, t_kf_cam=None, R_world_cam=R, t_world_cam=t,
             stop_layer=0, num_pruned_keyframe=0, num_pruned_current=0,
             keyframe_events=(event,) if event is not None else (),
-            timings=replace(timings, total_ms=(time.perf_counter() - start) * 1e3))
+            timings=replace(timings,
+                            total_ms=timings.extract_ms + (time.perf_counter() - start) * 1e3))
 
 
 def load_tracker_config(path: str | Path) -> TrackerConfig:

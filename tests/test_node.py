@@ -23,6 +23,7 @@ from typing import Any, get_args
 import cv2
 import numpy as np
 import pytest
+import torch
 
 rclpy = pytest.importorskip('rclpy')
 # rclpy's type-description support imports lark, which imports deprecated sre modules.
@@ -222,7 +223,10 @@ def _small_params(weights_dir: Path, **extra: Any) -> dict[str, Any]:
     values = {**_weights(weights_dir), 'max_keypoints': SMALL_KEYPOINTS, 'resize': 0,
               'device': 'cpu', 'keyframe_min_matches': 20, 'keyframe_min_inliers': 10,
               'processing_mode': 'lossless', 'qos_reliability': 'reliable', 'qos_depth': 50,
-              'diagnostics_period_s': 0.2, 'log_throttle_s': 0.0}
+              'diagnostics_period_s': 0.2, 'log_throttle_s': 0.0,
+              # The core's results computed here are compared with the node's exactly: the
+              # same intra-op thread count (it changes the floating-point reduction order).
+              'threads_per_stage': torch.get_num_threads()}
     values.update(extra)
     return values
 
@@ -611,32 +615,42 @@ def test_fallback_intrinsics_without_camera_info_and_matches_without_any_calibra
     assert node.stats.keyframes['image_size_changed'] == 2 and not node.stats.skipped
 
 
-class GatedExtractor:
-    """Wraps an extractor; holds the worker in ``extract`` until ``open()``, so that frames
-    pile up behind a frame in flight however fast the machine is. ``holding`` is set once the
-    worker waits at the gate."""
+class Gate:
+    """Wraps a model; holds the worker thread that calls its ``method`` (``extract`` of an
+    extractor, ``match_prepared`` of a matcher) until ``open()``, so that frames pile up behind
+    a frame in flight however fast the machine is. ``holding`` is set once a thread waits at
+    the gate; ``calls`` counts the calls of ``method``. Every other attribute is the model's."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self, inner: Any, method: str = 'extract', *, is_open: bool = False) -> None:
+        self.inner, self.method = inner, method
         self.holding = threading.Event()
         self._open = threading.Event()
+        if is_open:
+            self._open.set()
+        self.calls = 0
 
     def open(self) -> None:
         self._open.set()
 
-    def extract(self, image: Any) -> Any:
-        if not self._open.is_set():
-            self.holding.set()
-            if not self._open.wait(WAIT_S):
-                raise TimeoutError('the test never opened the gate')
-        return self.inner.extract(image)
+    def __getattr__(self, name: str) -> Any:
+        if name != self.method:
+            return getattr(self.inner, name)
+
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if not self._open.is_set():
+                self.holding.set()
+                if not self._open.wait(WAIT_S):
+                    raise TimeoutError('the test never opened the gate')
+            return getattr(self.inner, name)(*args, **kwargs)
+        return gated
 
 
 def _hold_the_worker(node: MatcherNode, rig: Rig, frames: list[tuple[np.ndarray, int]]
-                     ) -> GatedExtractor:
+                     ) -> Gate:
     """Publish frames[0] and wait until the worker holds it at a closed gate (then publish
     the rest, and open the gate)."""
-    gate = GatedExtractor(node.tracker.extractor)
+    gate = Gate(node.tracker.extractor)
     node.tracker.extractor = gate
     rig.publish_image(*frames[0])
     assert gate.holding.wait(WAIT_S), 'the worker never took the first frame'
@@ -702,6 +716,37 @@ def test_lossless_mode_processes_in_order_and_reports_queue_overflow(
     values = rig.wait_diagnostics(lambda d: d.get('dropped.queue_overflow') == str(overflow),
                                   'the overflow')
     assert values['mode'] == 'lossless'
+
+
+@pytest.mark.parametrize('pipelined', [True, False])
+def test_pipelined_node_extracts_the_next_frame_while_the_current_one_is_tracked(
+        make_node: Callable[..., tuple[MatcherNode, Rig]], small_frames: list,
+        small_camera: CameraModel, pipelined: bool) -> None:
+    """With ``pipelined`` the extraction of frame 2 does not wait for the matching of frame 1
+    (held at a gate here); without it, it does. Frames come out in order either way."""
+    node, rig = make_node(processing_mode='lossless', pipelined=pipelined)
+    rig.publish_info(small_camera)
+    wait_until(lambda: node.stats.camera_info_received >= 1, 30, 'camera_info to arrive')
+    frames = small_frames[:3]
+    rig.publish_image(*frames[0])  # the first frame: a keyframe, nothing to match
+    rig.wait_matches(frames[0][1])
+    extractor = node.tracker.extractor = Gate(node.tracker.extractor, is_open=True)
+    matcher = node.tracker.matcher = Gate(node.tracker.matcher, 'match_prepared')
+    try:
+        rig.publish_image(*frames[1])
+        assert matcher.holding.wait(WAIT_S), 'frame 1 never reached the matcher'
+        rig.publish_image(*frames[2])
+        if pipelined:
+            wait_until(lambda: extractor.calls == 2, WAIT_S,
+                       'frame 2 extracted while frame 1 is held in matching')
+        else:
+            wait_until(lambda: node.stats.received == 3, WAIT_S, 'frame 2 to arrive')
+            assert extractor.calls == 1  # the one worker is held in frame 1's matching
+    finally:
+        matcher.open()
+    stamps = [stamp_to_ns(m.header.stamp) for m in rig.wait_count('matches', 3)]
+    assert stamps == [stamp for _, stamp in frames]
+    assert node.stats.processed == 3 and not node.stats.dropped
 
 
 def test_backwards_stamps_reset_the_tracker_after_the_limit(

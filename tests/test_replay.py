@@ -213,6 +213,32 @@ def test_all_formats_give_identical_outputs(replayed):
                 (fmt, name)
 
 
+def test_pipelined_replay_writes_what_one_thread_writes(tmp_path, frames, camera, tracker):
+    """Reading and extracting the next image on a second thread changes nothing in the output
+    (at the same thread count per stage: the count changes float rounding), damage-free or
+    with an image that does not decode in the middle."""
+    bad = image_msg(TS2, frames[2][0] + 1, frames[2][1])
+    bad.encoding = 'yuv9'  # unknown: a counted skip between good frames
+    records = frame_records('mcap', frames, camera) + [(IMAGE_TOPIC, IMAGE, frames[2][0] + 1,
+                                                        bad)]
+    source = write_bag(tmp_path / 'in', 'mcap', sorted(records, key=lambda r: r[2]))
+    written, summaries = {}, {}
+    for pipelined in (False, True):
+        out = tmp_path / f'out_{pipelined}'
+        summaries[pipelined] = replay_bag(
+            source, out, image_topic=IMAGE_TOPIC, camera_info_topic=INFO_TOPIC,
+            tracker=tracker, progress=False, plots_dir=False, pipelined=pipelined,
+            threads_per_stage=1)
+        written[pipelined] = read_raw(out)
+    assert summaries[True].processed == summaries[False].processed == len(frames)
+    assert dict(summaries[True].skipped_by_reason) == dict(summaries[False].skipped_by_reason) \
+        == {'invalid_image': 1}
+    for name, msgtype in output_topics().items():
+        assert [t for t, _ in written[True][name]] == [t for t, _ in written[False][name]]
+        assert contents((d for _, d in written[True][name]), msgtype) == \
+            contents((d for _, d in written[False][name]), msgtype), name
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad input.
 # ------------------------------------------------------------------------------------------------

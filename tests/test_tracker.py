@@ -302,3 +302,36 @@ def test_warm_up_runs_both_networks_and_leaves_the_state_untouched(models, camer
         assert (a.index, a.keyframe_index, a.num_matches) == (b.index, b.keyframe_index,
                                                               b.num_matches)
         np.testing.assert_array_equal(a.track_ids, b.track_ids)
+
+
+def test_extract_then_track_gives_what_process_gives(models, camera, freiburg_frames):
+    """The two halves that the pipelined node and replay run on two threads (``extract``
+    touches no tracking state) give exactly ``process``'s results, keyframe switches included,
+    even when every frame is extracted before the first one is tracked."""
+    images = [(read_image(p), stamp_of(p)) for p in freiburg_frames[:8]]
+    strict = {'keyframe_min_matches': 450, 'keyframe_min_inliers': 350}  # switches early
+    whole = make_tracker(models, **strict)
+    expected = [whole.process(image, stamp, camera) for image, stamp in images]
+    halves = make_tracker(models, **strict)
+    extracted = [halves.extract(image) for image, _ in images]
+    got = [halves.track(frame, stamp, camera) for frame, (_, stamp) in zip(extracted, images)]
+    assert [r.keyframe_index for r in got] == [r.keyframe_index for r in expected]
+    assert any(r.keyframe_events for r in expected[1:])  # a switch happened on the way
+    for a, b in zip(got, expected, strict=True):
+        assert np.array_equal(a.points, b.points) and np.array_equal(a.kf_points, b.kf_points)
+        assert np.array_equal(a.scores, b.scores) and np.array_equal(a.inliers, b.inliers)
+        assert np.array_equal(a.track_ids, b.track_ids)
+        assert (a.R_world_cam is None) == (b.R_world_cam is None)
+        if a.R_world_cam is not None:
+            assert np.array_equal(a.R_world_cam, b.R_world_cam)
+
+
+def test_track_refuses_a_stamp_going_back_before_any_state_changes(models, camera,
+                                                                   freiburg_frames):
+    tracker = make_tracker(models)
+    (image0, stamp0), (image1, _) = [(read_image(p), stamp_of(p)) for p in freiburg_frames[:2]]
+    tracker.track(tracker.extract(image0), stamp0, camera)
+    frame = tracker.extract(image1)
+    with pytest.raises(TimestampError):
+        tracker.track(frame, stamp0, camera)
+    assert tracker.track(frame, stamp0 + 1, camera).index == 1  # the same frame, tracked later

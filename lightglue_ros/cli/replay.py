@@ -23,7 +23,8 @@ from lightglue_ros import argtypes
 from lightglue_ros.cli.options import add_weights_options
 from lightglue_ros.defaults import (DEBUG_IMAGE_TOPIC, DEFAULT_BACKWARDS_RESET_FRAMES,
                                     DEFAULT_FEATURES_INLIERS_ONLY, DEFAULT_FEATURES_LAYOUT,
-                                    DEFAULT_ODOM_FRAME, DEFAULT_TOPIC_PREFIX, EXTRACTORS,
+                                    DEFAULT_ODOM_FRAME, DEFAULT_PIPELINED,
+                                    DEFAULT_THREADS_PER_STAGE, DEFAULT_TOPIC_PREFIX, EXTRACTORS,
                                     FEATURES_LAYOUTS, PLOTS_NAME, STORAGES, SUMMARY_NAME)
 from lightglue_ros.errors import ConfigError, LightGlueRosError
 
@@ -82,6 +83,13 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
                         dest='features_inliers_only',
                         help='~/features carries every match, not only the pose inliers (the '
                              "node's features_inliers_only: false)")
+    parser.add_argument('--no-pipeline', action='store_const', const=False, dest='pipelined',
+                        help='one frame at a time on one thread (default: the next image is '
+                             "read and extracted while the current one is tracked; the node's "
+                             'pipelined: false)')
+    parser.add_argument('--threads-per-stage', type=argtypes.non_negative_int, metavar='N',
+                        help="torch's CPU threads of each stage; 0: the cores shared among the "
+                             f'stages (default: {DEFAULT_THREADS_PER_STAGE})')
     parser.add_argument('--summary', metavar='JSON',
                         help=f'summary file (default: OUTPUT/{SUMMARY_NAME})')
     parser.add_argument('--plots-dir', metavar='DIR',
@@ -114,7 +122,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {'fallback_camera': None, 'odom_frame_id': DEFAULT_ODOM_FRAME,
                                 'backwards_reset_frames': DEFAULT_BACKWARDS_RESET_FRAMES,
                                 'features_layout': DEFAULT_FEATURES_LAYOUT,
-                                'features_inliers_only': DEFAULT_FEATURES_INLIERS_ONLY}
+                                'features_inliers_only': DEFAULT_FEATURES_INLIERS_ONLY,
+                                'pipelined': DEFAULT_PIPELINED,
+                                'threads_per_stage': DEFAULT_THREADS_PER_STAGE}
     if args.params_file:
         values = {**NODE_DEFAULTS, **_read_yaml('--params-file', args.params_file,
                                                  load_params_file)}
@@ -126,7 +136,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
                         odom_frame_id=str(values['odom_frame_id']),
                         backwards_reset_frames=int(values['backwards_reset_frames']),
                         features_layout=str(values['features_layout']),
-                        features_inliers_only=bool(values['features_inliers_only']))
+                        features_inliers_only=bool(values['features_inliers_only']),
+                        pipelined=bool(values['pipelined']),
+                        threads_per_stage=int(values['threads_per_stage']))
     elif args.config:
         config = _read_yaml('--config', args.config, load_tracker_config)
     else:
@@ -135,7 +147,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
                        ('odom_frame_id', args.odom_frame_id),
                        ('backwards_reset_frames', args.backwards_reset_frames),
                        ('features_layout', args.features_layout),
-                       ('features_inliers_only', args.features_inliers_only)):
+                       ('features_inliers_only', args.features_inliers_only),
+                       ('pipelined', args.pipelined),
+                       ('threads_per_stage', args.threads_per_stage)):
         if value is not None:
             settings[key] = value
     overrides = {name: getattr(args, name) for name in

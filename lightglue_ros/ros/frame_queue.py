@@ -30,6 +30,14 @@ class FrameQueue(Generic[T]):
             self._cond.notify_all()
             return evicted
 
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """Wait until a ``put`` would evict nothing (the consumer took what waited); False
+        after ``timeout`` or once closed."""
+        with self._cond:
+            ready = self._cond.wait_for(
+                lambda: self._closed or len(self._items) < self.capacity, timeout)
+            return ready and not self._closed
+
     def get(self, timeout: float | None = None) -> T | None:
         """The oldest waiting frame; None after ``timeout`` seconds or once closed."""
         with self._cond:
@@ -38,6 +46,7 @@ class FrameQueue(Generic[T]):
             if self._closed:
                 return None
             self._in_flight += 1
+            self._cond.notify_all()  # a producer may be waiting for room
             return self._items.popleft()
 
     def task_done(self) -> None:

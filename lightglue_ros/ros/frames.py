@@ -11,7 +11,7 @@ replay deserialises bag records, writes the output bag and keeps the summary.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +20,7 @@ from std_msgs.msg import Header
 
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.errors import InvalidImageError
-from lightglue_ros.pipeline import FramePipeline, Skip
+from lightglue_ros.pipeline import FrameOutcome, FramePipeline, Skip
 from lightglue_ros.ros.images import DEFAULT_MAX_IMAGE_PIXELS, array_to_image_msg, message_to_array
 from lightglue_ros.ros.messages import (DEFAULT_FEATURES_LAYOUT, FrameOutputs, frame_outputs,
                                         stamp_to_ns)
@@ -28,9 +28,22 @@ from lightglue_ros.tracks import DEFAULT_FEATURES_INLIERS_ONLY, PublishedTracks
 from lightglue_ros.viz import draw_tracks
 
 if TYPE_CHECKING:
-    from lightglue_ros.tracker import FrameResult
+    from lightglue_ros.tracker import ExtractedFrame, FrameResult
 
-__all__ = ['MessagePipeline', 'FrameMessages']
+__all__ = ['MessagePipeline', 'FrameMessages', 'ExtractedMessage']
+
+
+@dataclass(frozen=True)
+class ExtractedMessage:
+    """An image message after the first stage (``MessagePipeline.extract``): decoded, its
+    features extracted (``extracted``, or the Skip of a failed extraction); ``skip`` is set
+    instead when it did not decode."""
+
+    header: Header
+    stamp_ns: int
+    image: np.ndarray | None
+    extracted: ExtractedFrame | Skip | None = None
+    skip: Skip | None = None
 
 
 @dataclass(frozen=True)
@@ -87,18 +100,46 @@ class MessagePipeline:
         it (None: the pipeline's fallback, else matches without a pose). Bad images and
         tracking failures come back as ``FrameMessages.skip``; building the messages raises
         (ValueError) only for a result they cannot hold."""
+        decoded = self._decode(msg)
+        if decoded.image is None:
+            return self._messages(decoded, None)
+        return self._messages(decoded, self.pipeline.process(decoded.image, decoded.stamp_ns,
+                                                             camera))
+
+    def extract(self, msg: Image | CompressedImage) -> ExtractedMessage:
+        """The first stage of a pipelined frame: decode and extract (``FramePipeline.extract``;
+        no tracking state is touched, so it may run while ``track`` handles the frame before).
+        """
+        decoded = self._decode(msg)
+        if decoded.image is None:
+            return decoded
+        return replace(decoded, extracted=self.pipeline.extract(decoded.image))
+
+    def track(self, frame: ExtractedMessage, camera: CameraModel | None) -> FrameMessages:
+        """The second stage: track an extracted frame and convert it, as ``process`` does."""
+        if frame.image is None or frame.extracted is None:
+            return self._messages(frame, None)
+        return self._messages(frame, self.pipeline.track(frame.extracted, frame.stamp_ns,
+                                                         camera))
+
+    def _decode(self, msg: Image | CompressedImage) -> ExtractedMessage:
         header = msg.header
         stamp_ns = stamp_to_ns(header.stamp)
         try:
             image = message_to_array(msg, max_pixels=self.max_image_pixels,
                                      on_warning=self.on_decoder_warning)
         except InvalidImageError as err:  # ImageTooLargeError included
-            return FrameMessages(header, stamp_ns, None, None, None, Skip.of(err))
-        outcome = self.pipeline.process(image, stamp_ns, camera)
+            return ExtractedMessage(header, stamp_ns, None, None, Skip.of(err))
+        return ExtractedMessage(header, stamp_ns, image)
+
+    def _messages(self, frame: ExtractedMessage, outcome: FrameOutcome | None
+                  ) -> FrameMessages:
+        if outcome is None:  # not decoded
+            return FrameMessages(frame.header, frame.stamp_ns, None, None, None, frame.skip)
         if outcome.result is None:
-            return FrameMessages(header, stamp_ns, image, None, None, outcome.skip,
-                                 outcome.reset)
-        outputs = frame_outputs(outcome.result, header, odom_frame_id=self.odom_frame_id,
+            return FrameMessages(frame.header, frame.stamp_ns, frame.image, None, None,
+                                 outcome.skip, outcome.reset)
+        outputs = frame_outputs(outcome.result, frame.header, odom_frame_id=self.odom_frame_id,
                                 tracks=self.tracks, features_layout=self.features_layout)
-        return FrameMessages(header, stamp_ns, image, outcome.result, outputs, None,
-                             outcome.reset)
+        return FrameMessages(frame.header, frame.stamp_ns, frame.image, outcome.result,
+                             outputs, None, outcome.reset)

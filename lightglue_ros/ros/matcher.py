@@ -2,9 +2,13 @@
 is the executable's entry point, which imports this module once its signal handlers are in.
 
 Callbacks never run inference: the image callback only enqueues the message (a depth-1 slot
-in ``latest`` mode, a bounded queue in ``lossless`` mode) and a worker thread turns it into
+in ``latest`` mode, a bounded queue in ``lossless`` mode) and worker threads turn it into
 output messages with ``frames.MessagePipeline`` (the path the bag replay shares, so the
-messages are the same) and publishes them. Bad input is logged (throttled), counted in
+messages are the same) and publish them. With ``pipelined`` (the default) there are two: the
+first decodes and extracts the next frame while the second matches, estimates the pose and
+publishes the current one; a hand-off of one frame between them keeps the order, and the first
+takes the next frame from the queue only once the second has taken the one before, so that in
+``latest`` mode the frame it takes is the newest. Bad input is logged (throttled), counted in
 /diagnostics and skipped; the node never dies of it.
 """
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import rclpy
@@ -29,11 +34,11 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from lightglue_ros import startup
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.errors import CalibrationError, LightGlueRosError
-from lightglue_ros.pipeline import SKIP_ERROR, FramePipeline, Skip
+from lightglue_ros.pipeline import SKIP_ERROR, FramePipeline, Skip, stage_threads, use_threads
 from lightglue_ros.profiles import pipeline_name
 from lightglue_ros.ros.camera_info import camera_info_to_camera_model
 from lightglue_ros.ros.frame_queue import FrameQueue
-from lightglue_ros.ros.frames import MessagePipeline
+from lightglue_ros.ros.frames import ExtractedMessage, FrameMessages, MessagePipeline
 from lightglue_ros.ros.log_throttle import Throttle
 from lightglue_ros.ros.messages import OUTPUT_TYPES, make_diagnostic_array, stamp_to_ns
 from lightglue_ros.ros.params import (NODE_NAME, NodeSettings, declare_parameters,
@@ -46,7 +51,8 @@ __all__ = ['MatcherNode', 'run', 'OUTPUT_TYPES', 'STATIC_DIAGNOSTICS', 'FRAME_DI
 
 OUTPUT_DEPTH = 10  # reliable keep-last: matches best-effort and reliable subscribers alike
 STOP_TIMEOUT_S = 10.0  # how long stop() waits for the frame in flight
-WORKER_THREAD_NAME = 'lightglue_worker'
+WORKER_THREAD_NAME = 'lightglue_worker'  # builds the models; all of a frame, or its extraction
+TRACK_THREAD_NAME = 'lightglue_track'  # pipelined: matching, pose and publishing
 # Keys of the node's own /diagnostics values (NodeStats.snapshot adds the counters).
 STATIC_DIAGNOSTICS: tuple[str, ...] = (
     'mode', 'device', 'precision', 'extractor', 'max_keypoints', 'features_layout',
@@ -74,6 +80,7 @@ class MatcherNode(Node):
     def __init__(self, node_name: str = NODE_NAME, *, models: tuple[Any, Any] | None = None,
                  **kwargs: Any) -> None:
         self._worker: threading.Thread | None = None
+        self._track_worker: threading.Thread | None = None  # pipelined only
         self._stopping = threading.Event()
         self._started = threading.Event()  # the node is set up: the worker may take frames
         super().__init__(node_name, **kwargs)
@@ -93,6 +100,8 @@ class MatcherNode(Node):
         self._throttle = Throttle(float(self._values['log_throttle_s']))
         self._queue: FrameQueue[tuple[Any, float]] = FrameQueue(
             self.settings.frame_capacity)
+        # Pipelined: the one extracted frame waiting for the track thread.
+        self._handoff: FrameQueue[tuple[ExtractedMessage, float]] = FrameQueue(1)
         self._lock = threading.Lock()  # guards the fields below (callbacks vs worker)
         self._camera: CameraModel | None = None  # from the latest valid camera_info
         self._fallback = fallback_intrinsics(self._values)
@@ -247,8 +256,11 @@ class MatcherNode(Node):
         """
         built: dict[str, Any] = {}
         ready = threading.Event()
+        threads = stage_threads(self.settings.threads_per_stage,
+                                2 if self.settings.pipelined else 1)
 
         def work() -> None:
+            use_threads(threads)
             try:
                 extractor, matcher = models if models is not None else (None, None)
                 tracker = Tracker(tracker_config(self._values), extractor=extractor,
@@ -263,7 +275,15 @@ class MatcherNode(Node):
             while not self._started.wait(0.2):
                 if self._stopping.is_set():
                     return
-            self._run()
+            if self.settings.pipelined:
+                self._track_worker = threading.Thread(
+                    target=self._run_stage, args=(self._handoff, self._track_stage, threads),
+                    name=TRACK_THREAD_NAME, daemon=True)
+                self._track_worker.start()
+                self._run_stage(self._queue, self._extract_stage,
+                                ready=self._handoff.wait_for_room)
+            else:
+                self._run_stage(self._queue, self._process)
 
         self._worker = threading.Thread(target=work, name=WORKER_THREAD_NAME, daemon=True)
         self._worker.start()
@@ -272,26 +292,49 @@ class MatcherNode(Node):
             raise built['error']
         return built['tracker']
 
-    def _run(self) -> None:
+    def _run_stage(self, queue: FrameQueue[Any], stage: Callable[..., None],
+                   threads: int | None = None,
+                   ready: Callable[[float], bool] | None = None) -> None:
+        """A worker thread's loop: take an item from ``queue`` (once ``ready``), run ``stage``
+        on it; a failure is a counted skip, never the end of the thread."""
+        if threads is not None:
+            use_threads(threads)
         while not self._stopping.is_set():
-            item = self._queue.get(timeout=0.2)
+            if ready is not None and not ready(0.2):
+                continue
+            item = queue.get(timeout=0.2)
             if item is None:
                 continue
             try:
-                self._process(*item)
+                stage(*item)
             except Exception as err:  # noqa: BLE001 - the worker must survive anything
                 if self._stopping.is_set() or not self.context.ok():
                     break
                 self.stats.on_skip(SKIP_ERROR, f'{type(err).__name__}: {err}')
                 self._warn('worker', f'frame failed: {type(err).__name__}: {err}')
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     def _process(self, msg: Any, received: float) -> None:
+        """All of one frame on one thread (``pipelined`` false)."""
         self._apply_pending()
         with self._lock:
             camera = self._camera
-        frame = self.frames.process(msg, camera)
+        self._publish(self.frames.process(msg, camera), received)
+
+    def _extract_stage(self, msg: Any, received: float) -> None:
+        """Pipelined, first thread: decode and extract; the track thread is ready for it."""
+        self._handoff.put((self.frames.extract(msg), received))
+
+    def _track_stage(self, frame: ExtractedMessage, received: float) -> None:
+        """Pipelined, second thread: track, convert and publish an extracted frame."""
+        self._apply_pending()
+        with self._lock:
+            camera = self._camera
+        self._publish(self.frames.track(frame, camera), received)
+
+    def _publish(self, frame: FrameMessages, received: float) -> None:
+        """Publish a frame's messages (or count its skip) and update the statistics."""
         if frame.reset:
             self.get_logger().warning(
                 f'{frame.reset} consecutive frames went back in time: resetting the tracker '
@@ -359,7 +402,10 @@ class MatcherNode(Node):
     # -- life cycle -----------------------------------------------------------------------
     def wait_idle(self, timeout: float) -> bool:
         """Block until no frame waits or is in flight (tests, benchmarks); False on timeout."""
-        return self._queue.join(timeout)
+        deadline = time.monotonic() + timeout
+        # A frame leaves the queue only once it is in the hand-off: none is missed between.
+        return self._queue.join(timeout) and \
+            self._handoff.join(max(0.0, deadline - time.monotonic()))
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Stop the worker (the frame in flight finishes, waiting frames are discarded);
@@ -368,9 +414,13 @@ class MatcherNode(Node):
         if self._worker is None:
             return True
         self._queue.close()
-        if self._worker.is_alive() and self._worker is not threading.current_thread():
-            self._worker.join(timeout)
-        return not self._worker.is_alive()
+        self._handoff.close()
+        deadline = time.monotonic() + timeout
+        workers = [w for w in (self._worker, self._track_worker) if w is not None]
+        for worker in workers:
+            if worker.is_alive() and worker is not threading.current_thread():
+                worker.join(max(0.0, deadline - time.monotonic()))
+        return not any(worker.is_alive() for worker in workers)
 
     def destroy_node(self) -> None:
         self.stop()
@@ -427,7 +477,7 @@ def _exit_now_if_worker_busy(code: int) -> None:
     without the teardown. Called in ``run``'s finally clause: an exception on its way out
     (other than the Ctrl-C that ended the spin) is printed and exits with 1.
     """
-    if not any(thread.name == WORKER_THREAD_NAME and thread.is_alive()
+    if not any(thread.name in (WORKER_THREAD_NAME, TRACK_THREAD_NAME) and thread.is_alive()
                for thread in threading.enumerate()):
         return
     rclpy.logging.get_logger(NODE_NAME).error(

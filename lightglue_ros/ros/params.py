@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightglue_ros.defaults import (DEFAULT_BACKWARDS_RESET_FRAMES, DEFAULT_FEATURES_INLIERS_ONLY,
-                                    DEFAULT_FEATURES_LAYOUT, DEFAULT_ODOM_FRAME, EXTRACTORS,
+                                    DEFAULT_FEATURES_LAYOUT, DEFAULT_ODOM_FRAME,
+                                    DEFAULT_PIPELINED, DEFAULT_THREADS_PER_STAGE, EXTRACTORS,
                                     FEATURES_LAYOUTS, MAX_KEYPOINTS_LIMIT, NODE_NAME)
 from lightglue_ros.errors import ConfigError
 from lightglue_ros.geometry import POSE_METHODS
@@ -110,6 +111,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=('latest', 'lossless'), read_only=True),
     ParamSpec('queue_size', 100, 'Frames the lossless queue holds before it overflows.',
               min=1, max=10000, read_only=True),
+    ParamSpec('pipelined', DEFAULT_PIPELINED,
+              'true: two worker threads, one decodes and extracts the next frame while the '
+              'other matches, estimates the pose and publishes the current one (frame order '
+              'and lossless mode stay exact; latest mode still drops only superseded frames); '
+              'false: one worker, one frame at a time.', read_only=True),
+    ParamSpec('threads_per_stage', DEFAULT_THREADS_PER_STAGE,
+              "torch's intra-op CPU threads of each worker thread; 0: automatic (the cores "
+              'this process may use, shared among the worker threads).',
+              min=0, max=256, read_only=True),
     ParamSpec('max_image_pixels', DEFAULT_MAX_IMAGE_PIXELS,
               'Images with more pixels (width * height, as the header of a raw image or of a '
               'JPEG/PNG declares it) are refused before decoding (skipped.image_too_large).',
@@ -330,6 +340,8 @@ class NodeSettings:
     diagnostics_period_s: float
     features_layout: str
     features_inliers_only: bool
+    pipelined: bool
+    threads_per_stage: int
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:
@@ -341,7 +353,9 @@ class NodeSettings:
                    odom_frame_id=str(values['odom_frame_id']),
                    diagnostics_period_s=float(values['diagnostics_period_s']),
                    features_layout=str(values['features_layout']),
-                   features_inliers_only=bool(values['features_inliers_only']))
+                   features_inliers_only=bool(values['features_inliers_only']),
+                   pipelined=bool(values['pipelined']),
+                   threads_per_stage=int(values['threads_per_stage']))
 
     @property
     def frame_capacity(self) -> int:

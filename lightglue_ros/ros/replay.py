@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import bisect
 import logging
+import queue
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +43,18 @@ from tqdm import tqdm
 from lightglue_ros.camera import CameraModel
 from lightglue_ros.defaults import (DEBUG_IMAGE_TOPIC, DEFAULT_BACKWARDS_RESET_FRAMES,
                                     DEFAULT_FEATURES_INLIERS_ONLY, DEFAULT_FEATURES_LAYOUT,
-                                    DEFAULT_ODOM_FRAME, DEFAULT_TOPIC_PREFIX, PLOTS_NAME,
+                                    DEFAULT_ODOM_FRAME, DEFAULT_PIPELINED,
+                                    DEFAULT_THREADS_PER_STAGE, DEFAULT_TOPIC_PREFIX, PLOTS_NAME,
                                     STORAGES, SUMMARY_NAME)
 from lightglue_ros.errors import BagError, ConfigError
 from lightglue_ros.pipeline import SKIP_REASONS as PIPELINE_SKIP_REASONS
-from lightglue_ros.pipeline import FramePipeline, Skip
+from lightglue_ros.pipeline import FramePipeline, Skip, stage_threads, use_threads
 from lightglue_ros.replay_summary import ReplaySummary
 from lightglue_ros.ros.bag_io import (CAMERA_INFO_TYPE, IMAGE_TYPE, IMAGE_TYPES, InputBag,
                                       OutputBag, OutputExistsError, OutputWriteError,
                                       check_output, check_writable, remove_output)
 from lightglue_ros.ros.camera_info import camera_info_to_camera_model
-from lightglue_ros.ros.frames import MessagePipeline
+from lightglue_ros.ros.frames import ExtractedMessage, MessagePipeline
 from lightglue_ros.ros.messages import OUTPUT_TOPICS, stamp_to_ns
 from lightglue_ros.tracker import Tracker, TrackerConfig
 
@@ -214,6 +216,8 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
                backwards_reset_frames: int = DEFAULT_BACKWARDS_RESET_FRAMES,
                features_layout: str = DEFAULT_FEATURES_LAYOUT,
                features_inliers_only: bool = DEFAULT_FEATURES_INLIERS_ONLY,
+               pipelined: bool = DEFAULT_PIPELINED,
+               threads_per_stage: int = DEFAULT_THREADS_PER_STAGE,
                summary_path: str | Path | None = None,
                plots_dir: str | Path | None | bool = None,
                allow_partial: bool = False, allow_empty: bool = False) -> ReplaySummary:
@@ -227,8 +231,11 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
     ``fallback_camera`` (a CameraModel or (fx, fy, cx, cy) for any image size), else no
     calibration (matches only). max_frames: stop after this many images (None: all).
     topic_prefix / odom_frame_id / backwards_reset_frames / features_layout /
-    features_inliers_only: as the node's namespace and parameters (after that many consecutive
-    images stamped back in time the tracker resets; 0: never).
+    features_inliers_only / pipelined / threads_per_stage: as the node's namespace and
+    parameters (after that many consecutive images stamped back in time the tracker resets;
+    0: never; pipelined: the next image is read and extracted on a second thread while the
+    current one is tracked, with the same output as one thread at the same threads_per_stage;
+    the calling thread's torch thread count is restored at the end).
     summary_path: default <output>/replay_summary.json. plots_dir: default <output>/plots;
     False for no plots.
 
@@ -301,7 +308,8 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
         start = time.perf_counter()
         try:  # from here on the output bag is always closed (and so valid)
             loop = _Loop(frames, bag, out, summary, cameras, prefix=topic_prefix,
-                         debug_images=debug_images)
+                         debug_images=debug_images, pipelined=pipelined,
+                         threads_per_stage=threads_per_stage)
             with _stop_on_signals(stop), _progress_bar(progress, total) as bar:
                 loop.run(image_conns, stop, bar, max_frames)
         except KeyboardInterrupt:
@@ -395,67 +403,160 @@ class _ReadError(Exception):
 
 class _Loop:
     """One frame at a time: read and deserialise a record, turn it into output messages
-    (frames.MessagePipeline, as the node does), write them and count the frame."""
+    (frames.MessagePipeline, as the node does), write them and count the frame. ``pipelined``:
+    a second thread reads, deserialises and extracts the next image (``MessagePipeline.extract``)
+    while this one tracks and writes the current one, in the bag's order."""
 
     def __init__(self, frames: MessagePipeline, bag: InputBag, out: OutputBag,
                  summary: ReplaySummary, cameras: _Cameras, *, prefix: str,
-                 debug_images: bool) -> None:
+                 debug_images: bool, pipelined: bool = DEFAULT_PIPELINED,
+                 threads_per_stage: int = DEFAULT_THREADS_PER_STAGE) -> None:
         self.frames, self.bag, self.out, self.summary = frames, bag, out, summary
         self.cameras = cameras
         self.topic = {name: _join(prefix, name) for name in (*OUTPUT_TOPICS, DEBUG_IMAGE_TOPIC)}
         self.debug_images = debug_images
+        self.pipelined = pipelined
+        self.threads = stage_threads(threads_per_stage, 2 if pipelined else 1)
         self.exhausted = False  # the reader reached the end of the topic's messages
 
     def run(self, connections: Sequence[Any], stop: _Stop, bar: Any,
             max_frames: int | None) -> None:
-        messages = self.bag.messages(connections)
+        caller_threads = use_threads(self.threads)  # the caller's count comes back at the end
+        records = self._records(connections, stop, max_frames)
+        if self.pipelined:
+            records = _prefetched(records, self.threads)
         summary = self.summary
-        while not stop.requested and (max_frames is None or summary.frames < max_frames):
+        try:
+            for record in records:
+                if record is None:  # the end of the topic's messages
+                    self.exhausted = True
+                    break
+                if stop.requested:  # one image may have been read ahead: not replayed
+                    break
+                summary.frames += 1
+                try:
+                    self.frame(record)
+                except KeyboardInterrupt:  # a second Ctrl-C: the frame read is accounted for
+                    if summary.processed + summary.skipped < summary.frames:
+                        summary.add_skip(Skip(SKIP_INTERRUPTED, 'stopped at once by a second '
+                                              'signal'), record.bag_time)
+                    raise
+                self.out.end_frame()
+                bar.update(1)
+                if summary.matches:
+                    bar.set_postfix(matches=summary.matches[-1], inliers=summary.inliers[-1],
+                                    kf=summary.keyframe_index[-1], refresh=False)
+        finally:
+            close = getattr(records, 'close', None)
+            if close is not None:
+                close()  # a prefetch thread stops here
+            use_threads(caller_threads)
+
+    def _records(self, connections: Sequence[Any], stop: _Stop, max_frames: int | None
+                 ) -> Iterator[_Record | None]:
+        """The images to replay, read, deserialised and (pipelined) extracted, in the bag's
+        order; None after the last one. A read failure raises _ReadError."""
+        messages = self.bag.messages(connections)
+        read = 0
+        while not stop.requested and (max_frames is None or read < max_frames):
             t0 = time.perf_counter()
             try:
                 connection, bag_time, raw = next(messages)
             except StopIteration:
-                self.exhausted = True
-                break
+                yield None
+                return
             except Exception as err:
-                raise _ReadError(f'reading failed after {summary.frames} images: '
+                raise _ReadError(f'reading failed after {self.summary.frames} images: '
                                  f'{type(err).__name__}: {err} (corrupt or truncated bag?)'
                                  ) from err
-            summary.frames += 1
+            read += 1
             try:
-                self.frame(connection.msgtype, bag_time, raw, t0)
-            except KeyboardInterrupt:  # a second Ctrl-C: the frame read is accounted for
-                if summary.processed + summary.skipped < summary.frames:
-                    summary.add_skip(Skip(SKIP_INTERRUPTED, 'stopped at once by a second '
-                                          'signal'), bag_time)
-                raise
-            self.out.end_frame()
-            bar.update(1)
-            if summary.matches:
-                bar.set_postfix(matches=summary.matches[-1], inliers=summary.inliers[-1],
-                                kf=summary.keyframe_index[-1], refresh=False)
+                msg: Any = self.bag.deserialize(raw, connection.msgtype)
+            except Exception as err:  # noqa: BLE001 - rclpy raises RMWError, rosbags SerdeError
+                msg = Skip(SKIP_DESERIALIZE, f'{type(err).__name__}: {err}')
+            if self.pipelined and not isinstance(msg, Skip):
+                msg = self.frames.extract(msg)
+            yield _Record(bag_time, msg, (time.perf_counter() - t0) * 1e3)
 
-    def frame(self, msgtype: str, bag_time: int, raw: bytes, t0: float) -> None:
+    def frame(self, record: _Record) -> None:
         summary = self.summary
-        try:
-            msg = self.bag.deserialize(raw, msgtype)
-        except Exception as err:  # noqa: BLE001 - rclpy raises RMWError, rosbags SerdeError
-            summary.add_skip(Skip(SKIP_DESERIALIZE, f'{type(err).__name__}: {err}'), bag_time)
+        t0 = time.perf_counter()
+        msg = record.message
+        if isinstance(msg, Skip):
+            summary.add_skip(msg, record.bag_time)
             return
-        frame = self.frames.process(msg, self.cameras.lookup(stamp_to_ns(msg.header.stamp)))
+        camera = self.cameras.lookup(stamp_to_ns(msg.header.stamp))
+        frame = (self.frames.track(msg, camera) if isinstance(msg, ExtractedMessage)
+                 else self.frames.process(msg, camera))
         if frame.reset:
             logger.warning('%d consecutive images went back in time: resetting the tracker',
                            frame.reset)
             summary.tracker_resets += 1
         if frame.skip is not None:
-            summary.add_skip(frame.skip, bag_time)
+            summary.add_skip(frame.skip, record.bag_time)
             return
         for name, out_msg in frame.outputs.items():
-            self.out.write(self.topic[name], bag_time, serialize_message(out_msg))
+            self.out.write(self.topic[name], record.bag_time, serialize_message(out_msg))
         if self.debug_images:
-            self.out.write(self.topic[DEBUG_IMAGE_TOPIC], bag_time,
+            self.out.write(self.topic[DEBUG_IMAGE_TOPIC], record.bag_time,
                            serialize_message(frame.debug_image()))
-        summary.add_frame(frame.result, bag_time, (time.perf_counter() - t0) * 1e3)
+        summary.add_frame(frame.result, record.bag_time,
+                          record.read_ms + (time.perf_counter() - t0) * 1e3)
+
+
+@dataclass(frozen=True)
+class _Record:
+    """An image record of the bag: its message (deserialised, extracted when pipelined) or
+    the Skip of a record that did not deserialise, and the ms spent on it so far."""
+
+    bag_time: int
+    message: Any
+    read_ms: float
+
+
+def _prefetched(records: Iterator[_Record | None], threads: int) -> Iterator[_Record | None]:
+    """``records`` produced one ahead on a second thread (the pipelined replay's first
+    stage), in order; its exceptions are raised here, at their place in the sequence.
+    Closing this generator stops the thread."""
+    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+    done = threading.Event()
+
+    def put(item: tuple[bool, Any]) -> bool:
+        while not done.is_set():
+            try:
+                handoff.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        use_threads(threads)
+        try:
+            for record in records:
+                if not put((True, record)) or record is None:
+                    return
+            put((True, _END))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, in order
+            put((False, err))
+
+    thread = threading.Thread(target=produce, name='replay_extract', daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = handoff.get()
+            if not ok:
+                raise item
+            if item is _END:
+                return
+            yield item
+    finally:
+        done.set()
+        thread.join(STOP_JOIN_S)
+
+
+_END = object()  # the first stage ran out of records (stop requested or max_frames reached)
+STOP_JOIN_S = 30.0  # how long the replay waits for its extraction thread at the end
 
 
 @contextmanager
