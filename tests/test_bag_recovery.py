@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightglue_ros.tracker import FrameResult, KeyframeEvent, TrackerConfig
+from lightglue_ros.features import Features
+from lightglue_ros.tracker import ExtractedFrame, FrameResult, KeyframeEvent, TrackerConfig
 
 pytest.importorskip('rclpy')
 pytest.importorskip('rosbags')
@@ -68,6 +69,16 @@ class StubTracker:
 
     def warm_up(self) -> None:
         """Nothing to warm up."""
+
+    def extract(self, image: np.ndarray) -> ExtractedFrame:
+        """The pipelined replay's first stage: nothing but the image size."""
+        height, width = image.shape[:2]
+        empty = torch.zeros(0, 2)
+        return ExtractedFrame(Features(empty, torch.zeros(0), torch.zeros(0, 128),
+                                       (width, height)), None, 0.0)
+
+    def track(self, frame: ExtractedFrame, stamp_ns: int, camera: Any = None) -> FrameResult:
+        return self.process(np.zeros((1, 1), np.uint8), stamp_ns, camera)
 
     def process(self, image: np.ndarray, stamp_ns: int, camera: Any = None) -> FrameResult:
         self.index += 1

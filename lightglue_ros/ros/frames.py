@@ -4,7 +4,9 @@ the live node (``matcher.MatcherNode``) and the bag replay (``replay.replay_bag`
 ``MessagePipeline.process(msg, camera)`` decodes the message (``images.message_to_array``),
 tracks the frame under the shared per-frame rules (``pipeline.FramePipeline.process``, which
 calls ``tracker.Tracker.process``) and builds its messages (``messages.frame_outputs``); the
-debug picture (``viz.draw_tracks``) is drawn only when the caller asks for it. What the callers
+debug picture (``viz.draw_tracks``) is drawn only when the caller asks for it. A pipelined caller
+runs the same path in two halves on two threads: ``extract(msg)`` (decode, features) for the
+next frame while ``track(extracted, camera)`` handles the current one. What the callers
 keep is theirs alone: the node publishes, counts, warns (throttled) and measures latency; the
 replay deserialises bag records, writes the output bag and keeps the summary.
 """

@@ -466,7 +466,7 @@ class _Loop:
                 yield None
                 return
             except Exception as err:
-                raise _ReadError(f'reading failed after {self.summary.frames} images: '
+                raise _ReadError(f'reading failed after {read} images: '
                                  f'{type(err).__name__}: {err} (corrupt or truncated bag?)'
                                  ) from err
             read += 1
