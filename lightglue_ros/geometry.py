@@ -250,7 +250,9 @@ def quaternion_to_rotation(q: np.ndarray) -> np.ndarray:
 
 def _bearings(x: np.ndarray) -> np.ndarray:
     """[N x 2] normalised image coordinates -> [N x 3] unit bearing vectors."""
-    f = np.c_[x, np.ones(len(x))]
+    f = np.empty((len(x), 3))  # not np.c_: its index machinery costs ~20 us a call
+    f[:, :2] = x
+    f[:, 2] = 1.0
     return f / np.linalg.norm(f, axis=1, keepdims=True)
 
 
@@ -268,7 +270,12 @@ def _kabsch(f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
 def _angles(R: np.ndarray, f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
     """Angle in radians between R f0 and f1 for each row."""
     a = f0 @ np.swapaxes(R, -1, -2)
-    return np.arctan2(np.linalg.norm(np.cross(a, f1), axis=-1), np.sum(a * f1, axis=-1))
+    # The cross product written out: the same products and differences as np.cross, without
+    # its ~40 us of argument handling (this runs twice a call).
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = f1[..., 0], f1[..., 1], f1[..., 2]
+    cross = np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+    return np.arctan2(np.linalg.norm(cross, axis=-1), np.sum(a * f1, axis=-1))
 
 
 def _two_point_rotations(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray,

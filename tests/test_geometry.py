@@ -465,3 +465,21 @@ def test_rotation_ransac_equals_the_per_hypothesis_svd_fit(translation, outlier_
         R_ref, mask_ref = _rotation_ransac_reference(f0, f1, thr, 0.99999, max_iterations)
         np.testing.assert_allclose(R_new, R_ref, rtol=0.0, atol=1e-9)
         np.testing.assert_array_equal(mask_new, mask_ref)
+
+
+def test_angles_and_bearings_equal_the_numpy_reference_bit_for_bit():
+    """#19: _angles writes the cross product out and _bearings fills an array instead of
+    np.c_ (numpy overheads); both must give exactly the reference's numbers, so every check
+    built on them (parallax, cheirality) answers as before."""
+    rng = np.random.default_rng(960)
+    x0, x1 = rng.uniform(-1.0, 1.0, (2, 700, 2))
+    f0 = np.c_[x0, np.ones(len(x0))]
+    f0 /= np.linalg.norm(f0, axis=1, keepdims=True)
+    f1 = np.c_[x1, np.ones(len(x1))]
+    f1 /= np.linalg.norm(f1, axis=1, keepdims=True)
+    np.testing.assert_array_equal(geometry._bearings(x0), f0)
+    np.testing.assert_array_equal(geometry._bearings(x1), f1)
+    R = _rotation(rng.normal(size=3), 7.0)
+    a = f0 @ R.T
+    reference = np.arctan2(np.linalg.norm(np.cross(a, f1), axis=-1), np.sum(a * f1, axis=-1))
+    np.testing.assert_array_equal(geometry._angles(R, f0, f1), reference)
