@@ -4,6 +4,7 @@ Usage:
     python benchmarks/bench_pose.py [--json] [--runs 10] [--shared-dir ../shared]
                                     [--cache-dir /tmp/lightglue_ros_bench_pose]
                                     [--methods poselib ...] [--before bfffafd]
+                                    [--poselib-variants 20:1 ...] [--pose-timing]
 
 --before REF adds, for every method, the estimator as it was at git revision REF
 (lightglue_ros/geometry.py of that commit, imported under another name in this process) and
@@ -11,6 +12,10 @@ runs it alternately with today's on the same shuffles, so load from other jobs h
 alike; the report gives both side by side and their time ratio. For the one-core p50 run it
 pinned: `OPENBLAS_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_pose.py ...` (the
 report records the CPUs it was allowed to use and the thread variables).
+--poselib-variants MIN:MULT adds PoseLib runs with other stopping settings (minimum RANSAC
+iterations, multiplier of its stopping bound). --pose-timing only times the default
+estimator on the freiburg pairs (``pose_ms_p50``, issue #19; bench_realtime.py runs it on one
+pinned core).
 
 (a) The 15 ScanNet pairs of <shared>/data/scannet_pairs, resized to 640x480 with K scaled:
     AUC of max(rotation error, translation direction error) at 5/10/20 deg, averaged over

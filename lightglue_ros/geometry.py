@@ -5,6 +5,7 @@ options, significance, the rotation-only parallax fit, cheirality) and the helpe
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
@@ -59,6 +60,12 @@ _MIN_FRONT_FRACTION = 0.5
 # bound at our confidence, no floor.
 POSELIB_MIN_ITERATIONS = 0
 POSELIB_TRIALS_MULT = 1.0
+# PoseLib's final refinement (Cauchy loss over the inliers) stops when a Levenberg-Marquardt
+# step is shorter than this (PoseLib's default 1e-8). It took 14 steps, 1.0 ms, on the freiburg
+# pairs (one core); with 1e-5 it takes 5, 0.45 ms, and the pose moves by at most 0.0012 deg
+# (rotation) and 0.0014 deg (translation direction) over all 16 pairs: 1/30 of how much the
+# rotation varies with the order of the matches (p90 0.043 deg, docs/pose_estimators.md).
+POSELIB_BUNDLE_STEP_TOL = 1e-5
 # A-contrario check of the essential-matrix support: random matches agree with some model
 # among the many that RANSAC tries (up to ~1e5: 10 000 samples with up to 10 solutions each),
 # so the inliers beyond the 5-point sample must be less likely than this under chance alone
@@ -313,6 +320,25 @@ def _two_point_rotations(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray,
     return R
 
 
+@functools.lru_cache(maxsize=64)
+def _rotation_samples(n: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index pairs (i, j), i != j, of _rotation_ransac's `count` two-point samples among
+    n matches: seeded, so they depend on (n, count) only and are cached (drawing them cost
+    ~0.12 ms a call, a fifth of the fit; #19). Read-only arrays."""
+    rng = np.random.default_rng(0)
+    # All samples are drawn and fitted up front (one vectorised call is cheaper than eight
+    # small ones); the draws do not depend on the scores, so the stream is batch by batch.
+    first, second = [], []
+    for start in range(0, count, _ROTATION_BATCH):
+        i = rng.integers(0, n, size=min(_ROTATION_BATCH, count - start))
+        first.append(i)
+        second.append((i + rng.integers(1, n, size=len(i))) % n)  # a second, different index
+    i, j = np.concatenate(first), np.concatenate(second)
+    i.flags.writeable = False
+    j.flags.writeable = False
+    return i, j
+
+
 def _rotation_ransac(f0: np.ndarray, f1: np.ndarray, thr_rad: float, confidence: float,
                      max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
     """Robust pure-rotation fit f1 ~ R f0: 2-point RANSAC + Kabsch refinement on the inliers.
@@ -327,20 +353,12 @@ def _rotation_ransac(f0: np.ndarray, f1: np.ndarray, thr_rad: float, confidence:
     # whole batch of hypotheses. A batch of 32 keeps that product below OpenBLAS's threading
     # threshold (m n k < 262 144) up to 900 matches: threads cost more than they save here.
     outer = (f1[:, :, None] * f0[:, None, :]).reshape(n, 9).T
-    rng = np.random.default_rng(0)
     best_R, best_mask, best_count = np.eye(3), np.zeros(n, bool), -1
     # Capped: with 2-point samples 256 hypotheses find a rotation even among 75 % outliers
     # (miss probability < 1e-5); under real translation no rotation fits well and it would
     # otherwise spin until max_iterations for nothing.
     max_iterations = min(max_iterations, _ROTATION_MAX_HYPOTHESES)
-    # All samples are drawn and fitted up front (one vectorised call is cheaper than eight
-    # small ones); the draws do not depend on the scores, so the stream is batch by batch.
-    first, second = [], []
-    for start in range(0, max_iterations, _ROTATION_BATCH):
-        i = rng.integers(0, n, size=min(_ROTATION_BATCH, max_iterations - start))
-        first.append(i)
-        second.append((i + rng.integers(1, n, size=len(i))) % n)  # a second, different index
-    i, j = np.concatenate(first), np.concatenate(second)
+    i, j = _rotation_samples(n, max_iterations)
     hypotheses = _two_point_rotations(f0[i], f0[j], f1[i], f1[j])
     needed, done = max_iterations, 0
     while done < min(needed, max_iterations):
@@ -435,13 +453,16 @@ def _essential_poselib(poselib: object, x0: np.ndarray, x1: np.ndarray, thr: flo
                        confidence: float, max_iterations: int
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     # Normalised coordinates with an identity camera: the threshold is already in normalised
-    # units, exactly as for OpenCV, so all methods share one inlier definition.
+    # units, exactly as for OpenCV, so all methods share one inlier definition. PoseLib's final
+    # refinement then uses a Cauchy scale of 0.5 x thr (0.5 px), as it would with pixels and
+    # real cameras: checked, same inliers and rotations (docs/pose_estimators.md, #19).
     identity = {'model': 'PINHOLE', 'width': 2, 'height': 2, 'params': [1.0, 1.0, 0.0, 0.0]}
     ransac = {'max_epipolar_error': thr, 'success_prob': confidence,
               'max_iterations': max_iterations,
               'min_iterations': min(max_iterations, POSELIB_MIN_ITERATIONS),
               'dyn_num_trials_mult': POSELIB_TRIALS_MULT}
-    pose, info = poselib.estimate_relative_pose(x0, x1, identity, identity, ransac, {})
+    pose, info = poselib.estimate_relative_pose(x0, x1, identity, identity, ransac,
+                                                {'step_tol': POSELIB_BUNDLE_STEP_TOL})
     mask = np.asarray(info.get('inliers', []), dtype=bool)
     if mask.shape != (len(x0),) or mask.sum() < MIN_SOLVER_MATCHES:
         return None

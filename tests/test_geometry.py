@@ -138,7 +138,7 @@ def test_poselib_stops_where_the_confidence_says(monkeypatch):
 
     def spy(x0, x1, camera0, camera1, ransac, bundle):
         pose, info = real(x0, x1, camera0, camera1, ransac, bundle)
-        calls.append((dict(ransac), info['iterations']))
+        calls.append((dict(ransac), info['iterations'], dict(bundle)))
         return pose, info
 
     monkeypatch.setattr(poselib, 'estimate_relative_pose', spy)
@@ -152,8 +152,27 @@ def test_poselib_stops_where_the_confidence_says(monkeypatch):
     ransac = calls[0][0]
     assert ransac['success_prob'] == 0.99999 and ransac['max_iterations'] == 500
     assert ransac['min_iterations'] == 0 and ransac['dyn_num_trials_mult'] == 1.0
-    iterations = [it for _, it in calls]
+    iterations = [it for _, it, _ in calls]
     assert max(iterations) < 100, iterations
+    assert calls[0][2] == {'step_tol': geometry.POSELIB_BUNDLE_STEP_TOL}
+
+
+def test_poselib_final_refinement_tolerance_does_not_move_the_pose(monkeypatch):
+    """#19: the final refinement stops at steps below POSELIB_BUNDLE_STEP_TOL (1e-5), not
+    PoseLib's 1e-8: at most 0.0014 deg on freiburg; here within 0.005 deg of the converged
+    answer, with the same inliers."""
+    pytest.importorskip('poselib')
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        R, t = _motion(rng)
+        kf, cur, _ = _scene(rng, CAMERA, CAMERA, R, t)
+        fast = estimate_relative_pose(kf, cur, CAMERA, CAMERA)
+        with monkeypatch.context() as m:
+            m.setattr(geometry, 'POSELIB_BUNDLE_STEP_TOL', 1e-8)
+            converged = estimate_relative_pose(kf, cur, CAMERA, CAMERA)
+        np.testing.assert_array_equal(fast.inlier_mask, converged.inlier_mask)
+        assert rotation_angle_deg(fast.R_kf_to_cur @ converged.R_kf_to_cur.T) < 0.005
+        assert angle_between_deg(fast.t_kf_to_cur, converged.t_kf_to_cur) < 0.005
 
 
 def test_convention_is_kf_to_cur():
