@@ -398,7 +398,8 @@ def main() -> int:
     print(f"xfeat parts: extract {p['extract']:.1f}, match {p['match']:.1f}, pose "
           f"{p['pose']:.1f} ms; fewest inliers {turns['min_inliers']}")
     print(f"pose (one core, freiburg ALIKED, {pose['pose_matches_median']:.0f} matches median): "
-          f"p50 {pose['pose_ms_p50']:.2f} ms, p90 {pose['pose_ms_p90']:.2f} ms")
+          f"p50 {pose['pose_ms_p50']:.2f} ms, p90 {pose['pose_ms_p90']:.2f} ms, CPU p50 "
+          f"{pose['pose_cpu_ms_p50']:.2f} ms (target p50 <= 1.5)")
     print('LighterGlue early exit (depth_confidence 0.95 vs off), means per pair:')
     print_table(['pairs', 'depth', 'matches', 'inliers', 'stop layer', 'match ms'],
                 [[f"{dataset} ({row['pairs']})", name, f"{row['mean_matches']:.1f}",
