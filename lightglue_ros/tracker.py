@@ -70,7 +70,7 @@ class TrackerConfig:
     resize: int | None = DEFAULT_RESIZE  # longer image side the extractor sees (None = native)
     detection_threshold: float | None = None  # None = the extractor's default
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
-    precision: str = _MATCHER_DEFAULTS['precision']  # CUDA autocast; CPU is always fp32
+    precision: str = _MATCHER_DEFAULTS['precision']  # matcher weights on CUDA; CPU is fp32
     depth_confidence: float = _MATCHER_DEFAULTS['depth_confidence']  # early exit; -1 = off
     width_confidence: float = _MATCHER_DEFAULTS['width_confidence']  # point pruning; -1 = off
     filter_threshold: float = _MATCHER_DEFAULTS['filter_threshold']  # minimum match score

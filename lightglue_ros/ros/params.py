@@ -137,7 +137,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'Torch device: auto (CUDA when available), cpu, cuda or cuda:N.', read_only=True,
               tracker_key='device', constraint='auto | cpu | cuda | cuda:N'),
     ParamSpec('precision', _T('precision'),
-              'Matcher precision on CUDA (autocast); the CPU always runs fp32.',
+              'Matcher precision on CUDA (weights cast once at start-up); the CPU always runs '
+              'fp32.',
               choices=PRECISIONS, read_only=True, tracker_key='precision'),
     # -- matcher and keyframe thresholds (run-time) -------------------------------------------
     ParamSpec('depth_confidence', _T('depth_confidence'),
