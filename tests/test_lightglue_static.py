@@ -222,3 +222,30 @@ def test_half_precision_weights_are_cast_once(monkeypatch):
     assert result.scores.dtype == torch.float32 and len(result) >= 0
     monkeypatch.undo()
     assert {p.dtype for p in half.to('cpu').parameters()} == {torch.float32}
+
+
+def test_cuda_graphs_setting_selects_the_path(caplog, freiburg_features, weights_dir):
+    """auto = off on the CPU (the dynamic matcher itself); on = the static path, eager on the
+    CPU with the reason logged once; the same matches."""
+    from lightglue_ros.cuda_graphs import (GraphedMatcher, build_matcher_runner,
+                                           uses_static_path)
+    from lightglue_ros.errors import ConfigError
+
+    matcher = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth')
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert build_matcher_runner(matcher, 'auto', 1024, cpu) is matcher
+    assert build_matcher_runner(matcher, 'off', 1024, cpu) is matcher
+    assert uses_static_path('auto', cuda) and not uses_static_path('off', cuda)
+    with pytest.raises(ConfigError, match='cuda_graphs must be one of'):
+        uses_static_path('always', cpu)
+    runner = build_matcher_runner(matcher, 'on', 1024, cpu)
+    assert isinstance(runner, GraphedMatcher)
+    f0, f1 = freiburg_features[0], freiburg_features[1]
+    keyframe = runner.prepare_features(f0)
+    with caplog.at_level('WARNING', logger='lightglue_ros.cuda_graphs'):
+        for _ in range(3):
+            compare(matcher.match(f0, f1), runner.match_prepared(
+                keyframe, runner.prepare_features(f1)))
+    logged = [r for r in caplog.records if 'cuda_graphs' in r.getMessage()]
+    assert len(logged) == 1 and 'need a CUDA device' in logged[0].getMessage()
+    assert 'CUDA graphs need a CUDA device' in runner.fallback_reason
