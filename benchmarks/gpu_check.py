@@ -292,7 +292,8 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
     cell: dict[str, Any] = {'keypoints': size, 'precision': precision, 'mode': mode,
                             'status': 'ok', 'note': ''}
     cell.update(measure_matchers(ours, features, matcher_file, precision, mode, timing))
-    cell['exit_layers'] = exit_layers(extractor, ours, images, size, device)
+    cell['exit_layers'] = exit_layers(extractor, ours, images[:3] if timing.frames <= 2 else
+                                      images, size, device)
     match_syncs: Any = NA
     if counter.enabled:
         f0, f1 = (features[i] for i in MATCH_PAIR)
@@ -314,7 +315,8 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
     eager = Tracker(replace(config, cuda_graphs='off'), extractor=extractor, matcher=ours)
     eager_order = itertools.cycle(list(range(len(images))) + list(range(len(images) - 2, 0, -1)))
     eager_stamp = itertools.count(STAMP_STEP_NS, STAMP_STEP_NS)
-    eager.process(images[next(eager_order)], next(eager_stamp), camera)
+    if type(tracker.runner) is not type(eager.runner):
+        eager.process(images[next(eager_order)], next(eager_stamp), camera)
     # Back and forth over the frames, so that every frame has a neighbour to match.
     order = itertools.cycle(list(range(len(images))) + list(range(len(images) - 2, 0, -1)))
     stamp = itertools.count(STAMP_STEP_NS, STAMP_STEP_NS)
@@ -326,12 +328,15 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
     frame()  # the first frame only becomes the keyframe: not a frame to time
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    tracker_samples = timing.samples({'tracker': frame, 'tracker_eager': lambda: eager.process(
-        images[next(eager_order)], next(eager_stamp), camera)})
+    candidates: dict[str, Callable[[], object]] = {'tracker': frame}
+    if type(tracker.runner) is not type(eager.runner):  # on the CPU auto is already eager
+        candidates['tracker_eager'] = lambda: eager.process(images[next(eager_order)],
+                                                            next(eager_stamp), camera)
+    tracker_samples = timing.samples(candidates)
     tracker_ms = tracker_samples['tracker']
     timed = results[-timing.frames:]
     cell['tracker_ms'] = stats(tracker_ms)
-    cell['tracker_eager_ms'] = stats(tracker_samples['tracker_eager'])
+    cell['tracker_eager_ms'] = stats(tracker_samples.get('tracker_eager', tracker_ms))
     cell['tracker_path'] = type(tracker.runner).__name__
     cell['tracker_parts_ms'] = {
         part: round(float(np.median([getattr(r.timings, f'{part}_ms') for r in timed])), 3)
