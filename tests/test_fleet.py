@@ -346,16 +346,27 @@ def test_interrupted_fleet_resumes_where_it_stopped(bags, references, tmp_path, 
         assert_same_output(tmp_path / 'out' / name, references / reference)
 
 
-def test_foreign_folder_at_an_output_is_never_replaced(bags, tmp_path, config):
+def test_foreign_folder_at_an_output_is_never_replaced(bags, references, tmp_path, config):
+    """A folder of one's own is left alone even with --overwrite; another bag's replay output
+    under the same name is replaced only with --overwrite."""
+    import shutil
+
     root = tmp_path / 'out'
     (root / 'seq1').mkdir(parents=True)
     (root / 'seq1' / 'notes.txt').write_text('mine')
-    jobs = fleet.discover_bags([bags / 'seq1', bags / 'garbage.mcap'], root)
+    shutil.copytree(references / 'day2__seq3', root / 'seq2')  # a replay of another bag
+    jobs = fleet.discover_bags([bags / 'seq1', bags / 'seq2', bags / 'garbage.mcap'], root)
     summary = fleet.run_fleet(jobs, root, config=config, options=options(), workers=1,
-                              overwrite=True, progress=False)
-    assert [b.status for b in summary.bags] == ['failed', 'failed']
+                              progress=False)
+    assert [b.status for b in summary.bags] == ['failed', 'failed', 'failed']
     assert 'is not a replay output' in summary.bags[0].reason
+    assert 'holds the replay of another bag' in summary.bags[1].reason
     assert summary.outcome == 'none' and summary.model_loads == 1
+    assert (root / 'seq1' / 'notes.txt').read_text() == 'mine'
+    assert (root / 'seq2' / 'day2__seq3.mcap').exists()
+    summary = fleet.run_fleet(jobs[:1], root, config=config, options=options(), workers=1,
+                              overwrite=True, progress=False)
+    assert summary.bags[0].status == 'failed' and summary.model_loads == 0
     assert (root / 'seq1' / 'notes.txt').read_text() == 'mine'
 
 

@@ -286,7 +286,8 @@ def output_state(job: BagJob, max_frames: int | None = None
                  ) -> tuple[str, ReplaySummary | None]:
     """What lies at a bag's output: ('absent', None), ('complete', summary) when a replay of
     this input finished there (its summary: complete, or ``max_frames`` images read; no error,
-    not interrupted), ('unfinished', summary or None) for a replay's output that did not, or
+    not interrupted), ('unfinished', summary or None) for a replay's output that did not,
+    ('other input', summary) for a replay of another bag (replaced only with overwrite), or
     ('foreign', None) for anything else (never replaced)."""
     from lightglue_ros.replay_summary import ReplaySummary
     from lightglue_ros.ros.bag_io import SUMMARY_NAME, not_our_output
@@ -300,8 +301,9 @@ def output_state(job: BagJob, max_frames: int | None = None
         summary = ReplaySummary.load(out / SUMMARY_NAME)
     except (OSError, ValueError, TypeError):
         return 'unfinished', None
-    same_input = Path(summary.input).resolve() == Path(job.input).resolve()
-    if (same_input and summary.error is None and not summary.interrupted
+    if Path(summary.input).resolve() != Path(job.input).resolve():
+        return 'other input', summary
+    if (summary.error is None and not summary.interrupted
             and (summary.complete or _max_reached(summary, max_frames))):
         return 'complete', summary
     return 'unfinished', summary
@@ -466,6 +468,11 @@ def run_fleet(jobs: Sequence[BagJob], root: str | Path, *, config: TrackerConfig
             results[job.index].take(previous)
             results[job.index].status = SKIPPED
             results[job.index].reason = 'complete before (--overwrite replays it)'
+        elif state == 'other input' and not overwrite:
+            assert previous is not None
+            results[job.index].status = FAILED
+            results[job.index].reason = (f'{job.output} holds the replay of another bag, '
+                                         f'{previous.input} (--overwrite replaces it)')
         elif state == 'foreign':
             results[job.index].status = FAILED
             results[job.index].reason = (f'{job.output} exists and is not a replay output: '
