@@ -1,6 +1,7 @@
 """``lightglue-ros replay`` and the ``replay`` console script: the command line of the bag
 replay (``lightglue_ros.ros.replay.replay_bag``; options, settings from a node params file or a
-tracker YAML, one-line errors, exit codes 0 / 1 / 130). See docs/replay.md.
+tracker YAML, one-line errors, exit codes 0 / 1 / 130) and of a fleet of bags
+(``lightglue_ros.ros.fleet``; exit codes 0 / 3 / 4 / 1 / 130). See docs/replay.md.
 
 The parser imports nothing heavy (``--help`` answers at once); the command imports the replay
 engine, ROS 2 and torch when it runs.
@@ -209,7 +210,7 @@ def replay_command(args: argparse.Namespace) -> int:
     SIGTERM, at any point: start-up included; a fleet: 0 all bags, 3 some, 4 none)."""
     if args.verbose and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    from lightglue_ros.ros.fleet import is_fleet_input  # light: paths only  # noqa: I001
+    from lightglue_ros.ros.fleet import is_fleet_input  # light: paths only
 
     if is_fleet_input(args.input):
         return fleet_command(args)
