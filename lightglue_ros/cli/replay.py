@@ -212,9 +212,10 @@ def replay_command(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     from lightglue_ros.ros.fleet import is_fleet_input  # light: paths only
 
-    if is_fleet_input(args.input):
-        return fleet_command(args)
-    if args.jobs is not None or args.ray is not None:
+    wants_fleet = args.jobs is not None or args.ray is not None
+    if is_fleet_input(args.input) or (wants_fleet and not Path(args.input[0]).exists()):
+        return fleet_command(args)  # (a missing input then gets the fleet's one-line error)
+    if wants_fleet:
         print('replay: error: --jobs and --ray replay several bags (more than one input, a '
               'folder of bags or a list file)', file=sys.stderr)
         return EXIT_ERROR

@@ -335,8 +335,8 @@ class Worker:
 
         result = BagResult(job.index, job.name, job.input, job.output,
                            worker=f'{os.uname().nodename}:{os.getpid()}')
-        if self.stop:
-            result.status, result.reason = INTERRUPTED, 'stopped before it started'
+        if self.stop:  # the fleet was stopped while this bag waited for the worker
+            result.reason = 'the fleet was interrupted before this bag'
             return result
         try:
             if self.tracker is None:
@@ -494,8 +494,9 @@ def run_fleet(jobs: Sequence[BagJob], root: str | Path, *, config: TrackerConfig
         fleet.fps = round(fleet.frames_processed / fleet.wall_s, 3) if fleet.wall_s else 0.0
         fleet.interrupted = fleet.interrupted or result.status == INTERRUPTED
         if result.status == FAILED:
-            logger.error('bag %s failed: %s', result.input, result.reason)
-            bar.write(f'failed: {result.input}: {result.reason}', file=sys.stderr)
+            logger.info('bag %s failed: %s', result.input, result.reason)
+            if progress:  # at once, above the bar (the caller reports every failure at the end)
+                bar.write(f'failed: {result.input}: {result.reason}', file=sys.stderr)
         bar.update(1)
         bar.set_postfix_str(f'{fleet.fps:.2f} frames/s, {fleet.count(FAILED)} failed',
                             refresh=False)
