@@ -40,6 +40,9 @@ MAX_KEYPOINTS = 256
 TS = get_typestore(Stores.ROS2_KILTED)
 GOOD = ('seq1', 'seq2', 'day2__seq3')  # output names of the bags that replay
 BAD = ('broken', 'garbage')
+# The errors tested happen before any model loads: weights paths that are never read.
+UNLOADED = TrackerConfig(extractor='aliked', extractor_weights='unused.pth',
+                         matcher_weights='unused.pth')
 # Summary keys that differ between two replays of one bag: clocks, and the output path.
 TIMING_KEYS = ('wall_s', 'fps', 'latency_ms', 'tracker_ms', 'latency', 'tracker_latency',
                'output')
@@ -86,20 +89,35 @@ def config(weights_dir: Path) -> TrackerConfig:
                          max_keypoints=MAX_KEYPOINTS, resize=None, device='cpu')
 
 
-@pytest.fixture(scope='module')
-def bags(tmp_path_factory: pytest.TempPathFactory, small_frames, small_camera) -> Path:
+def write_fleet(root: Path, frames: list[tuple[np.ndarray, int]], camera: CameraModel) -> Path:
     """The fleet's folder: seq1 (MCAP), seq2 (sqlite3), day2/seq3 (MCAP), broken (MCAP cut at
     60 %), garbage.mcap (random bytes)."""
-    root = tmp_path_factory.mktemp('fleet_bags')
     n = FRAMES_PER_BAG
-    write_bag(root / 'seq1', small_frames[0:n], small_camera)
-    write_bag(root / 'seq2', small_frames[n:2 * n], small_camera, 'sqlite3')
-    write_bag(root / 'day2' / 'seq3', small_frames[2 * n:3 * n], small_camera)
-    broken = write_bag(root / 'broken', small_frames[0:n], small_camera)
+    write_bag(root / 'seq1', frames[0:n], camera)
+    write_bag(root / 'seq2', frames[n:2 * n], camera, 'sqlite3')
+    write_bag(root / 'day2' / 'seq3', frames[2 * n:3 * n], camera)
+    broken = write_bag(root / 'broken', frames[0:n], camera)
     (data,) = broken.glob('*.mcap')
     os.truncate(data, int(data.stat().st_size * 0.6))
     (root / 'garbage.mcap').write_bytes(np.random.default_rng(0).bytes(5000))
     return root
+
+
+@pytest.fixture(scope='module')
+def bags(tmp_path_factory: pytest.TempPathFactory, small_frames, small_camera) -> Path:
+    """The fleet of freiburg frames (half size), for the tests that replay it."""
+    return write_fleet(tmp_path_factory.mktemp('fleet_bags'), small_frames, small_camera)
+
+
+@pytest.fixture(scope='module')
+def tiny_bags(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same fleet of tiny random images: the tests that replay nothing need no shared
+    data."""
+    rng = np.random.default_rng(1)
+    frames = [(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (i + 1) * 10**8)
+              for i in range(3 * FRAMES_PER_BAG)]
+    camera = CameraModel.from_intrinsics(50.0, 50.0, 32.0, 24.0, 64, 48)
+    return write_fleet(tmp_path_factory.mktemp('fleet_tiny_bags'), frames, camera)
 
 
 @pytest.fixture(scope='module')
@@ -185,82 +203,82 @@ def statuses(root: Path) -> dict[str, str]:
 # Inputs, names, errors (no models).
 # ------------------------------------------------------------------------------------------------
 
-def test_a_folder_of_bags_gives_predictable_names(bags, tmp_path):
-    jobs = fleet.discover_bags([bags], tmp_path / 'out')
+def test_a_folder_of_bags_gives_predictable_names(tiny_bags, tmp_path):
+    jobs = fleet.discover_bags([tiny_bags], tmp_path / 'out')
     assert [j.name for j in jobs] == ['broken', 'day2__seq3', 'garbage', 'seq1', 'seq2']
     assert [j.output for j in jobs] == [str(tmp_path / 'out' / j.name) for j in jobs]
     # Several paths (one twice): their own names, in the order given, each bag once.
-    jobs = fleet.discover_bags([bags / 'seq2', bags / 'day2' / 'seq3', bags / 'seq2'],
-                               tmp_path / 'out')
+    seq2, seq3 = tiny_bags / 'seq2', tiny_bags / 'day2' / 'seq3'
+    jobs = fleet.discover_bags([seq2, seq3, seq2], tmp_path / 'out')
     assert [j.name for j in jobs] == ['seq2', 'seq3']
     # An output root inside the folder of bags is not taken for bags on a second run.
-    (bags / 'out').mkdir()
+    (tiny_bags / 'out').mkdir()
     try:
-        (bags / 'out' / 'seq1').mkdir()
-        (bags / 'out' / 'seq1' / 'metadata.yaml').write_text('{}')
-        assert len(fleet.discover_bags([bags], bags / 'out')) == 5
+        (tiny_bags / 'out' / 'seq1').mkdir()
+        (tiny_bags / 'out' / 'seq1' / 'metadata.yaml').write_text('{}')
+        assert len(fleet.discover_bags([tiny_bags], tiny_bags / 'out')) == 5
     finally:
-        (bags / 'out' / 'seq1' / 'metadata.yaml').unlink()
-        (bags / 'out' / 'seq1').rmdir()
-        (bags / 'out').rmdir()
+        (tiny_bags / 'out' / 'seq1' / 'metadata.yaml').unlink()
+        (tiny_bags / 'out' / 'seq1').rmdir()
+        (tiny_bags / 'out').rmdir()
 
 
-def test_a_list_file_names_bags_relative_to_itself(bags, tmp_path):
-    listing = bags / 'fleet.txt'
+def test_a_list_file_names_bags_relative_to_itself(tiny_bags, tmp_path):
+    listing = tiny_bags / 'fleet.txt'
     listing.write_text('# regression suite\nseq1\n\n  day2/seq3   # the long one\n')
     try:
         assert fleet.is_fleet_input([listing])
         jobs = fleet.discover_bags([listing], tmp_path / 'out')
-        assert [(j.name, j.input) for j in jobs] == [('seq1', str(bags / 'seq1')),
-                                                     ('seq3', str(bags / 'day2' / 'seq3'))]
+        assert [(j.name, j.input) for j in jobs] == [('seq1', str(tiny_bags / 'seq1')),
+                                                     ('seq3', str(tiny_bags / 'day2' / 'seq3'))]
     finally:
         listing.unlink()
 
 
-def test_one_bag_is_not_a_fleet(bags):
-    assert not fleet.is_fleet_input([bags / 'seq1'])
-    assert not fleet.is_fleet_input([bags / 'garbage.mcap'])
-    assert not fleet.is_fleet_input([bags / 'missing'])
-    assert fleet.is_fleet_input([bags])
-    assert fleet.is_fleet_input([bags / 'seq1', bags / 'seq2'])
+def test_one_bag_is_not_a_fleet(tiny_bags):
+    assert not fleet.is_fleet_input([tiny_bags / 'seq1'])
+    assert not fleet.is_fleet_input([tiny_bags / 'garbage.mcap'])
+    assert not fleet.is_fleet_input([tiny_bags / 'missing'])
+    assert fleet.is_fleet_input([tiny_bags])
+    assert fleet.is_fleet_input([tiny_bags / 'seq1', tiny_bags / 'seq2'])
 
 
 @pytest.mark.parametrize('case', ['empty list', 'missing bag', 'missing in list', 'root is a file',
                                   'empty folder', 'same name'])
-def test_bad_fleet_inputs_are_one_line_errors(bags, tmp_path, capsys, config, case):
+def test_bad_fleet_inputs_are_one_line_errors(tiny_bags, tmp_path, capsys, case):
     output = tmp_path / 'out'
     if case == 'empty list':
         (tmp_path / 'bags.txt').write_text('# nothing yet\n\n')
         inputs, expected = [tmp_path / 'bags.txt'], 'names no bag'
     elif case == 'missing bag':
-        inputs, expected = [bags / 'seq1', tmp_path / 'nope.mcap'], 'nope.mcap does not exist'
+        inputs, expected = [tiny_bags / 'seq1', tmp_path / 'nope.mcap'], 'nope.mcap does not exist'
     elif case == 'missing in list':
-        (tmp_path / 'bags.txt').write_text(f'{bags / "seq1"}\nnope\n')
+        (tmp_path / 'bags.txt').write_text(f'{tiny_bags / "seq1"}\nnope\n')
         inputs, expected = [tmp_path / 'bags.txt'], 'bags.txt:2: bag nope does not exist'
     elif case == 'root is a file':
         output.write_text('not a folder')
-        inputs, expected = [bags / 'seq1', bags / 'seq2'], 'is not a folder'
+        inputs, expected = [tiny_bags / 'seq1', tiny_bags / 'seq2'], 'is not a folder'
     elif case == 'empty folder':
         (tmp_path / 'empty').mkdir()
         (tmp_path / 'empty' / 'notes.md').write_text('no bags here')
         inputs, expected = [tmp_path / 'empty'], 'no bags found'
     else:
-        inputs, expected = [bags / 'day2' / 'seq3', bags / 'seq1', tmp_path / 'seq1.mcap'], \
-            'same output'
+        inputs = [tiny_bags / 'day2' / 'seq3', tiny_bags / 'seq1', tmp_path / 'seq1.mcap']
+        expected = 'same output'
         (tmp_path / 'seq1.mcap').write_bytes(b'x')
     with pytest.raises(BagError, match=expected):
         fleet.discover_bags(inputs, output)
-    assert replay_main(cli_args(config, *inputs, output=output)) == EXIT_ERROR
+    assert replay_main(cli_args(UNLOADED, *inputs, output=output)) == EXIT_ERROR
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and expected in err and err.startswith('replay: error:')
 
 
-def test_fleet_options_that_do_not_fit_are_one_line_errors(bags, tmp_path, capsys, config,
+def test_fleet_options_that_do_not_fit_are_one_line_errors(tiny_bags, tmp_path, capsys,
                                                            monkeypatch):
-    args = cli_args(config, bags / 'seq1', output=tmp_path / 'out', jobs=2)
+    args = cli_args(UNLOADED, tiny_bags / 'seq1', output=tmp_path / 'out', jobs=2)
     assert replay_main(args) == EXIT_ERROR  # --jobs with one bag
     assert '--jobs and --ray' in capsys.readouterr().err
-    args = cli_args(config, bags / 'seq1', bags / 'seq2', output=tmp_path / 'out')
+    args = cli_args(UNLOADED, tiny_bags / 'seq1', tiny_bags / 'seq2', output=tmp_path / 'out')
     assert replay_main(args + ['--summary', str(tmp_path / 's.json')]) == EXIT_ERROR
     assert '--summary names one path' in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, 'ray', None)  # Ray not installed
