@@ -106,10 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                 assert summary.outcome == 'all', [b.reason for b in summary.bags]
                 fps[name].append(summary.frames_processed / elapsed)
                 loads[name] = summary.model_loads
-                if not args.json:
-                    print(f'round {round_index + 1} {name}: {summary.frames_processed} frames in '
-                          f'{elapsed:.1f} s = {fps[name][-1]:.2f} frames/s, '
-                          f'{summary.model_loads} model loads', file=sys.stderr)
+                print(f'round {round_index + 1} {name}: {summary.frames_processed} frames in '
+                      f'{elapsed:.1f} s = {fps[name][-1]:.2f} frames/s, {summary.model_loads} '
+                      f'model loads, load average {os.getloadavg()[0]:.1f}', file=sys.stderr)
                 shutil.rmtree(root)
         load_after = [round(v, 2) for v in os.getloadavg()]
         if ray is not None:
@@ -127,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         'ratio_jobs2_vs_sequential': round(median['jobs2'] / median['sequential'], 3),
         'ratio_ray_vs_jobs2': (round(median['ray'] / median['jobs2'], 3)
                                if 'ray' in median else None),
+        'fps_rounds': {name: [round(v, 3) for v in values] for name, values in fps.items()},
         'model_loads': loads, 'ray_init_s': ray_init_s,
         'target_ratio_jobs2_vs_sequential': TARGET_JOBS2, 'target_ratio_ray_vs_jobs2': TARGET_RAY,
         'load_average_before': load_avg, 'load_average_after': load_after,
