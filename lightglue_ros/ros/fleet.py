@@ -637,12 +637,16 @@ def _run_ray(todo: Sequence[tuple[BagJob, bool]], config: TrackerConfig,
         if n_workers is None:  # the cluster's, not this machine's: one per GPU or CPU
             n_workers = max(1, min(int(gpus) if cuda else cpus, len(todo)))
         fleet.workers = n_workers
-        resources: dict[str, Any] = {'num_cpus': 1}
+        # CPU actors share the cluster's CPUs as torch threads (no more than a node has);
+        # GPU actors ask for one CPU to feed the GPU.
+        node_cpus = max((int(node['Resources'].get('CPU', 0)) for node in ray.nodes()
+                         if node.get('Alive')), default=1)
+        threads = 0 if cuda else max(1, min(cpus // n_workers, node_cpus))
+        resources: dict[str, Any] = {'num_cpus': threads or 1}
         actor_config = config
         if cuda:
             resources['num_gpus'] = min(1.0, gpus / n_workers)
             actor_config = replace(config, device='cuda')  # the GPU Ray gives the actor
-        threads = 0 if cuda else max(1, cpus // n_workers)
         actor_class = ray.remote(**resources)(Worker)
         actors = [actor_class.remote(actor_config, options, threads=threads)
                   for _ in range(n_workers)]
