@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_name  # noqa: E402
 
 from devtools.ros_spin import BackgroundSpinner  # noqa: E402
+from lightglue_ros.defaults import DEFAULT_MAX_KEYPOINTS  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TARGET_PCT = 5.0
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--json', action='store_true', help='print one JSON object')
     parser.add_argument('--frames', type=int, default=17, help='freiburg frames (max 17)')
-    parser.add_argument('--max-keypoints', type=int, default=1024)
+    parser.add_argument('--max-keypoints', type=int, default=DEFAULT_MAX_KEYPOINTS)
     parser.add_argument('--extractor', choices=sorted(WEIGHT_FILES), default='aliked')
     parser.add_argument('--device', default='cpu', help='cpu | cuda | auto')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')

@@ -49,12 +49,13 @@ from common import cpu_name  # noqa: E402
 
 from lightglue_ros import geometry  # noqa: E402
 from lightglue_ros.camera import CameraModel  # noqa: E402
+from lightglue_ros.defaults import DEFAULT_MAX_KEYPOINTS  # noqa: E402
 from lightglue_ros.geometry import (estimate_relative_pose, pose_auc,  # noqa: E402
                                     pose_error_deg, rotation_angle_deg)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCANNET_SIZE = (640, 480)  # (width, height) the ScanNet images are resized to, as in SuperGlue
-NUM_KEYPOINTS = 1024
+NUM_KEYPOINTS = DEFAULT_MAX_KEYPOINTS
 # kornia's LightGlue looks for this file name in <TORCH_HOME>/hub/checkpoints
 # (f'{weights}_{version}.pth' with dots replaced, see kornia/feature/lightglue.py).
 KORNIA_LIGHTGLUE_FILE = 'aliked_lightglue_v0-1_arxiv-pth'

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, shared_dir  # noqa: E402
 
 from lightglue_ros.camera import CameraModel  # noqa: E402
+from lightglue_ros.defaults import DEFAULT_MAX_KEYPOINTS  # noqa: E402
 from lightglue_ros.image import read_image  # noqa: E402
 from lightglue_ros.ros.replay import replay_bag  # noqa: E402
 from lightglue_ros.tracker import Tracker, TrackerConfig  # noqa: E402
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--rounds', type=int, default=3, help='timed rounds (default 3)')
     parser.add_argument('--frames', type=int, default=17, help='freiburg frames (max 17)')
     parser.add_argument('--extractor', choices=sorted(WEIGHTS), default='aliked')
-    parser.add_argument('--max-keypoints', type=int, default=1024)
+    parser.add_argument('--max-keypoints', type=int, default=DEFAULT_MAX_KEYPOINTS)
     parser.add_argument('--device', default='auto')
     parser.add_argument('--threads', type=int, default=0, help='torch threads (0: default)')
     parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')

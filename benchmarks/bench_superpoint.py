@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lightglue_ros.defaults import DEFAULT_MAX_KEYPOINTS  # noqa: E402
 from lightglue_ros.models.superpoint import SuperPoint  # noqa: E402
 
 IMAGE = 'data/freiburg_sequence/1341847980.722988.png'
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     parser.add_argument('--repeats', type=int, default=10, help='timed calls per model')
     parser.add_argument('--warmup', type=int, default=2, help='untimed calls per model')
-    parser.add_argument('--max-keypoints', type=int, default=1024)
+    parser.add_argument('--max-keypoints', type=int, default=DEFAULT_MAX_KEYPOINTS)
     parser.add_argument('--shared-dir', type=Path, help='folder holding data/', default=Path(
         os.environ.get('LIGHTGLUE_ROS_SHARED') or ROOT.parent / 'shared'))
     parser.add_argument('--json', action='store_true', help='print one JSON object')

@@ -25,9 +25,8 @@ from common import machine, print_table, shared_dir  # noqa: E402
 from lightglue_ros.camera import CameraModel  # noqa: E402
 from lightglue_ros.geometry import estimate_relative_pose  # noqa: E402
 from lightglue_ros.image import image_to_tensor, read_image  # noqa: E402
-from lightglue_ros.models.extractors import build_extractor  # noqa: E402
-from lightglue_ros.models.lightglue import LightGlue  # noqa: E402
-from lightglue_ros.tracker import Tracker, TrackerConfig  # noqa: E402
+from lightglue_ros.defaults import DEFAULT_MAX_KEYPOINTS  # noqa: E402
+from lightglue_ros.tracker import Tracker, TrackerConfig, build_models  # noqa: E402
 
 EXTRACTOR_FILES = {'aliked': 'aliked-n16.pth', 'disk': 'disk-depth-save.pth'}
 
@@ -38,7 +37,7 @@ def main() -> int:
     parser.add_argument('--json', action='store_true')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--extractor', default='aliked', choices=list(EXTRACTOR_FILES))
-    parser.add_argument('--max-keypoints', type=int, default=1024)
+    parser.add_argument('--max-keypoints', type=int, default=DEFAULT_MAX_KEYPOINTS)
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -49,12 +48,12 @@ def main() -> int:
     images = [read_image(p) for p in frames]
     stamps = [int(round(float(p.stem) * 1e9)) for p in frames]
     weights = shared / 'weights'
-    extractor = build_extractor(args.extractor, weights=weights / EXTRACTOR_FILES[args.extractor],
-                                max_keypoints=args.max_keypoints, device=args.device)
-    matcher = LightGlue(args.extractor,
-                        weights=weights / f'{args.extractor}_lightglue.pth').to(args.device)
     config = TrackerConfig(extractor=args.extractor, device=args.device,
-                           max_keypoints=args.max_keypoints)
+                           max_keypoints=args.max_keypoints,
+                           extractor_weights=str(weights / EXTRACTOR_FILES[args.extractor]),
+                           matcher_weights=str(weights / f'{args.extractor}_lightglue.pth'))
+    models = build_models(config)
+    extractor, matcher = models.extractor, models.matcher
     tracker = Tracker(config, extractor=extractor, matcher=matcher)
 
     def naive(keyframe_index: int, index: int) -> None:

@@ -1,11 +1,15 @@
-"""Robust relative pose between two calibrated views, and small rotation/translation helpers."""
+"""Robust relative pose between two calibrated views, and small rotation/translation helpers.
+
+One concept, over 500 lines: the relative pose estimate with every check it makes (the
+options, significance, the rotation-only parallax fit, cheirality) and the helpers only it uses.
+"""
 from __future__ import annotations
 
 import importlib
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -31,6 +35,10 @@ DEFAULT_METHOD: PoseMethod = 'poselib'
 FALLBACK_METHOD: PoseMethod = 'opencv_magsac'
 
 MIN_SOLVER_MATCHES = 5  # the five-point solver's minimal sample
+DEFAULT_MIN_MATCHES = 8  # fewer finite matches: no pose (too_few_matches)
+DEFAULT_THRESHOLD_PX = 1.0  # inlier threshold on the Sampson error, pixels
+DEFAULT_CONFIDENCE = 0.99999  # RANSAC stops once it is this sure to have seen an all-inlier sample
+DEFAULT_MAX_ITERATIONS = 2000
 # Below this median rotation-free parallax the translation direction is not observable:
 # pure rotation measures ~0.08 deg (0.5 px noise, f = 535 px), and from 0.24 deg on the
 # translation direction error is < 2 deg at the 90th percentile (docs/pose_estimators.md).
@@ -444,11 +452,44 @@ def _essential_opencv(flag: int, x0: np.ndarray, x1: np.ndarray, thr: float,
 # ==================================================================== main entry point
 
 
+def check_pose_options(*, method: str = DEFAULT_METHOD,
+                       threshold_px: float = DEFAULT_THRESHOLD_PX,
+                       confidence: float = DEFAULT_CONFIDENCE,
+                       max_iterations: int = DEFAULT_MAX_ITERATIONS,
+                       min_matches: int = DEFAULT_MIN_MATCHES,
+                       min_parallax_deg: float = DEFAULT_MIN_PARALLAX_DEG,
+                       names: Mapping[str, str] | None = None) -> None:
+    """Raise ConfigError for an invalid option of ``estimate_relative_pose``: the one check,
+    which the tracker's configuration runs too (a bad value fails before the first frame).
+    ``names``: how the caller calls the options in its messages (e.g. min_pose_matches)."""
+    name = {**{key: key for key in ('method', 'threshold_px', 'confidence', 'max_iterations',
+                                    'min_matches', 'min_parallax_deg')}, **(names or {})}
+    if method not in POSE_METHODS:
+        raise ConfigError(f'{name["method"]} must be one of {", ".join(POSE_METHODS)}, '
+                          f'got {method!r}')
+    if isinstance(min_matches, bool) or not isinstance(min_matches, (int, np.integer)) \
+            or min_matches < MIN_SOLVER_MATCHES:
+        raise ConfigError(f'{name["min_matches"]} must be an integer >= {MIN_SOLVER_MATCHES} '
+                          f'(the five-point solver), got {min_matches!r}')
+    if not (math.isfinite(threshold_px) and threshold_px > 0.0):
+        raise ConfigError(f'{name["threshold_px"]} must be > 0, got {threshold_px!r}')
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f'{name["confidence"]} must be in (0, 1), got {confidence!r}')
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) \
+            or max_iterations < 1:
+        raise ConfigError(f'{name["max_iterations"]} must be a positive integer, '
+                          f'got {max_iterations!r}')
+    if not (math.isfinite(min_parallax_deg) and min_parallax_deg >= 0.0):
+        raise ConfigError(f'{name["min_parallax_deg"]} must be >= 0, got {min_parallax_deg!r}')
+
+
 def estimate_relative_pose(points_kf_px: np.ndarray, points_cur_px: np.ndarray,
                            camera_kf: CameraModel, camera_cur: CameraModel, *,
-                           method: str = DEFAULT_METHOD, threshold_px: float = 1.0,
-                           confidence: float = 0.99999, max_iterations: int = 2000,
-                           min_matches: int = 8,
+                           method: str = DEFAULT_METHOD,
+                           threshold_px: float = DEFAULT_THRESHOLD_PX,
+                           confidence: float = DEFAULT_CONFIDENCE,
+                           max_iterations: int = DEFAULT_MAX_ITERATIONS,
+                           min_matches: int = DEFAULT_MIN_MATCHES,
                            min_parallax_deg: float = DEFAULT_MIN_PARALLAX_DEG,
                            points_kf_norm: np.ndarray | None = None,
                            points_cur_norm: np.ndarray | None = None) -> RelativePose:
@@ -473,19 +514,9 @@ def estimate_relative_pose(points_kf_px: np.ndarray, points_cur_px: np.ndarray,
     ConfigError is raised for invalid options and ValueError for mis-shaped arrays.
     """
     start = time.perf_counter()
-    if isinstance(min_matches, bool) or not isinstance(min_matches, (int, np.integer)) \
-            or min_matches < MIN_SOLVER_MATCHES:
-        raise ConfigError(f'min_matches must be an integer >= {MIN_SOLVER_MATCHES} (the '
-                          f'five-point solver), got {min_matches!r}')
-    if not (math.isfinite(threshold_px) and threshold_px > 0.0):
-        raise ConfigError(f'threshold_px must be positive, got {threshold_px!r}')
-    if not 0.0 < confidence < 1.0:
-        raise ConfigError(f'confidence must be in (0, 1), got {confidence!r}')
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) \
-            or max_iterations < 1:
-        raise ConfigError(f'max_iterations must be a positive integer, got {max_iterations!r}')
-    if not (math.isfinite(min_parallax_deg) and min_parallax_deg >= 0.0):
-        raise ConfigError(f'min_parallax_deg must be >= 0, got {min_parallax_deg!r}')
+    check_pose_options(method=method, threshold_px=threshold_px, confidence=confidence,
+                       max_iterations=max_iterations, min_matches=min_matches,
+                       min_parallax_deg=min_parallax_deg)
     method, poselib = _resolve_method(method)
 
     p0 = np.asarray(points_kf_px, dtype=np.float64)

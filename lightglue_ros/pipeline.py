@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lightglue_ros.camera import CameraModel
+from lightglue_ros.defaults import DEFAULT_BACKWARDS_RESET_FRAMES
 from lightglue_ros.errors import (CalibrationError, ImageTooLargeError, InvalidImageError,
                                   TimestampError)
 
@@ -30,7 +31,6 @@ SKIP_CALIBRATION = 'calibration_mismatch'  # the camera does not fit the image s
 SKIP_ERROR = 'processing_error'  # the extractor or matcher raised (e.g. CUDA out of memory)
 SKIP_REASONS = (SKIP_INVALID_IMAGE, SKIP_TOO_LARGE, SKIP_TIMESTAMP, SKIP_CALIBRATION,
                 SKIP_ERROR)
-DEFAULT_BACKWARDS_RESET_FRAMES = 3
 
 Intrinsics = tuple[float, float, float, float]  # fx, fy, cx, cy in pixels
 

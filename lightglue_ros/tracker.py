@@ -10,6 +10,9 @@ tracked well becomes the keyframe (its features, its pose and its track ids are 
 current frame is matched once more against it; only when no such frame exists does the current
 frame become the keyframe. The band between the two levels keeps a borderline frame from being
 promoted and then dropped again at once.
+
+One concept, over 500 lines: the keyframe tracker, with its configuration, its results and the
+models it builds (``build_models``).
 """
 from __future__ import annotations
 
@@ -24,18 +27,25 @@ import numpy as np
 import torch
 
 from lightglue_ros.camera import CameraModel
+from lightglue_ros.defaults import (DEFAULT_EXTRACTOR, DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE,
+                                    EXTRACTORS, check_max_keypoints)
 from lightglue_ros.errors import CalibrationError, ConfigError, TimestampError
 from lightglue_ros.features import Features
-from lightglue_ros.geometry import (POSE_METHODS, FailureReason, RelativePose, compose,
+from lightglue_ros.geometry import (DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_MIN_MATCHES,
+                                    DEFAULT_MIN_PARALLAX_DEG, DEFAULT_THRESHOLD_PX,
+                                    FailureReason, RelativePose, check_pose_options, compose,
                                     estimate_relative_pose, invert)
 from lightglue_ros.image import image_to_tensor, validate_image
-from lightglue_ros.models.extractors import (DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE, EXTRACTORS,
-                                             build_extractor)
+from lightglue_ros.models.extractors import build_extractor
 from lightglue_ros.models.lightglue import PRECISIONS, LightGlue, MatchResult, PreparedFeatures
 
 logger = logging.getLogger(__name__)
 
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
+_MATCHER_DEFAULTS = LightGlue.default_conf
+# TrackerConfig's names of estimate_relative_pose's options (its error messages use them).
+_POSE_OPTION_NAMES = {'method': 'pose_method', 'threshold_px': 'ransac_threshold_px',
+                      'confidence': 'ransac_confidence', 'min_matches': 'min_pose_matches'}
 
 UNMATCHED = -1  # the track id / index that means "no correspondence"
 WARM_UP_SIDE = 64  # pixels of the synthetic image Tracker.warm_up runs the networks on
@@ -51,46 +61,43 @@ POSE_UNAVAILABLE_REASONS = ('no_calibration', 'too_few_keypoints',
 class TrackerConfig:
     """All tracker settings; ``TrackerConfig.from_dict`` rejects unknown keys."""
 
-    extractor: str = 'superpoint'  # one of models.extractors.EXTRACTORS
+    # The networks' and the pose's settings default to their owners' (LightGlue.default_conf,
+    # geometry); what is the tracker's own is stated here.
+    extractor: str = DEFAULT_EXTRACTOR  # one of defaults.EXTRACTORS
     extractor_weights: str | None = None  # file; None = resolve by name (lightglue_ros.weights)
     matcher_weights: str | None = None  # file; None = resolve by name
     max_keypoints: int = DEFAULT_MAX_KEYPOINTS  # strongest keypoints kept per frame
     resize: int | None = DEFAULT_RESIZE  # longer image side the extractor sees (None = native)
     detection_threshold: float | None = None  # None = the extractor's default
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
-    precision: str = 'fp32'  # one of PRECISIONS (CUDA autocast; CPU is always fp32)
-    depth_confidence: float = 0.95  # LightGlue early exit; -1 = off
-    width_confidence: float = 0.99  # LightGlue point pruning; -1 = off
-    filter_threshold: float = 0.1  # minimum match score
+    precision: str = _MATCHER_DEFAULTS['precision']  # CUDA autocast; CPU is always fp32
+    depth_confidence: float = _MATCHER_DEFAULTS['depth_confidence']  # early exit; -1 = off
+    width_confidence: float = _MATCHER_DEFAULTS['width_confidence']  # point pruning; -1 = off
+    filter_threshold: float = _MATCHER_DEFAULTS['filter_threshold']  # minimum match score
     keyframe_min_matches: int = 200  # a frame with fewer matches ends the keyframe
     keyframe_min_inliers: int = 150  # a frame with fewer pose inliers ends the keyframe
     keyframe_hysteresis: float = 1.25  # a frame tracks well at this multiple of the minimums
-    pose_method: str = 'poselib'  # one of geometry.POSE_METHODS
-    ransac_threshold_px: float = 1.0  # epipolar inlier threshold (pixels)
-    ransac_confidence: float = 0.99999
-    min_pose_matches: int = 8  # fewer matches: no pose (reason too_few_matches); >= 5
-    min_parallax_deg: float = 0.25  # below: rotation-only estimate
+    pose_method: str = DEFAULT_METHOD  # one of geometry.POSE_METHODS
+    ransac_threshold_px: float = DEFAULT_THRESHOLD_PX  # epipolar inlier threshold (pixels)
+    ransac_confidence: float = DEFAULT_CONFIDENCE
+    min_pose_matches: int = DEFAULT_MIN_MATCHES  # fewer: no pose (too_few_matches); >= 5
+    min_parallax_deg: float = DEFAULT_MIN_PARALLAX_DEG  # below: rotation-only estimate
 
     def __post_init__(self) -> None:
-        for name, choices in (('extractor', EXTRACTORS), ('precision', PRECISIONS),
-                              ('pose_method', POSE_METHODS)):
+        for name, choices in (('extractor', EXTRACTORS), ('precision', PRECISIONS)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f'{name} must be one of {", ".join(choices)}, '
                                   f'got {getattr(self, name)!r}')
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
             raise ConfigError(f'device must be auto, cpu, cuda or cuda:N, got {self.device!r}')
-        if self.max_keypoints < 1:
-            raise ConfigError(f'max_keypoints must be >= 1, got {self.max_keypoints}')
-        if self.min_pose_matches < 5:
-            raise ConfigError(f'min_pose_matches must be >= 5, got {self.min_pose_matches}')
+        check_max_keypoints(self.max_keypoints, allow_all=False)
+        check_pose_options(method=self.pose_method, threshold_px=self.ransac_threshold_px,
+                           confidence=self.ransac_confidence, min_matches=self.min_pose_matches,
+                           min_parallax_deg=self.min_parallax_deg, names=_POSE_OPTION_NAMES)
         if self.keyframe_min_matches < 0 or self.keyframe_min_inliers < 0:
             raise ConfigError('keyframe thresholds must be >= 0')
         if self.keyframe_hysteresis < 1.0:
             raise ConfigError(f'keyframe_hysteresis must be >= 1, got {self.keyframe_hysteresis}')
-        if not self.ransac_threshold_px > 0:
-            raise ConfigError(f'ransac_threshold_px must be > 0, got {self.ransac_threshold_px}')
-        if not 0.0 < self.ransac_confidence < 1.0:
-            raise ConfigError(f'ransac_confidence must be in (0, 1), got {self.ransac_confidence}')
         if not self.filter_threshold >= 0.0:
             raise ConfigError(f'filter_threshold must be >= 0, got {self.filter_threshold}')
         if not self.filter_threshold < 1.0:
@@ -231,6 +238,40 @@ def _to_host(match: MatchResult, keypoints: torch.Tensor | None = None
     return host, points
 
 
+@dataclass(frozen=True)
+class Models:
+    """The networks of a TrackerConfig on their device, and the weights files they loaded."""
+
+    extractor: torch.nn.Module
+    matcher: LightGlue
+    device: torch.device
+    extractor_weights: Path
+    matcher_weights: Path
+
+
+def build_models(config: TrackerConfig) -> Models:
+    """The extractor and LightGlue (LighterGlue for XFeat) of ``config`` on its device; the
+    weights are resolved by name unless given (``lightglue_ros.weights``: cache, search path,
+    download). The one place the networks are built from settings (tracker, CLI, benchmarks)."""
+    from lightglue_ros.weights import resolve_weights
+
+    device = resolve_device(config.device)
+    extractor_weights = Path(resolve_weights(config.extractor, config.extractor_weights))
+    matcher_weights = Path(resolve_weights(f'{config.extractor}_lightglue',
+                                           config.matcher_weights))
+    options: dict[str, Any] = {'max_keypoints': config.max_keypoints, 'resize': config.resize}
+    if config.detection_threshold is not None:
+        options['detection_threshold'] = config.detection_threshold
+    extractor = build_extractor(config.extractor, weights=extractor_weights, device=device,
+                                **options)
+    matcher = LightGlue(config.extractor, weights=matcher_weights,
+                        depth_confidence=config.depth_confidence,
+                        width_confidence=config.width_confidence,
+                        filter_threshold=config.filter_threshold,
+                        precision=config.precision).to(device)
+    return Models(extractor, matcher, device, extractor_weights, matcher_weights)
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when available; 'cuda' without a GPU raises ConfigError."""
     if device == 'auto':
@@ -250,33 +291,17 @@ class Tracker:
     def __init__(self, config: TrackerConfig | None = None, *,
                  extractor: torch.nn.Module | None = None,
                  matcher: LightGlue | None = None) -> None:
-        """Models are built from ``config`` unless given (tests and benchmarks share them)."""
+        """Models are built from ``config`` (``build_models``) unless both are given (tests,
+        benchmarks and the node's restart share them)."""
         self.config = config or TrackerConfig()
+        if (extractor is None) != (matcher is None):
+            raise ConfigError('give the tracker both models (extractor and matcher) or neither')
+        if extractor is None or matcher is None:
+            models = build_models(self.config)
+            extractor, matcher = models.extractor, models.matcher
         self.device = resolve_device(self.config.device)
-        self.extractor = extractor if extractor is not None else self._build_extractor()
-        self.matcher = matcher if matcher is not None else self._build_matcher()
+        self.extractor, self.matcher = extractor, matcher
         self.reset()
-
-    # -- construction ---------------------------------------------------------------------
-    def _build_extractor(self) -> torch.nn.Module:
-        from lightglue_ros.weights import resolve_weights
-
-        cfg = self.config
-        options: dict[str, Any] = {'max_keypoints': cfg.max_keypoints, 'resize': cfg.resize}
-        if cfg.detection_threshold is not None:
-            options['detection_threshold'] = cfg.detection_threshold
-        weights = resolve_weights(cfg.extractor, cfg.extractor_weights)
-        return build_extractor(cfg.extractor, weights=weights, device=self.device, **options)
-
-    def _build_matcher(self) -> LightGlue:
-        from lightglue_ros.weights import resolve_weights
-
-        cfg = self.config
-        weights = resolve_weights(f'{cfg.extractor}_lightglue', cfg.matcher_weights)
-        matcher = LightGlue(cfg.extractor, weights=weights, depth_confidence=cfg.depth_confidence,
-                            width_confidence=cfg.width_confidence,
-                            filter_threshold=cfg.filter_threshold, precision=cfg.precision)
-        return matcher.to(self.device)
 
     def reset(self) -> None:
         """Forget the keyframe and trajectory; the next good frame starts a new map."""

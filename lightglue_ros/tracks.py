@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lightglue_ros.defaults import DEFAULT_FEATURES_INLIERS_ONLY
 from lightglue_ros.tracker import UNMATCHED, FrameResult
 
-DEFAULT_FEATURES_INLIERS_ONLY = True  # ~/features carries the pose inliers only
 # Published ids count modulo this: VINS reads ids as float32, exact below 2**24 (an id wraps
 # only after 2**24 newer ones, long after it left VINS's sliding window).
 ID_LIMIT = 1 << 24

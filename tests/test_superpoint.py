@@ -84,8 +84,10 @@ def hf_outputs(hf_model: torch.nn.Module, gray: torch.Tensor) -> dict:
 
 
 def ours(hf_model: torch.nn.Module, **conf) -> SuperPoint:
+    """Our SuperPoint with transformers' weights, at native size keeping every keypoint
+    (as the reference does) unless ``conf`` says otherwise."""
     conf = {'detection_threshold': THRESHOLD, 'nms_radius': NMS_RADIUS, 'remove_borders': 0,
-            **conf}
+            'max_keypoints': None, 'resize': None, **conf}
     model = SuperPoint(**conf)
     model.load_weights(convert_hf_state_dict(hf_model.state_dict()))
     return model

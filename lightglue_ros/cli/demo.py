@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightglue_ros import argtypes
 from lightglue_ros.cli.errors import EXIT_OK
-from lightglue_ros.cli.help_values import SYNTHETIC_FPS, SYNTHETIC_FRAMES
+from lightglue_ros.defaults import DEFAULT_SYNTHETIC_FPS, DEFAULT_SYNTHETIC_FRAMES
 from lightglue_ros.cli.options import (add_calibration_options, add_model_options,
                                        describe_models, resolve_model_weights)
 from lightglue_ros.errors import ConfigError, InvalidImageError
@@ -49,11 +49,11 @@ def add_demo_parser(commands: Any) -> None:
                         help='a rosbag2 folder/.mcap/.db3 or ROS 1 .bag, run through the replay '
                              'library (tracker only, no ROS graph)')
     source.add_argument('--frames', type=argtypes.positive_int, metavar='N',
-                        help=f'frames to run (default: {SYNTHETIC_FRAMES} synthetic '
+                        help=f'frames to run (default: {DEFAULT_SYNTHETIC_FRAMES} synthetic '
                              'frames, all of your data)')
     source.add_argument('--fps', type=argtypes.positive_float, default=None,
                         help='frame rate for stamps where the input has none (default: '
-                             f"{SYNTHETIC_FPS:g} for the synthetic room, the video's "
+                             f"{DEFAULT_SYNTHETIC_FPS:g} for the synthetic room, the video's "
                              f'rate, or {DEFAULT_FPS:g})')
     source.add_argument('--seed', type=int, default=0, help='synthetic scene seed (default: 0)')
     source.add_argument('--image-topic', help='--bag: image topic (default: the only one)')

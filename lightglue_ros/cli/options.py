@@ -7,13 +7,12 @@ Light at import (the standard library and ``profiles``): the parsers are built f
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightglue_ros import argtypes
-from lightglue_ros.cli.help_values import (EXTRACTORS, TRACKER_EXTRACTOR, TRACKER_MAX_KEYPOINTS,
-                                           TRACKER_RESIZE)
+from lightglue_ros.defaults import (DEFAULT_EXTRACTOR, DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE,
+                                    EXTRACTORS)
 from lightglue_ros.errors import CalibrationError
 from lightglue_ros.profiles import (AUTO_WITH_CUDA, AUTO_WITHOUT_CUDA, PROFILE_CHOICES, PROFILES,
                                     pipeline_name, resolve_profile)
@@ -22,27 +21,15 @@ if TYPE_CHECKING:
     import torch
 
     from lightglue_ros.camera import CameraModel
-    from lightglue_ros.models.lightglue import LightGlue
+    from lightglue_ros.tracker import Models, TrackerConfig
 
-MATCHER_OPTIONS = ('depth_confidence', 'width_confidence', 'filter_threshold')
 PROFILE_OPTIONS = ('extractor', 'max_keypoints', 'resize')  # profile keys that are options
-
-
-@dataclass
-class Models:
-    """The networks of the model options, on their device, and the weights files they loaded."""
-
-    extractor: Any
-    matcher: LightGlue
-    device: torch.device
-    extractor_weights: Path
-    matcher_weights: Path
 
 
 def _preset(profile: str) -> dict[str, Any]:
     """The tracker settings of a profile: TrackerConfig's defaults with the profile's on top."""
-    return {'extractor': TRACKER_EXTRACTOR, 'max_keypoints': TRACKER_MAX_KEYPOINTS,
-            'resize': TRACKER_RESIZE, **PROFILES[profile]}
+    return {'extractor': DEFAULT_EXTRACTOR, 'max_keypoints': DEFAULT_MAX_KEYPOINTS,
+            'resize': DEFAULT_RESIZE, **PROFILES[profile]}
 
 
 def _describe_profile(profile: str) -> str:
@@ -65,12 +52,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--extractor', choices=EXTRACTORS, default=None,
                        help="keypoint extractor (default: the profile's); its matcher is "
                             "LightGlue, XFeat's LighterGlue")
-    group.add_argument('--extractor-weights', metavar='PATH',
-                       help='extractor weights file or folder (default: resolve by name: cache '
-                            'dir, $LIGHTGLUE_ROS_WEIGHTS_PATH, download)')
-    group.add_argument('--matcher-weights', metavar='PATH',
-                       help='LightGlue (LighterGlue) weights file or folder for the extractor '
-                            '(default: resolve by name)')
+    add_weights_options(group)
     group.add_argument('--max-keypoints', type=argtypes.positive_int, default=None,
                        metavar='N', help="strongest keypoints kept per image (default: the "
                                          "profile's)")
@@ -79,6 +61,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                                           "only; 0: native size (default: the profile's)")
     group.add_argument('--device', default='auto',
                        help='auto (CUDA when available), cpu, cuda or cuda:N (default: auto)')
+
+
+def add_weights_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--extractor-weights and --matcher-weights (match, demo and replay)."""
+    parser.add_argument('--extractor-weights', metavar='PATH',
+                        help='extractor weights file or folder (default: resolve by name: '
+                             'cache dir, $LIGHTGLUE_ROS_WEIGHTS_PATH, download)')
+    parser.add_argument('--matcher-weights', metavar='PATH',
+                        help='LightGlue (LighterGlue) weights file or folder for the extractor '
+                             '(default: resolve by name)')
 
 
 def add_calibration_options(parser: argparse.ArgumentParser) -> None:
@@ -118,20 +110,26 @@ def resolve_model_weights(args: argparse.Namespace) -> tuple[Path, Path]:
     return Path(extractor), Path(matcher)
 
 
-def build_models(args: argparse.Namespace) -> Models:
-    """The extractor and LightGlue of the (profile-filled) model options."""
-    from lightglue_ros.models.extractors import build_extractor
-    from lightglue_ros.models.lightglue import LightGlue
-    from lightglue_ros.tracker import resolve_device
+def tracker_config(args: argparse.Namespace,
+                   weights: tuple[Path, Path] | None = None) -> TrackerConfig:
+    """The TrackerConfig of the (profile-filled) model options; ``weights``: resolved
+    (extractor, matcher) files to use instead of the options' (validated there, ConfigError)."""
+    from lightglue_ros.tracker import TrackerConfig
 
-    device = resolve_device(args.device)
-    extractor_weights, matcher_weights = resolve_model_weights(args)
-    extractor = build_extractor(args.extractor, weights=extractor_weights, device=device,
-                                max_keypoints=args.max_keypoints, resize=args.resize or None)
-    # The profile's LightGlue settings (its other tracker options do not apply to it).
-    matcher_options = {k: v for k, v in args.tracker_options.items() if k in MATCHER_OPTIONS}
-    matcher = LightGlue(args.extractor, weights=matcher_weights, **matcher_options).to(device)
-    return Models(extractor, matcher, device, extractor_weights, matcher_weights)
+    extractor_weights, matcher_weights = (args.extractor_weights, args.matcher_weights) \
+        if weights is None else (str(weights[0]), str(weights[1]))
+    return TrackerConfig.from_dict({
+        **args.tracker_options, 'extractor': args.extractor, 'device': args.device,
+        'extractor_weights': extractor_weights, 'matcher_weights': matcher_weights,
+        'max_keypoints': args.max_keypoints, 'resize': args.resize or None})
+
+
+def build_models(args: argparse.Namespace) -> Models:
+    """The extractor and LightGlue of the (profile-filled) model options
+    (``tracker.build_models``)."""
+    from lightglue_ros.tracker import build_models as build
+
+    return build(tracker_config(args))
 
 
 def camera_from_options(args: argparse.Namespace, width: int, height: int) -> CameraModel | None:

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from lightglue_ros import argtypes
-from lightglue_ros.cli.help_values import (DEBUG_IMAGE_TOPIC, DEFAULT_BACKWARDS_RESET,
-                                           DEFAULT_FEATURES_LAYOUT, DEFAULT_ODOM_FRAME,
-                                           DEFAULT_TOPIC_PREFIX, EXTRACTORS, FEATURES_LAYOUTS,
-                                           PLOTS_NAME, STORAGES, SUMMARY_NAME)
+from lightglue_ros.cli.options import add_weights_options
+from lightglue_ros.defaults import (DEBUG_IMAGE_TOPIC, DEFAULT_BACKWARDS_RESET_FRAMES,
+                                    DEFAULT_FEATURES_INLIERS_ONLY, DEFAULT_FEATURES_LAYOUT,
+                                    DEFAULT_ODOM_FRAME, DEFAULT_TOPIC_PREFIX, EXTRACTORS,
+                                    FEATURES_LAYOUTS, PLOTS_NAME, STORAGES, SUMMARY_NAME)
 from lightglue_ros.errors import ConfigError, LightGlueRosError
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, startup.EXIT_INTERRUPTED  # 130, SIGTERM as well
@@ -66,12 +67,7 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help='tracker options (TrackerConfig keys), e.g. extractor: aliked')
     parser.add_argument('--extractor', choices=EXTRACTORS,
                         help='keypoint extractor (overrides --config and --params-file)')
-    parser.add_argument('--extractor-weights', metavar='PATH',
-                        help='extractor weights file or folder (default: resolve by name: cache '
-                             'dir, $LIGHTGLUE_ROS_WEIGHTS_PATH, download)')
-    parser.add_argument('--matcher-weights', metavar='PATH',
-                        help='LightGlue (LighterGlue) weights file or folder for the extractor '
-                             '(default: resolve by name)')
+    add_weights_options(parser)
     parser.add_argument('--max-keypoints', type=argtypes.positive_int, metavar='N',
                         help='strongest keypoints kept per image (overrides --config and '
                              '--params-file)')
@@ -86,7 +82,7 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help=f'frame_id of the odometry (default: {DEFAULT_ODOM_FRAME})')
     parser.add_argument('--backwards-reset-frames', type=int, default=None, metavar='N',
                         help='reset the tracker after N consecutive images stamped back in '
-                             f'time; 0: never (default: {DEFAULT_BACKWARDS_RESET})')
+                             f'time; 0: never (default: {DEFAULT_BACKWARDS_RESET_FRAMES})')
     parser.add_argument('--features-layout', choices=FEATURES_LAYOUTS,
                         help="channels of ~/features, as the node's parameter (default: "
                              f'{DEFAULT_FEATURES_LAYOUT})')
@@ -132,9 +128,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     from lightglue_ros.tracker import TrackerConfig, load_tracker_config
 
     settings: dict[str, Any] = {'fallback_camera': None, 'odom_frame_id': DEFAULT_ODOM_FRAME,
-                                'backwards_reset_frames': DEFAULT_BACKWARDS_RESET,
+                                'backwards_reset_frames': DEFAULT_BACKWARDS_RESET_FRAMES,
                                 'features_layout': DEFAULT_FEATURES_LAYOUT,
-                                'features_inliers_only': NODE_DEFAULTS['features_inliers_only']}
+                                'features_inliers_only': DEFAULT_FEATURES_INLIERS_ONLY}
     if args.params_file:
         values = {**NODE_DEFAULTS, **_read_yaml('--params-file', args.params_file,
                                                  load_params_file)}

@@ -7,15 +7,13 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from lightglue_ros.defaults import (DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE, EXTRACTORS,
+                                    check_max_keypoints)
 from lightglue_ros.errors import ConfigError, InvalidImageError
 from lightglue_ros.features import Features
 from lightglue_ros.image import resize_max_edge, scale_keypoints, to_rgb
 from lightglue_ros.models.checkpoints import load_into, load_state_dict_file
 
-EXTRACTORS = ('superpoint', 'disk', 'aliked', 'xfeat')
-# Defaults of the extractors here and of TrackerConfig (which imports them): stated once.
-DEFAULT_MAX_KEYPOINTS = 1024
-DEFAULT_RESIZE = 1024  # longer image side the network sees
 DISK_MIN_SIDE = 16  # DISK fails on images whose longer side is at most this
 
 
@@ -43,7 +41,7 @@ class DiskExtractor(nn.Module):
     name = 'disk'
     descriptor_dim = 128
     default_conf: dict[str, Any] = {
-        'max_keypoints': DEFAULT_MAX_KEYPOINTS,  # keep the strongest N (None = all)
+        'max_keypoints': DEFAULT_MAX_KEYPOINTS,  # keep the strongest N (None or -1 = all)
         'detection_threshold': 0.0,  # heatmap score a keypoint must exceed
         'nms_window': 5,  # non-maximum suppression window (pixels)
         'resize': DEFAULT_RESIZE,  # longer image side seen by the network (None = native)
@@ -51,7 +49,7 @@ class DiskExtractor(nn.Module):
 
     def __init__(self, *, weights: str | Path | None = None, **conf: Any) -> None:
         super().__init__()
-        self.conf = _merge_conf(self.default_conf, conf, self.name)
+        self.conf = merge_conf(self.default_conf, conf, self.name)
         self.net = _kornia_feature().DISK()
         if weights is not None:
             load_into(self.net, load_state_dict_file(weights, nested_key='extractor'),
@@ -81,7 +79,7 @@ class AlikedExtractor(nn.Module):
     name = 'aliked'
     descriptor_dim = 128
     default_conf: dict[str, Any] = {
-        'max_keypoints': DEFAULT_MAX_KEYPOINTS,  # keep the strongest N (None = all)
+        'max_keypoints': DEFAULT_MAX_KEYPOINTS,  # keep the strongest N (None or -1 = all)
         # score map threshold; low enough that textured frames fill max_keypoints, high enough
         # that a blank frame yields (almost) none
         'detection_threshold': 0.01,
@@ -91,7 +89,7 @@ class AlikedExtractor(nn.Module):
 
     def __init__(self, *, weights: str | Path | None = None, **conf: Any) -> None:
         super().__init__()
-        self.conf = _merge_conf(self.default_conf, conf, self.name)
+        self.conf = merge_conf(self.default_conf, conf, self.name)
         self.net = _kornia_feature().ALIKED(
             model_name='aliked-n16', max_num_keypoints=self.conf['max_keypoints'] or -1,
             detection_threshold=self.conf['detection_threshold'],
@@ -111,11 +109,15 @@ class AlikedExtractor(nn.Module):
                         out.keypoint_scores.float(), out.descriptors.float(), (w, h))
 
 
-def _merge_conf(defaults: dict[str, Any], conf: dict[str, Any], name: str) -> dict[str, Any]:
+def merge_conf(defaults: dict[str, Any], conf: dict[str, Any], name: str) -> dict[str, Any]:
+    """An extractor's ``default_conf`` updated by ``conf``: unknown keys and a bad
+    ``max_keypoints`` raise ConfigError (every extractor checks its options here)."""
     unknown = set(conf) - set(defaults)
     if unknown:
         raise ConfigError(f'unknown {name} option(s): {", ".join(sorted(unknown))}')
-    return {**defaults, **conf}
+    merged = {**defaults, **conf}
+    check_max_keypoints(merged['max_keypoints'], allow_all=True)
+    return merged
 
 
 def build_extractor(name: str, *, weights: str | Path | None = None,

@@ -10,6 +10,9 @@ Our own implementation of the published architecture, numerically equal to the c
   self-attention, none of which sees the other image) is prepared once by ``prepare`` and reused
   for every frame matched against it.
 
+One concept, over 500 lines: the network (its checkpoint converters are in
+``lightglue_checkpoints.py``).
+
 Weights (Apache-2.0, cvg/LightGlue): every released key layout (cvg's two, verlab's LighterGlue
 bundle, Hugging Face's ``ETH-CVG/lightglue_*``) is converted to ours by
 ``models.lightglue_checkpoints.convert_state_dict``.

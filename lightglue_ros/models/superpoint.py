@@ -27,10 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightglue_ros.defaults import DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE
 from lightglue_ros.errors import CheckpointError, ConfigError, InvalidImageError
 from lightglue_ros.features import Features
 from lightglue_ros.image import constant_like, resize_max_edge, scale_keypoints
 from lightglue_ros.models.checkpoints import as_state_dict, load_into, load_state_dict_file
+from lightglue_ros.models.extractors import merge_conf
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 RGB -> gray, as kornia/cvg LightGlue use
 HF_PREFIXES = ('encoder.', 'keypoint_decoder.', 'descriptor_decoder.')
@@ -189,21 +191,18 @@ class SuperPoint(nn.Module):
     # fewer kernels, which matters when other processes compete for the cores.
     strip_rows: int | None = 96
     default_conf: dict[str, Any] = {
-        'max_keypoints': None,  # keep the N best-scoring keypoints (None or -1 = all)
+        'max_keypoints': DEFAULT_MAX_KEYPOINTS,  # keep the N best-scoring (None or -1 = all)
         'detection_threshold': 0.0005,  # heatmap probability a keypoint must exceed (>= 0)
         'nms_radius': 4,  # non-maximum suppression radius in network pixels (0 = none)
         'remove_borders': 4,  # drop keypoints closer than this to the heatmap border (pixels)
-        'resize': None,  # longer image side the network sees at most (downscale only; None =
-                         # native); keypoints are always returned in input-image pixels
+        'resize': DEFAULT_RESIZE,  # longer image side the network sees at most (downscale
+                                   # only; None = native); keypoints in input-image pixels
         'channels_last': True,  # NHWC convolutions (encoder ~1.4x faster on CPU with oneDNN)
     }
 
     def __init__(self, **conf: Any) -> None:
         super().__init__()
-        unknown = set(conf) - set(self.default_conf)
-        if unknown:
-            raise ConfigError(f'unknown superpoint option(s): {", ".join(sorted(unknown))}')
-        self.conf = {**self.default_conf, **conf}
+        self.conf = merge_conf(self.default_conf, conf, self.name)
         self._check_conf()
         c1, c2, c3, c4, c5 = 64, 64, 128, 128, 256
         self.conv1a = nn.Conv2d(1, c1, 3, padding=1)
@@ -223,9 +222,6 @@ class SuperPoint(nn.Module):
 
     def _check_conf(self) -> None:
         conf = self.conf
-        k = conf['max_keypoints']
-        if k is not None and (type(k) is not int or (k <= 0 and k != -1)):
-            raise ConfigError(f'max_keypoints must be None, -1 or a positive int, got {k!r}')
         if not isinstance(conf['detection_threshold'], (int, float)) or \
                 not conf['detection_threshold'] >= 0:
             raise ConfigError('detection_threshold must be >= 0, '

@@ -31,7 +31,8 @@ from torch import nn
 from lightglue_ros.errors import ConfigError, InvalidImageError
 from lightglue_ros.features import Features
 from lightglue_ros.models.checkpoints import as_state_dict, load_into, load_state_dict_file
-from lightglue_ros.models.extractors import DEFAULT_MAX_KEYPOINTS
+from lightglue_ros.defaults import DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE
+from lightglue_ros.models.extractors import merge_conf
 from lightglue_ros.models.superpoint import max_pool
 
 # Key prefixes under which releases nest the network (xfeat-lighterglue.pt, XFeat wrappers).
@@ -113,17 +114,14 @@ class XFeat(nn.Module):
         'max_keypoints': DEFAULT_MAX_KEYPOINTS,  # keep the N best-scoring (None or -1 = all)
         'detection_threshold': 0.05,  # heatmap probability a keypoint must exceed (reference)
         'nms_window': 5,  # max-pool NMS window in network pixels (odd; reference 5)
-        'resize': None,  # longer image side the network sees at most (downscale only; None =
-                         # native); keypoints are always returned in input-image pixels
+        'resize': DEFAULT_RESIZE,  # longer image side the network sees at most (downscale
+                                   # only; None = native); keypoints in input-image pixels
         'channels_last': True,  # NHWC convolutions (faster with oneDNN on CPU)
     }
 
     def __init__(self, **conf: Any) -> None:
         super().__init__()
-        unknown = set(conf) - set(self.default_conf)
-        if unknown:
-            raise ConfigError(f'unknown xfeat option(s): {", ".join(sorted(unknown))}')
-        self.conf = {**self.default_conf, **conf}
+        self.conf = merge_conf(self.default_conf, conf, self.name)
         window = self.conf['nms_window']
         if not isinstance(window, int) or window < 1 or window % 2 == 0:
             raise ConfigError(f'nms_window must be an odd integer >= 1, got {window!r}')

@@ -30,6 +30,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from lightglue_ros import __version__
+from lightglue_ros.defaults import PLOTS_NAME, SUMMARY_NAME
 from lightglue_ros.errors import BagError
 from lightglue_ros.ros.bag_recovery import RecoveredReader
 
@@ -41,9 +42,6 @@ CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 RCLPY_TYPES: dict[str, type] = {IMAGE_TYPE: Image, COMPRESSED_TYPE: CompressedImage,
                                  CAMERA_INFO_TYPE: CameraInfo}
-STORAGES = ('mcap', 'sqlite3')
-SUMMARY_NAME = 'replay_summary.json'  # written inside the output bag folder by default
-PLOTS_NAME = 'plots'
 BAG_VERSION = 8  # rosbag2 metadata version 8: read by Jazzy and Kilted (and rosbags)
 # Written into the output bag's metadata.yaml (custom_data): --overwrite replaces only a folder
 # that carries it, i.e. an earlier replay's output.

@@ -3,7 +3,8 @@
 
 rosbags needs a bag's index (the MCAP summary and footer, an sqlite3 file whose b-tree pages
 are all there, the ROS 1 index at the end of the file); a truncated file has none. This module
-reads the storage files themselves, record by record:
+reads the storage files themselves, record by record (one concept over 500 lines: recovery,
+for the three storage formats):
 
 * MCAP: the records from the start of the file (top level and inside chunks; uncompressed,
   zstd and lz4 chunks, a cut chunk up to its cut), until the file ends or a record is cut.

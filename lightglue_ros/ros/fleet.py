@@ -14,7 +14,8 @@ actors (``ray_address``), which also run on a cluster. A bag whose output is alr
 replay (its bag carries the replay's mark) is replaced; anything else at that path is left
 alone and the bag fails. A failing bag is recorded with a one-line reason and the others go on.
 ``fleet_summary.json`` and ``fleet_summary.md`` in the root say what happened, bag by bag.
-See docs/replay.md, Fleet replay.
+See docs/replay.md, Fleet replay. One concept over 500 lines: the fleet replay (its inputs,
+names, workers, resume rule and summary belong together).
 """
 from __future__ import annotations
 
@@ -290,7 +291,8 @@ def output_state(job: BagJob, max_frames: int | None = None
     ('other input', summary) for a replay of another bag (replaced only with overwrite), or
     ('foreign', None) for anything else (never replaced)."""
     from lightglue_ros.replay_summary import ReplaySummary
-    from lightglue_ros.ros.bag_io import SUMMARY_NAME, not_our_output
+    from lightglue_ros.defaults import SUMMARY_NAME
+    from lightglue_ros.ros.bag_io import not_our_output
 
     out = Path(job.output)
     if not out.exists() and not out.is_symlink():

@@ -17,6 +17,7 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import ChannelFloat32, PointCloud, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from lightglue_ros.defaults import DEFAULT_FEATURES_LAYOUT, FEATURES_LAYOUTS
 from lightglue_ros.geometry import rotation_to_quaternion
 
 if TYPE_CHECKING:  # the tracker (and torch) load with the models, not with the messages
@@ -56,9 +57,8 @@ VINS_MONO_CHANNELS: tuple[str, ...] = (
 VINS_FUSION_CHANNELS: tuple[str, ...] = (
     'feature_id', 'camera_id', 'u_of_point', 'v_of_point', 'velocity_x', 'velocity_y',
     'gt_x', 'gt_y', 'gt_z')
-VINS_LAYOUTS: dict[str, tuple[str, ...]] = {
-    'vins_mono': VINS_MONO_CHANNELS, 'vins_fusion': VINS_FUSION_CHANNELS}
-DEFAULT_FEATURES_LAYOUT = 'vins_mono'
+VINS_LAYOUTS: dict[str, tuple[str, ...]] = dict(zip(
+    FEATURES_LAYOUTS, (VINS_MONO_CHANNELS, VINS_FUSION_CHANNELS), strict=True))
 VINS_CHANNELS = VINS_LAYOUTS[DEFAULT_FEATURES_LAYOUT]
 
 UNKNOWN_VARIANCE = 1e6  # variance (m^2 or rad^2) of a quantity the estimate does not observe

@@ -14,15 +14,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightglue_ros.defaults import (DEFAULT_BACKWARDS_RESET_FRAMES, DEFAULT_FEATURES_INLIERS_ONLY,
+                                    DEFAULT_FEATURES_LAYOUT, DEFAULT_ODOM_FRAME, EXTRACTORS,
+                                    FEATURES_LAYOUTS, MAX_KEYPOINTS_LIMIT, NODE_NAME)
 from lightglue_ros.errors import ConfigError
 from lightglue_ros.geometry import POSE_METHODS
-from lightglue_ros.models.extractors import EXTRACTORS
 from lightglue_ros.models.lightglue import PRECISIONS
-from lightglue_ros.pipeline import DEFAULT_BACKWARDS_RESET_FRAMES
 from lightglue_ros.ros.images import DEFAULT_MAX_IMAGE_PIXELS
-from lightglue_ros.ros.messages import DEFAULT_FEATURES_LAYOUT, VINS_LAYOUTS
 from lightglue_ros.tracker import TrackerConfig
-from lightglue_ros.tracks import DEFAULT_FEATURES_INLIERS_ONLY
 
 if TYPE_CHECKING:
     from rclpy.node import Node
@@ -34,7 +33,6 @@ __all__ = [
     'fallback_intrinsics', 'declare_parameters', 'load_params_file',
 ]
 
-NODE_NAME = 'lightglue_matcher'
 ParamValue = bool | int | float | str | tuple[float, ...]
 
 
@@ -128,7 +126,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'LightGlue weights file or folder for the extractor; empty: resolve by name.',
               read_only=True, tracker_key='matcher_weights'),
     ParamSpec('max_keypoints', _T('max_keypoints'), 'Strongest keypoints kept per frame.',
-              min=1, max=16384, read_only=True, tracker_key='max_keypoints'),
+              min=1, max=MAX_KEYPOINTS_LIMIT, read_only=True, tracker_key='max_keypoints'),
     ParamSpec('resize', _T('resize'),
               'Longer image side the extractor sees, pixels (downscale only); 0: native size.',
               min=0, max=16384, read_only=True, tracker_key='resize'),
@@ -183,13 +181,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'skipped).', min=0.0, max=1e6,
               constraint='4 values, all 0 (none) or all > 0 and <= 1e6'),
     # -- outputs and robustness ---------------------------------------------------------------
-    ParamSpec('odom_frame_id', 'odom',
+    ParamSpec('odom_frame_id', DEFAULT_ODOM_FRAME,
               'frame_id of ~/odometry (child_frame_id is the image frame_id).', read_only=True),
     ParamSpec('features_layout', DEFAULT_FEATURES_LAYOUT,
               'Channels of ~/features: vins_mono (id, u, v, velocity_x, velocity_y, as '
               'VINS-Mono reads them) or vins_fusion (id, camera_id, u, v, velocity_x, '
               'velocity_y and three zeros, as VINS-Fusion reads them).',
-              choices=tuple(VINS_LAYOUTS), read_only=True),
+              choices=FEATURES_LAYOUTS, read_only=True),
     ParamSpec('features_inliers_only', DEFAULT_FEATURES_INLIERS_ONLY,
               "true: ~/features carries the pose inliers only (as VINS-Mono's own tracker "
               'removes its RANSAC outliers; a frame without a pose then carries none); '

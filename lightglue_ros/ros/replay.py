@@ -40,21 +40,21 @@ from rclpy.serialization import serialize_message
 from tqdm import tqdm
 
 from lightglue_ros.camera import CameraModel
+from lightglue_ros.defaults import (DEBUG_IMAGE_TOPIC, DEFAULT_BACKWARDS_RESET_FRAMES,
+                                    DEFAULT_FEATURES_INLIERS_ONLY, DEFAULT_FEATURES_LAYOUT,
+                                    DEFAULT_ODOM_FRAME, DEFAULT_TOPIC_PREFIX, PLOTS_NAME,
+                                    STORAGES, SUMMARY_NAME)
 from lightglue_ros.errors import BagError, ConfigError
 from lightglue_ros.pipeline import SKIP_REASONS as PIPELINE_SKIP_REASONS
 from lightglue_ros.pipeline import FramePipeline, Skip
 from lightglue_ros.replay_summary import ReplaySummary
-from lightglue_ros.ros.bag_io import (CAMERA_INFO_TYPE, IMAGE_TYPE, IMAGE_TYPES, PLOTS_NAME,
-                                      STORAGES, SUMMARY_NAME, InputBag, OutputBag,
-                                      OutputExistsError, OutputWriteError, check_output,
-                                      check_writable, remove_output)
+from lightglue_ros.ros.bag_io import (CAMERA_INFO_TYPE, IMAGE_TYPE, IMAGE_TYPES, InputBag,
+                                      OutputBag, OutputExistsError, OutputWriteError,
+                                      check_output, check_writable, remove_output)
 from lightglue_ros.ros.camera_info import camera_info_to_camera_model
 from lightglue_ros.ros.frames import MessagePipeline
-from lightglue_ros.ros.messages import DEFAULT_FEATURES_LAYOUT, OUTPUT_TOPICS, stamp_to_ns
-from lightglue_ros.ros.params import DEFAULTS as NODE_DEFAULTS
-from lightglue_ros.ros.params import NODE_NAME
+from lightglue_ros.ros.messages import OUTPUT_TOPICS, stamp_to_ns
 from lightglue_ros.tracker import Tracker, TrackerConfig
-from lightglue_ros.tracks import DEFAULT_FEATURES_INLIERS_ONLY
 
 __all__ = ['replay_bag', 'output_topics', 'IncompleteBagError', 'OutputExistsError',
            'OutputWriteError', 'EmptyTopicError',
@@ -62,10 +62,6 @@ __all__ = ['replay_bag', 'output_topics', 'IncompleteBagError', 'OutputExistsErr
 
 logger = logging.getLogger(__name__)
 
-DEBUG_IMAGE_TOPIC = 'debug_image'  # relative name, as the node's ~/debug_image
-DEFAULT_TOPIC_PREFIX = f'/{NODE_NAME}'  # output topic = prefix/name, as the node's ~/name
-DEFAULT_ODOM_FRAME = str(NODE_DEFAULTS['odom_frame_id'])
-DEFAULT_BACKWARDS_RESET = int(NODE_DEFAULTS['backwards_reset_frames'])
 
 # Why a frame was skipped (summary key skipped_by_reason): the pipeline's reasons (as the
 # node's) plus one that only a bag can cause:
@@ -215,7 +211,7 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
                fallback_camera: CameraModel | Sequence[float] | None = None,
                topic_prefix: str = DEFAULT_TOPIC_PREFIX,
                odom_frame_id: str = DEFAULT_ODOM_FRAME,
-               backwards_reset_frames: int = DEFAULT_BACKWARDS_RESET,
+               backwards_reset_frames: int = DEFAULT_BACKWARDS_RESET_FRAMES,
                features_layout: str = DEFAULT_FEATURES_LAYOUT,
                features_inliers_only: bool = DEFAULT_FEATURES_INLIERS_ONLY,
                summary_path: str | Path | None = None,
