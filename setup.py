@@ -5,6 +5,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 PACKAGE = 'lightglue_ros'
+# The fleet extra's Ray, pinned: the version its tests ran with (installs on Python 3.11).
+RAY = 'ray==2.60.0'
 # colcon --symlink-install runs this file from the build folder through a symlink: read and
 # glob relative to the source folder, never the current directory.
 HERE = Path(__file__).resolve().parent
@@ -50,9 +52,12 @@ setup(
             'ros-kilted-diagnostic-msgs',
         ],
         'extractors': ['kornia>=0.8'],
+        # lightglue-ros replay --ray: a fleet of bags on a Ray cluster (docs/replay.md).
+        'fleet': [RAY],
         'pose': ['poselib>=2.0'],
         'test': [
             'pytest>=7', 'transformers>=4.50', 'kornia>=0.8', 'poselib>=2.0',
+            RAY,  # tests/test_fleet.py runs a fleet on Ray's local cluster
             # colcon build / colcon test of the package (tests/test_colcon.py)
             'colcon-core', 'colcon-ros', 'colcon-python-setup-py', 'ros-kilted-ament-package',
             # what the launch / launch_ros sources in ../shared/ros2_launch import

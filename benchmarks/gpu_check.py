@@ -32,6 +32,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from common import PROJECT_ROOT, machine, shared_dir, time_ms  # noqa: E402
 
 from devtools import reference_models  # noqa: E402
 from lightglue_ros.camera import CameraModel  # noqa: E402
+from lightglue_ros.cuda_graphs import GraphedMatcher  # noqa: E402
 from lightglue_ros.cuda_syncs import host_syncs  # noqa: E402
 from lightglue_ros.image import image_to_tensor, read_image  # noqa: E402
 from lightglue_ros.models.extractors import build_extractor  # noqa: E402
@@ -290,18 +292,31 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
     cell: dict[str, Any] = {'keypoints': size, 'precision': precision, 'mode': mode,
                             'status': 'ok', 'note': ''}
     cell.update(measure_matchers(ours, features, matcher_file, precision, mode, timing))
-    match_syncs = NA
+    cell['exit_layers'] = exit_layers(extractor, ours, images[:3] if timing.frames <= 2 else
+                                      images, size, device)
+    match_syncs: Any = NA
     if counter.enabled:
         f0, f1 = (features[i] for i in MATCH_PAIR)
         keyframe = ours.prepare_features(f0)
+        static = GraphedMatcher(ours, size)
+        static_keyframe = static.prepare_features(f0)
         match_syncs = counter.measure(lambda: ours.match_prepared(keyframe,
                                                                   ours.prepare_features(f1)))
+        static_syncs: Any = counter.measure(lambda: static.match_prepared(
+            static_keyframe, static.prepare_features(f1)))
     release(device)  # the peers are gone; their memory must not count for the tracker
 
     config = TrackerConfig(extractor=EXTRACTOR, device=str(device), precision=precision,
                            max_keypoints=size, depth_confidence=MODES[mode]['depth_confidence'],
                            width_confidence=MODES[mode]['width_confidence'])
+    # The tracker as configured (cuda_graphs auto: the static path in CUDA graphs on CUDA,
+    # the dynamic path on the CPU) and, beside it, the eager dynamic path (cuda_graphs off).
     tracker = Tracker(config, extractor=extractor, matcher=ours)
+    eager = Tracker(replace(config, cuda_graphs='off'), extractor=extractor, matcher=ours)
+    eager_order = itertools.cycle(list(range(len(images))) + list(range(len(images) - 2, 0, -1)))
+    eager_stamp = itertools.count(STAMP_STEP_NS, STAMP_STEP_NS)
+    if type(tracker.runner) is not type(eager.runner):
+        eager.process(images[next(eager_order)], next(eager_stamp), camera)
     # Back and forth over the frames, so that every frame has a neighbour to match.
     order = itertools.cycle(list(range(len(images))) + list(range(len(images) - 2, 0, -1)))
     stamp = itertools.count(STAMP_STEP_NS, STAMP_STEP_NS)
@@ -313,9 +328,16 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
     frame()  # the first frame only becomes the keyframe: not a frame to time
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    tracker_ms = timing.samples({'tracker': frame})['tracker']
+    candidates: dict[str, Callable[[], object]] = {'tracker': frame}
+    if type(tracker.runner) is not type(eager.runner):  # on the CPU auto is already eager
+        candidates['tracker_eager'] = lambda: eager.process(images[next(eager_order)],
+                                                            next(eager_stamp), camera)
+    tracker_samples = timing.samples(candidates)
+    tracker_ms = tracker_samples['tracker']
     timed = results[-timing.frames:]
     cell['tracker_ms'] = stats(tracker_ms)
+    cell['tracker_eager_ms'] = stats(tracker_samples.get('tracker_eager', tracker_ms))
+    cell['tracker_path'] = type(tracker.runner).__name__
     cell['tracker_parts_ms'] = {
         part: round(float(np.median([getattr(r.timings, f'{part}_ms') for r in timed])), 3)
         for part in ('extract', 'match', 'pose')}
@@ -331,6 +353,7 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
         with counter.count() as sites:
             frame()
         cell['syncs_per_frame'] = {'upload': upload, 'extract': extract, 'match': match_syncs,
+                                   'match_static': static_syncs,
                                    'tracker': sum(sites.values())}
         cell['sync_sites'] = dict(sites.most_common(20))
     else:
@@ -370,9 +393,15 @@ def measure_matchers(ours: LightGlue, features: dict[int, Any], matcher_file: Pa
 
         return call
 
+    # The static-shape path (CUDA graphs on CUDA; eager on the CPU), keyframe cached.
+    static = GraphedMatcher(ours, max(ours_budget(f0), ours_budget(f1)))
+    static_keyframe = static.prepare_features(f0)
+    static_result = static.match_prepared(static_keyframe, static.prepare_features(f1))
     candidates: dict[str, Callable[[], object]] = {
         'ours': lambda: ours.match(f0, f1),
-        'ours_cached': lambda: ours.match_prepared(keyframe, ours.prepare_features(f1))}
+        'ours_cached': lambda: ours.match_prepared(keyframe, ours.prepare_features(f1)),
+        'ours_static_cached': lambda: static.match_prepared(static_keyframe,
+                                                            static.prepare_features(f1))}
     peer_matches: dict[str, torch.Tensor] = {}
     errors: dict[str, str] = {}
     for peer, build in (('kornia', kornia_call), ('transformers', transformers_call)):
@@ -396,7 +425,30 @@ def measure_matchers(ours: LightGlue, features: dict[int, Any], matcher_file: Pa
                        for peer in PEERS}},
         'agreement': {peer: round(agreement(reference.matches, peer_matches[peer]), 4)
                       if peer in peer_matches else NA for peer in PEERS},
+        'static': {'graphs': static.fallback_reason is None and timing.device.type == 'cuda',
+                   'fallback': static.fallback_reason or '',
+                   'agreement': round(agreement(reference.matches, static_result.matches), 4),
+                   'stop_layer': static_result.stop_layer,
+                   'ratio': round(matcher_ms['ours_static_cached']['p50']
+                                  / matcher_ms['ours_cached']['p50'], 3)},
         'stop_layer': reference.stop_layer}
+
+
+def ours_budget(features: Any) -> int:
+    """The static path's keypoint budget for these features (the extractor's max_keypoints
+    in the tracker; here the pair's count, at least 1)."""
+    return max(len(features), 1)
+
+
+def exit_layers(extractor: torch.nn.Module, matcher: LightGlue, images: list[np.ndarray],
+                size: int, device: torch.device) -> dict[str, Any]:
+    """Stop layers of consecutive freiburg frames (i, i + 1), dynamic and static path."""
+    features = [extractor.extract(image_to_tensor(im, device=device)) for im in images]
+    static = GraphedMatcher(matcher, size)
+    dynamic = [matcher.match(a, b).stop_layer for a, b in zip(features, features[1:])]
+    fixed = [static.match(a, b).stop_layer for a, b in zip(features, features[1:])]
+    return {'pairs': [[i, i + 1] for i in range(len(images) - 1)], 'dynamic': dynamic,
+            'static': fixed, 'histogram': dict(sorted(Counter(dynamic).items()))}
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -561,11 +613,25 @@ def markdown(report: dict[str, Any]) -> str:
                      c['ratio']['transformers'], c['matches']['ours'], c['stop_layer'],
                      '/'.join(fmt(c['agreement'][peer]) for peer in PEERS)]
                     for c in ok])
+    lines += ['', '## Static-shape matcher (issue 18; CUDA graphs on CUDA, eager on the CPU)',
+              '']
+    lines += table(['kpts', 'prec', 'mode', 'static cached p50', 'eager cached p50',
+                    'static/eager', 'graphs', 'agreement', 'stop layer static/eager',
+                    'exit layers i->i+1 (dynamic)', 'syncs match eager/static', 'fallback'],
+                   [[c['keypoints'], c['precision'], c['mode'], _p(c, 'ours_static_cached', 'p50'),
+                     _p(c, 'ours_cached', 'p50'), c['static']['ratio'], c['static']['graphs'],
+                     c['static']['agreement'],
+                     f"{c['static']['stop_layer']}/{c['stop_layer']}",
+                     ','.join(map(str, c['exit_layers']['dynamic'])),
+                     _syncs(c['syncs_per_frame'], ('match', 'match_static')),
+                     c['static']['fallback']] for c in ok])
     lines += ['', '## Whole tracker (numpy image in -> matches + pose, ms per frame)', '']
-    lines += table(['kpts', 'prec', 'mode', 'p50', 'p99', 'extract/match/pose p50', 'matches',
+    lines += table(['kpts', 'prec', 'mode', 'path', 'p50', 'p99', 'eager p50',
+                    'extract/match/pose p50', 'matches',
                     'inliers', 'syncs upload/extract/match/frame', 'GPU peak MiB'],
-                   [[c['keypoints'], c['precision'], c['mode'], c['tracker_ms']['p50'],
-                     c['tracker_ms']['p99'],
+                   [[c['keypoints'], c['precision'], c['mode'], c['tracker_path'],
+                     c['tracker_ms']['p50'], c['tracker_ms']['p99'],
+                     c['tracker_eager_ms']['p50'],
                      '/'.join(fmt(v) for v in c['tracker_parts_ms'].values()),
                      c['tracker_matches_p50'], c['tracker_inliers_p50'],
                      _syncs(c['syncs_per_frame'], ('upload', 'extract', 'match', 'tracker')),

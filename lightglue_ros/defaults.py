@@ -18,6 +18,10 @@ DEFAULT_MAX_KEYPOINTS = 1024  # strongest keypoints kept per frame, every extrac
 # 4 GB in fp32 at 16384), more than a robot's GPU or CPU has to spare.
 MAX_KEYPOINTS_LIMIT = 16384
 DEFAULT_RESIZE = 1024  # longer image side the extractor sees, downscale only (None = native)
+# cuda_graphs: the matcher's static-shape path replayed from CUDA graphs (cuda_graphs.py);
+# auto = on for a CUDA device, off (the dynamic eager matcher) elsewhere.
+CUDA_GRAPHS_MODES = ('auto', 'on', 'off')
+DEFAULT_CUDA_GRAPHS = 'auto'
 
 # -- the node and the replay -----------------------------------------------------------------
 NODE_NAME = 'lightglue_matcher'

@@ -27,8 +27,10 @@ import numpy as np
 import torch
 
 from lightglue_ros.camera import CameraModel
-from lightglue_ros.defaults import (DEFAULT_EXTRACTOR, DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE,
-                                    EXTRACTORS, check_max_keypoints)
+from lightglue_ros.cuda_graphs import GraphedMatcher, build_matcher_runner
+from lightglue_ros.defaults import (CUDA_GRAPHS_MODES, DEFAULT_CUDA_GRAPHS, DEFAULT_EXTRACTOR,
+                                    DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE, EXTRACTORS,
+                                    check_max_keypoints)
 from lightglue_ros.errors import CalibrationError, ConfigError, TimestampError
 from lightglue_ros.features import Features
 from lightglue_ros.geometry import (DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_MIN_MATCHES,
@@ -38,6 +40,7 @@ from lightglue_ros.geometry import (DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_
 from lightglue_ros.image import image_to_tensor, validate_image
 from lightglue_ros.models.extractors import build_extractor
 from lightglue_ros.models.lightglue import PRECISIONS, LightGlue, MatchResult, PreparedFeatures
+from lightglue_ros.models.lightglue_static import PaddedFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +73,10 @@ class TrackerConfig:
     resize: int | None = DEFAULT_RESIZE  # longer image side the extractor sees (None = native)
     detection_threshold: float | None = None  # None = the extractor's default
     device: str = 'auto'  # auto | cpu | cuda | cuda:N
-    precision: str = _MATCHER_DEFAULTS['precision']  # CUDA autocast; CPU is always fp32
+    precision: str = _MATCHER_DEFAULTS['precision']  # matcher weights on CUDA; CPU is fp32
+    # Static-shape matcher replayed from CUDA graphs at max_keypoints: auto (on for CUDA) |
+    # on | off (the dynamic eager matcher); lightglue_ros.cuda_graphs.
+    cuda_graphs: str = DEFAULT_CUDA_GRAPHS
     depth_confidence: float = _MATCHER_DEFAULTS['depth_confidence']  # early exit; -1 = off
     width_confidence: float = _MATCHER_DEFAULTS['width_confidence']  # point pruning; -1 = off
     filter_threshold: float = _MATCHER_DEFAULTS['filter_threshold']  # minimum match score
@@ -84,7 +90,8 @@ class TrackerConfig:
     min_parallax_deg: float = DEFAULT_MIN_PARALLAX_DEG  # below: rotation-only estimate
 
     def __post_init__(self) -> None:
-        for name, choices in (('extractor', EXTRACTORS), ('precision', PRECISIONS)):
+        for name, choices in (('extractor', EXTRACTORS), ('precision', PRECISIONS),
+                              ('cuda_graphs', CUDA_GRAPHS_MODES)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f'{name} must be one of {", ".join(choices)}, '
                                   f'got {getattr(self, name)!r}')
@@ -195,7 +202,7 @@ class _View:
     track_ids: np.ndarray  # [N] int64 per keypoint, UNMATCHED where none yet
     R_world_cam: np.ndarray
     t_world_cam: np.ndarray
-    prepared: PreparedFeatures | None = None
+    prepared: PreparedFeatures | PaddedFeatures | None = None
     keypoints: np.ndarray | None = None  # [N x 2] host copy of features.keypoints
     # [N x 2] float64 undistorted normalised keypoints (None without a camera): computed once
     # per frame, for its pose, its outputs and its pose as a keyframe.
@@ -213,7 +220,8 @@ class ExtractedFrame:
     """One image's features, extracted ahead of ``Tracker.track`` (``Tracker.extract``)."""
 
     features: Features
-    prepared: PreparedFeatures | None  # the matcher's side of it (None: too few keypoints)
+    # The matcher's side of it (None: too few keypoints to track).
+    prepared: PreparedFeatures | PaddedFeatures | None
     extract_ms: float  # extraction and preparation, milliseconds
 
 
@@ -310,6 +318,9 @@ class Tracker:
             extractor, matcher = models.extractor, models.matcher
         self.device = resolve_device(self.config.device)
         self.extractor, self.matcher = extractor, matcher
+        # What matches: the matcher itself, or its static-shape path (cuda_graphs setting).
+        self.runner: LightGlue | GraphedMatcher = build_matcher_runner(
+            matcher, self.config.cuda_graphs, self.config.max_keypoints, self.device)
         self.reset()
 
     def reset(self) -> None:
@@ -334,7 +345,7 @@ class Tracker:
                                                   dtype=np.uint8)
         features = self.extractor.extract(image_to_tensor(noise, device=self.device))
         if len(features) > 0:
-            self.matcher.match(features, features)
+            self.runner.match(features, features)
 
     def update_thresholds(self, **values: Any) -> None:
         """Change run-time thresholds (validated like the config; models stay)."""
@@ -375,7 +386,7 @@ class Tracker:
         validate_image(image)
         features = self.extractor.extract(image_to_tensor(image, device=self.device))
         # Too few keypoints: no pose and no keyframe material, so nothing to prepare.
-        prepared = (self.matcher.prepare_features(features)
+        prepared = (self.runner.prepare_features(features)
                     if len(features) >= self.config.min_pose_matches else None)
         return ExtractedFrame(features, prepared, (time.perf_counter() - start) * 1e3)
 
@@ -405,7 +416,7 @@ class Tracker:
                                    FrameTimings(extract_ms=extract_ms), event=event)
 
         t0 = time.perf_counter()
-        match = self.matcher.match_prepared(self._keyframe_cache(keyframe), prepared)
+        match = self.runner.match_prepared(self._keyframe_cache(keyframe), prepared)
         host, keypoints = _to_host(match, features.keypoints)  # the frame's one host copy
         pairs = host.pairs  # (kf index, cur index)
         match_ms = (time.perf_counter() - t0) * 1e3
@@ -424,7 +435,7 @@ class Tracker:
             events.append(self._promote(candidate, *weak))
             keyframe = candidate
             t0 = time.perf_counter()
-            match = self.matcher.match_prepared(self._keyframe_cache(keyframe), prepared)
+            match = self.runner.match_prepared(self._keyframe_cache(keyframe), prepared)
             host, _ = _to_host(match)
             pairs = host.pairs
             match_ms += (time.perf_counter() - t0) * 1e3
@@ -456,9 +467,9 @@ class Tracker:
                 f'camera model is for {camera.width}x{camera.height} but the image is '
                 f'{width}x{height}')
 
-    def _keyframe_cache(self, view: _View) -> PreparedFeatures:
+    def _keyframe_cache(self, view: _View) -> PreparedFeatures | PaddedFeatures:
         if view.prepared is None:
-            view.prepared = self.matcher.prepare_features(view.features)
+            view.prepared = self.runner.prepare_features(view.features)
         return view.prepared
 
     def _estimate_pose(self, keyframe: _View, current: _View, pairs: np.ndarray

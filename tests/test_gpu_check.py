@@ -12,7 +12,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = PROJECT_ROOT / 'benchmarks' / 'gpu_check.sh'
 STATS = {'p50', 'p99', 'mean', 'n'}
-MATCHERS = {'ours', 'ours_cached', 'kornia', 'transformers'}
+MATCHERS = {'ours', 'ours_cached', 'ours_static_cached', 'kornia', 'transformers'}
 
 
 def leaves(value: Any, path: str = '') -> list[tuple[str, Any]]:
@@ -76,6 +76,12 @@ def test_cpu_quick_run_writes_a_complete_report(shared_dir: Path, tmp_path: Path
         # fp32 on the CPU: the peers find exactly our matches (tests/test_lightglue.py)
         assert all(a >= 0.99 for a in cell['agreement'].values()), cell['agreement']
         assert (cell['stop_layer'] == 9) == (mode == 'full')
+        # The static-shape path (eager on the CPU): the same matches and stop layer.
+        assert cell['static']['agreement'] == 1.0 and not cell['static']['graphs']
+        assert cell['static']['stop_layer'] == cell['stop_layer']
+        assert len(cell['exit_layers']['dynamic']) == len(cell['exit_layers']['pairs'])
+        assert cell['exit_layers']['static'] == cell['exit_layers']['dynamic']
+        assert_stats(cell['tracker_eager_ms'], frames)
         assert_stats(cell['tracker_ms'], frames)
         assert set(cell['tracker_parts_ms']) == {'extract', 'match', 'pose'}
         assert all(v > 0 for v in cell['tracker_parts_ms'].values())
@@ -85,7 +91,8 @@ def test_cpu_quick_run_writes_a_complete_report(shared_dir: Path, tmp_path: Path
     assert [t['value'] for t in report['targets']] == ['n/a'] * 3
 
     markdown = (out / 'report.md').read_text()
-    for heading in ('## CUDA tests', '## Extractor', '## Matcher', '## Whole tracker',
+    for heading in ('## CUDA tests', '## Extractor', '## Matcher', '## Static-shape matcher',
+                    '## Whole tracker',
                     '## Targets'):
         assert heading in markdown
     assert (out / 'tests.xml').is_file()

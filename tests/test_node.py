@@ -731,7 +731,7 @@ def test_pipelined_node_extracts_the_next_frame_while_the_current_one_is_tracked
     rig.publish_image(*frames[0])  # the first frame: a keyframe, nothing to match
     rig.wait_matches(frames[0][1])
     extractor = node.tracker.extractor = Gate(node.tracker.extractor, is_open=True)
-    matcher = node.tracker.matcher = Gate(node.tracker.matcher, 'match_prepared')
+    matcher = node.tracker.runner = Gate(node.tracker.runner, 'match_prepared')
     try:
         rig.publish_image(*frames[1])
         assert matcher.holding.wait(WAIT_S), 'frame 1 never reached the matcher'

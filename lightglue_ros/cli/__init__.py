@@ -25,7 +25,8 @@ defaults the help shows come from ``lightglue_ros.defaults``, which imports noth
 Exit codes (``errors.py``): 0 success, 1 runtime failure (e.g. the node gave no result in
 time), 2 usage or input error (bad path, missing weights, invalid calibration: one ``error:``
 line on stderr), 130 interrupted (SIGINT or SIGTERM, also while starting). ``replay`` keeps its
-own codes (docs/replay.md): 0, 1 error, 130 interrupted.
+own codes (docs/replay.md): 0, 1 error, 130 interrupted; a fleet of bags also 3 (some bags
+failed) and 4 (every bag failed).
 """
 from __future__ import annotations
 

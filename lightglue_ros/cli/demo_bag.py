@@ -12,6 +12,7 @@ from rosbags.highlevel import AnyReader
 from lightglue_ros.cli.errors import EXIT_INTERRUPTED, EXIT_OK
 from lightglue_ros.cli.options import describe_models, resolve_model_weights, tracker_config
 from lightglue_ros.cli.report import FrameTable
+from lightglue_ros.defaults import PLOTS_NAME, SUMMARY_NAME
 from lightglue_ros.errors import BagError, CalibrationError
 from lightglue_ros.ros import bag_io, replay
 from lightglue_ros.tracker import resolve_device
@@ -72,7 +73,7 @@ def bag_demo(args: argparse.Namespace) -> int:
         path, out_dir / REPLAY_BAG_NAME, image_topic=image_topic, camera_info_topic=info_topic,
         config=config, overwrite=True, debug_images=False, progress=False,
         max_frames=args.frames, fallback_camera=args.intrinsics,
-        summary_path=out_dir / bag_io.SUMMARY_NAME, plots_dir=out_dir / bag_io.PLOTS_NAME)
+        summary_path=out_dir / SUMMARY_NAME, plots_dir=out_dir / PLOTS_NAME)
     print(FrameTable.HEADER)
     for i in range(summary.processed):
         event = summary.keyframe_event[i]
@@ -83,7 +84,7 @@ def bag_demo(args: argparse.Namespace) -> int:
           f'{summary.fps:.2f} fps, {summary.keyframes} keyframe(s) '
           f'({summary.keyframe_switches} switch(es))')
     print(f"wrote {out_dir / REPLAY_BAG_NAME} (the node's output topics as a rosbag2)")
-    print(f'wrote {out_dir / bag_io.SUMMARY_NAME}')
-    for plot in sorted((out_dir / bag_io.PLOTS_NAME).glob('*.png')):
+    print(f'wrote {out_dir / SUMMARY_NAME}')
+    for plot in sorted((out_dir / PLOTS_NAME).glob('*.png')):
         print(f'wrote {plot}')
     return EXIT_OK if not summary.interrupted else EXIT_INTERRUPTED

@@ -1,6 +1,7 @@
 """``lightglue-ros replay`` and the ``replay`` console script: the command line of the bag
 replay (``lightglue_ros.ros.replay.replay_bag``; options, settings from a node params file or a
-tracker YAML, one-line errors, exit codes 0 / 1 / 130). See docs/replay.md.
+tracker YAML, one-line errors, exit codes 0 / 1 / 130) and of a fleet of bags
+(``lightglue_ros.ros.fleet``; exit codes 0 / 3 / 4 / 1 / 130). See docs/replay.md.
 
 The parser imports nothing heavy (``--help`` answers at once); the command imports the replay
 engine, ROS 2 and torch when it runs.
@@ -29,16 +30,23 @@ from lightglue_ros.defaults import (DEBUG_IMAGE_TOPIC, DEFAULT_BACKWARDS_RESET_F
 from lightglue_ros.errors import ConfigError, LightGlueRosError
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, startup.EXIT_INTERRUPTED  # 130, SIGTERM as well
+# A fleet (several bags): some bags failed, or every bag failed (EXIT_ERROR: none could start).
+EXIT_SOME_FAILED, EXIT_ALL_FAILED = 3, 4
 
 
 def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the replay options to ``parser`` and set ``handler`` (args -> exit code)."""
-    parser.add_argument('input', help='rosbag2 folder, .mcap / .db3 file, or ROS 1 .bag')
+    parser.add_argument('input', nargs='+',
+                        help='rosbag2 folder, .mcap / .db3 file, or ROS 1 .bag; several of '
+                             'them, a folder of bags or a .txt / .list file naming one bag a '
+                             'line replay a fleet (docs/replay.md, Fleet replay)')
     parser.add_argument('--image-topic', required=True,
                         help='sensor_msgs/Image or CompressedImage topic to track')
     parser.add_argument('--camera-info-topic', default=None,
                         help='sensor_msgs/CameraInfo topic (pose needs calibration)')
-    parser.add_argument('--output', '-o', required=True, help='output rosbag2 folder')
+    parser.add_argument('--output', '-o', required=True,
+                        help='output rosbag2 folder; for a fleet, the output root: one folder '
+                             'per bag (its file stem or folder name) and the fleet summary')
     parser.add_argument('--storage', choices=STORAGES, default='mcap',
                         help='output storage (default: mcap)')
     parser.add_argument('--overwrite', action='store_true',
@@ -97,6 +105,14 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument('--no-plots', action='store_true',
                         help='write no PNG plots (the summary is still written)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    fleet = parser.add_argument_group('fleet (several bags)')
+    fleet.add_argument('--jobs', '-j', type=argtypes.positive_int, metavar='N',
+                       help='worker processes, each loading the models once (default: one per '
+                            'GPU with CUDA, else one per CPU core; never more than the bags)')
+    fleet.add_argument('--ray', nargs='?', const='', default=None, metavar='ADDRESS',
+                       help="run the workers as Ray actors: a local Ray without ADDRESS, 'auto' "
+                            'or HOST:PORT to join a cluster (put it after the inputs, or write '
+                            "--ray=ADDRESS); needs pip install 'lightglue_ros[fleet]'")
     parser.add_argument('-v', '--verbose', action='store_true', help='log keyframe changes')
     parser.set_defaults(handler=replay_command)
     return parser
@@ -201,9 +217,18 @@ def _read_yaml(option: str, path: str, load: Callable[[str], Any]) -> Any:
 
 def replay_command(args: argparse.Namespace) -> int:
     """Run a replay from parsed arguments; returns the exit code (0, 1 error, 130 Ctrl-C or
-    SIGTERM, at any point: start-up included)."""
+    SIGTERM, at any point: start-up included; a fleet: 0 all bags, 3 some, 4 none)."""
     if args.verbose and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    from lightglue_ros.ros.fleet import is_fleet_input  # light: paths only
+
+    wants_fleet = args.jobs is not None or args.ray is not None
+    if is_fleet_input(args.input) or (wants_fleet and not Path(args.input[0]).exists()):
+        return fleet_command(args)  # (a missing input then gets the fleet's one-line error)
+    if wants_fleet:
+        print('replay: error: --jobs and --ray replay several bags (more than one input, a '
+              'folder of bags or a list file)', file=sys.stderr)
+        return EXIT_ERROR
     try:
         with startup.interrupt_on_signals():  # the loop installs its own; this is for start-up
             try:
@@ -212,7 +237,7 @@ def replay_command(args: argparse.Namespace) -> int:
                 raise ConfigError(f'replay needs ROS 2 for Python ({err}): source a ROS 2 '
                                   'install or pip install "lightglue_ros[ros]"') from err
             summary = replay_bag(
-                args.input, args.output, image_topic=args.image_topic,
+                args.input[0], args.output, image_topic=args.image_topic,
                 camera_info_topic=args.camera_info_topic, storage=args.storage,
                 overwrite=args.overwrite, debug_images=args.debug_images,
                 progress=not args.no_progress, max_frames=args.max_frames,
@@ -244,6 +269,59 @@ def replay_command(args: argparse.Namespace) -> int:
           f'{summary.keyframes} keyframes -> {summary.output}'
           f'{" (interrupted)" if summary.interrupted else ""}', file=sys.stderr)
     return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+
+
+def fleet_command(args: argparse.Namespace) -> int:
+    """Replay a fleet (``lightglue_ros.ros.fleet``): one output folder per bag under
+    ``--output``, a summary line per failed bag and for the fleet; the exit code says whether
+    all (0), some (3) or none (4) of the bags succeeded (1: the fleet could not start, 130:
+    interrupted)."""
+    for option, value in (('--summary', args.summary), ('--plots-dir', args.plots_dir)):
+        if value:
+            print(f'replay: error: {option} names one path; in a fleet each bag writes its own '
+                  'into its output folder', file=sys.stderr)
+            return EXIT_ERROR
+    try:
+        with startup.interrupt_on_signals():  # the loop installs its own; this is for start-up
+            try:
+                from lightglue_ros.ros import fleet
+            except ImportError as err:
+                raise ConfigError(f'replay needs ROS 2 for Python ({err}): source a ROS 2 '
+                                  'install or pip install "lightglue_ros[ros]"') from err
+            if args.ray is not None:
+                fleet._import_ray()  # before anything runs: one line when Ray is missing
+            jobs = fleet.discover_bags(args.input, args.output)
+            settings = _settings(args)
+            options = dict(image_topic=args.image_topic,
+                           camera_info_topic=args.camera_info_topic, storage=args.storage,
+                           debug_images=args.debug_images, max_frames=args.max_frames,
+                           topic_prefix=args.topic_prefix,
+                           plots_dir=False if args.no_plots else None,
+                           allow_partial=args.allow_partial, allow_empty=args.allow_empty,
+                           **{k: v for k, v in settings.items() if k != 'config'})
+            summary = fleet.run_fleet(jobs, args.output, config=settings['config'],
+                                      options=options, workers=args.jobs,
+                                      overwrite=args.overwrite, ray_address=args.ray,
+                                      progress=not args.no_progress)
+    except (LightGlueRosError, OSError) as err:
+        print(f'replay: error: {_one_line(err)}', file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt as err:  # outside the fleet loop (imports, discovery)
+        signal_name = 'SIGTERM' if isinstance(err, startup.Terminated) else 'SIGINT'
+        print(f'replay: interrupted ({signal_name})', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    counts = summary.to_dict()['counts']
+    print(f'replay: {len(summary.bags)} bags: '
+          + ', '.join(f'{n} {s}' for s, n in counts.items() if n)
+          + f'; {summary.frames_processed} frames at {summary.fps:.2f} frames/s on '
+            f'{summary.workers} {summary.mode} workers, models loaded {summary.model_loads}x'
+          + f' -> {Path(args.output) / fleet.FLEET_MD_NAME}', file=sys.stderr)
+    for bag in summary.bags:
+        if bag.status == fleet.FAILED:
+            print(f'replay: failed: {bag.input}: {bag.reason}', file=sys.stderr)
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return {'all': EXIT_OK, 'some': EXIT_SOME_FAILED, 'none': EXIT_ALL_FAILED}[summary.outcome]
 
 
 def _one_line(err: BaseException) -> str:

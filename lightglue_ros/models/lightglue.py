@@ -129,6 +129,13 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
+def weight_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of LightGlue's weights for ``precision`` on ``device``: half precision on
+    CUDA only (CPU kernels for fp16/bf16 are slower than fp32 and round more)."""
+    dtype = _PRECISIONS[precision]
+    return dtype if dtype is not None and device.type == 'cuda' else torch.float32
+
+
 def apply_rotary(frequencies: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive channel pairs of x by the keypoints' angles.
 
@@ -204,20 +211,26 @@ class _AttentionBlock(nn.Module):
 
 
 def _attend_both(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: int, *,
-                 cross: bool) -> torch.Tensor:
+                 cross: bool, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Attention inside each image (self) or from each image to the other (cross).
 
     q, k, v: [1 x H x M+N x d], the tokens of image 0 then image 1; split = M.
+    bias: None, or [1 x 1 x 1 x M+N] added to every query's scores of that key: 0 for a key
+    that takes part, a large negative number for padding or a pruned point (the static-shape
+    path, ``lightglue_static``).
     Returns the context [1 x M+N x H*d]. Two fused calls on views: gathering the tokens
     into a batch costs more than it saves.
     """
     q0, q1 = q[:, :, :split], q[:, :, split:]
     k0, k1 = k[:, :, :split], k[:, :, split:]
     v0, v1 = v[:, :, :split], v[:, :, split:]
+    b0 = b1 = None
+    if bias is not None:
+        b0, b1 = bias[..., :split], bias[..., split:]
     if cross:
-        k0, k1, v0, v1 = k1, k0, v1, v0
-    context0 = F.scaled_dot_product_attention(q0, k0, v0)
-    context1 = F.scaled_dot_product_attention(q1, k1, v1)
+        k0, k1, v0, v1, b0, b1 = k1, k0, v1, v0, b1, b0
+    context0 = F.scaled_dot_product_attention(q0, k0, v0, attn_mask=b0)
+    context1 = F.scaled_dot_product_attention(q1, k1, v1, attn_mask=b1)
     # Concatenating the token-major views writes [1 x M+N x H x d] in one copy.
     return torch.cat([context0.transpose(1, 2), context1.transpose(1, 2)], 1).flatten(-2)
 
@@ -240,19 +253,21 @@ class SelfBlock(_AttentionBlock):
         order = order.view(h, dim // h, 3).permute(2, 0, 1).reshape(-1)
         self._fuse(self.Wqkv.weight[order], self.Wqkv.bias[order], self.out_proj)
 
-    def forward(self, x: torch.Tensor, encoding: torch.Tensor, split: int | None = None
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, encoding: torch.Tensor, split: int | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
         """x: [1 x M+N x C] (image 0 then image 1, split = M) or one image [1 x N x C] with
-        split None; encoding: [1 x 1 x tokens x C/H/2] complex."""
+        split None; encoding: [1 x 1 x tokens x C/H/2] complex; bias: None or the keys'
+        [1 x 1 x 1 x tokens] additive mask (``_attend_both``)."""
         c = x.shape[-1]
         projected = F.linear(x, self.fused_in_weight, self.fused_in_bias)
         q, k, v = projected[..., :3 * c].unflatten(-1, (3, self.num_heads, -1)).permute(
             2, 0, 3, 1, 4)  # [1 x H x tokens x d] each
         q, k = apply_rotary(encoding, q), apply_rotary(encoding, k)
         if split is None:
-            context = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(-2)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(
+                1, 2).flatten(-2)
         else:
-            context = _attend_both(q, k, v, split, cross=False)
+            context = _attend_both(q, k, v, split, cross=False, bias=bias)
         return self._update(x, context, projected[..., 3 * c:])
 
 
@@ -271,13 +286,15 @@ class CrossBlock(_AttentionBlock):
         self._fuse(torch.cat([self.to_qk.weight, self.to_v.weight]),
                    torch.cat([self.to_qk.bias, self.to_v.bias]), self.to_out)
 
-    def forward(self, x: torch.Tensor, split: int) -> torch.Tensor:
-        """x: [1 x M+N x C] (image 0 then image 1); image i attends to image 1 - i."""
+    def forward(self, x: torch.Tensor, split: int, bias: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """x: [1 x M+N x C] (image 0 then image 1); image i attends to image 1 - i; bias: None
+        or the keys' [1 x 1 x 1 x M+N] additive mask (``_attend_both``)."""
         c = x.shape[-1]
         projected = F.linear(x, self.fused_in_weight, self.fused_in_bias)
         qk = _heads(projected[..., :c], self.num_heads)
         context = _attend_both(qk, qk, _heads(projected[..., c:2 * c], self.num_heads), split,
-                               cross=True)
+                               cross=True, bias=bias)
         return self._update(x, context, projected[..., 2 * c:])
 
 
@@ -300,15 +317,17 @@ class MatchAssignment(nn.Module):
         """x0: [B x M x C], x1: [B x N x C] -> log assignment of point pairs [B x M x N].
 
         The reference pads this with a row and a column of log-probabilities of being
-        unmatched; picking matches never reads them, so they are not built.
+        unmatched; picking matches never reads them, so they are not built. The scores are
+        fp32 whatever the weights' precision: half-precision log-probabilities would round
+        the match scores by up to 1 % (autocast runs these ops in fp32 for the same reason).
         """
         scale = x0.shape[-1] ** -0.25
         m0, m1 = self.final_proj(x0) * scale, self.final_proj(x1) * scale
-        sim = m0 @ m1.transpose(-1, -2)
+        sim = _at_least_fp32(m0 @ m1.transpose(-1, -2))
         scores = F.log_softmax(sim, 2)
         scores += F.log_softmax(sim, 1)
-        scores += F.logsigmoid(self.matchability(x0))
-        scores += F.logsigmoid(self.matchability(x1)).transpose(1, 2)
+        scores += F.logsigmoid(_at_least_fp32(self.matchability(x0)))
+        scores += F.logsigmoid(_at_least_fp32(self.matchability(x1))).transpose(1, 2)
         return scores
 
     def matchability_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -347,7 +366,7 @@ class LightGlue(nn.Module):
         'depth_confidence': 0.95,  # early stop when this share of points is confident; -1 = off
         'width_confidence': 0.99,  # prune points whose matchability is below 1 - this; -1 = off
         'filter_threshold': 0.1,  # minimum match score
-        'precision': 'fp32',  # fp32 | fp16 | bf16 (autocast on CUDA only; CPU is always fp32)
+        'precision': 'fp32',  # fp32 | fp16 | bf16: weights cast once on CUDA; CPU is always fp32
     }
 
     def __init__(self, features: str = 'superpoint', *, weights: str | Path | None = None,
@@ -426,6 +445,20 @@ class LightGlue(nn.Module):
             layer.self_attn.fuse()
             layer.cross_attn.fuse()
 
+    # -- precision -------------------------------------------------------------------------
+    def _apply(self, fn: Any, recurse: bool = True) -> LightGlue:
+        """After ``to``/``cuda``/``cpu``: weights in ``weight_dtype`` of their device, cast
+        here once. Under autocast every call re-cast every weight (~220 copy kernels a frame
+        on CUDA, slower than fp32). A model in fp32 or fp64 off CUDA keeps its dtype
+        (``.double()`` for the fp64 parity tests); half weights leaving CUDA become fp32."""
+        super()._apply(fn, recurse)
+        weight = self.posenc.Wr.weight
+        target = weight_dtype(self.conf['precision'], weight.device)
+        half = (torch.float16, torch.bfloat16)
+        if weight.dtype != target and (target in half or weight.dtype in half):
+            super()._apply(lambda t: t.to(target) if t.is_floating_point() else t, recurse)
+        return self
+
     # -- thresholds that may change at run time --------------------------------------------
     def set_thresholds(self, *, depth_confidence: float | None = None,
                        width_confidence: float | None = None,
@@ -453,12 +486,14 @@ class LightGlue(nn.Module):
                               f"{self.features} expects {self.conf['input_dim']}")
         check_features(keypoints, descriptors)
         weight = self.posenc.Wr.weight
-        keypoints = normalize_keypoints(keypoints.to(weight), image_size)
-        with self._autocast(weight.device):
-            encoding = self.posenc(keypoints)
-            tokens = self.transformers[0].self_attn(self.input_proj(descriptors.to(weight)),
-                                                    encoding)
-            return PreparedFeatures(tokens, encoding)
+        # Pixels are normalised in at least fp32 (fp16 would round them by up to 0.25 px).
+        exact = weight.dtype if weight.dtype in (torch.float32, torch.float64) else torch.float32
+        keypoints = normalize_keypoints(keypoints.to(weight.device, exact), image_size).to(
+            weight.dtype)
+        encoding = self.posenc(keypoints)
+        tokens = self.transformers[0].self_attn(self.input_proj(descriptors.to(weight)),
+                                                encoding)
+        return PreparedFeatures(tokens, encoding)
 
     def prepare_features(self, features: Features) -> PreparedFeatures:
         return self.prepare(features.keypoints, features.descriptors, features.image_size)
@@ -471,14 +506,7 @@ class LightGlue(nn.Module):
     def match_prepared(self, prepared0: PreparedFeatures, prepared1: PreparedFeatures
                        ) -> MatchResult:
         """Match two prepared images (adaptive depth and width per ``conf``)."""
-        device = prepared0.tokens.device
-        with self._autocast(device):
-            return self._match(prepared0, prepared1)
-
-    def _autocast(self, device: torch.device) -> torch.autocast:
-        dtype = _PRECISIONS[self.conf['precision']]
-        return torch.autocast(device_type=device.type, dtype=dtype,
-                              enabled=dtype is not None and device.type == 'cuda')
+        return self._match(prepared0, prepared1)
 
     def _match(self, prepared0: PreparedFeatures, prepared1: PreparedFeatures) -> MatchResult:
         m0, n0 = prepared0.num_points, prepared1.num_points

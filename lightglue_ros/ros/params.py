@@ -14,9 +14,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightglue_ros.defaults import (DEFAULT_BACKWARDS_RESET_FRAMES, DEFAULT_FEATURES_INLIERS_ONLY,
-                                    DEFAULT_FEATURES_LAYOUT, DEFAULT_ODOM_FRAME,
-                                    DEFAULT_PIPELINED, DEFAULT_THREADS_PER_STAGE, EXTRACTORS,
+from lightglue_ros.defaults import (CUDA_GRAPHS_MODES, DEFAULT_BACKWARDS_RESET_FRAMES,
+                                    DEFAULT_FEATURES_INLIERS_ONLY, DEFAULT_FEATURES_LAYOUT,
+                                    DEFAULT_ODOM_FRAME, DEFAULT_PIPELINED,
+                                    DEFAULT_THREADS_PER_STAGE, EXTRACTORS,
                                     FEATURES_LAYOUTS, MAX_KEYPOINTS_LIMIT, NODE_NAME)
 from lightglue_ros.errors import ConfigError
 from lightglue_ros.geometry import POSE_METHODS
@@ -147,8 +148,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'Torch device: auto (CUDA when available), cpu, cuda or cuda:N.', read_only=True,
               tracker_key='device', constraint='auto | cpu | cuda | cuda:N'),
     ParamSpec('precision', _T('precision'),
-              'Matcher precision on CUDA (autocast); the CPU always runs fp32.',
+              'Matcher precision on CUDA (weights cast once at start-up); the CPU always runs '
+              'fp32.',
               choices=PRECISIONS, read_only=True, tracker_key='precision'),
+    ParamSpec('cuda_graphs', _T('cuda_graphs'),
+              'Static-shape matcher (keypoints padded to max_keypoints) replayed from CUDA '
+              'graphs: auto (on for a CUDA device, off elsewhere), on (on the CPU it runs '
+              'eagerly), off (the dynamic eager matcher). Same matches either way.',
+              choices=CUDA_GRAPHS_MODES, read_only=True, tracker_key='cuda_graphs'),
     # -- matcher and keyframe thresholds (run-time) -------------------------------------------
     ParamSpec('depth_confidence', _T('depth_confidence'),
               'LightGlue early exit: stop after the layer where this fraction of points is '
