@@ -35,6 +35,7 @@ OPTIONAL = {
     # chunks of a damaged bag (ros/bag_recovery.py)
     'backports': 'backports.zstd, for zstd MCAP chunks of a damaged bag (comes with rosbags)',
     'lz4': 'lz4 MCAP / ROS 1 chunks of a damaged bag (comes with rosbags)',
+    'ray': "only for a fleet replay on Ray (--ray; the 'fleet' extra)",
 }
 
 

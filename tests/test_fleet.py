@@ -332,7 +332,7 @@ def test_interrupted_fleet_resumes_where_it_stopped(bags, references, tmp_path, 
     jobs = fleet.discover_bags([bags / 'seq1', bags / 'seq2', bags / 'day2' / 'seq3'],
                                tmp_path / 'out')
     calls = {'n': 0}
-    process = Tracker.process
+    process = Tracker.track  # what the (pipelined) replay and Tracker.process call per frame
 
     def stop_on_fifth_frame(self: Tracker, *args: Any, **kwargs: Any) -> Any:
         calls['n'] += 1
@@ -342,7 +342,7 @@ def test_interrupted_fleet_resumes_where_it_stopped(bags, references, tmp_path, 
 
     import torch
 
-    monkeypatch.setattr(Tracker, 'process', stop_on_fifth_frame)
+    monkeypatch.setattr(Tracker, 'track', stop_on_fifth_frame)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -353,7 +353,7 @@ def test_interrupted_fleet_resumes_where_it_stopped(bags, references, tmp_path, 
         assert first.bags[1].frames == 2 and first.bags[1].processed == 1
         assert statuses(tmp_path / 'out') == {'seq1': 'done', 'seq2': 'interrupted',
                                               'seq3': 'not run'}
-        monkeypatch.setattr(Tracker, 'process', process)
+        monkeypatch.setattr(Tracker, 'track', process)
         second = fleet.run_fleet(jobs, tmp_path / 'out', config=config, options=options(),
                                  workers=1, progress=False)
     finally:

@@ -321,11 +321,14 @@ class Worker:
 
     def __init__(self, config: TrackerConfig, options: dict[str, Any], *,
                  threads: int | None = None) -> None:
-        self.config, self.options = config, options
+        self.config, self.options = config, dict(options)
         self.tracker: Tracker | None = None
         self.loads = 0
         self.stop = False  # a stop request between bags (pool workers: SIGINT)
         if threads:
+            # A share of the cores: the bags are the parallelism. The replay's pipelined stages
+            # would put two threads on the share; one stage with all of it instead.
+            self.options = {**options, 'pipelined': False, 'threads_per_stage': threads}
             import torch
 
             torch.set_num_threads(threads)
