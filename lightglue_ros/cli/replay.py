@@ -234,8 +234,7 @@ def replay_command(args: argparse.Namespace) -> int:
             try:
                 from lightglue_ros.ros.replay import replay_bag
             except ImportError as err:
-                raise ConfigError(f'replay needs ROS 2 for Python ({err}): source a ROS 2 '
-                                  'install or pip install "lightglue_ros[ros]"') from err
+                raise _needs_ros(err) from err
             summary = replay_bag(
                 args.input[0], args.output, image_topic=args.image_topic,
                 camera_info_topic=args.camera_info_topic, storage=args.storage,
@@ -271,6 +270,11 @@ def replay_command(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
 
 
+def _needs_ros(err: ImportError) -> ConfigError:
+    return ConfigError(f'replay needs ROS 2 for Python ({err}): source a ROS 2 install or pip '
+                       'install "lightglue_ros[ros]"')
+
+
 def fleet_command(args: argparse.Namespace) -> int:
     """Replay a fleet (``lightglue_ros.ros.fleet``): one output folder per bag under
     ``--output``, a summary line per failed bag and for the fleet; the exit code says whether
@@ -286,8 +290,7 @@ def fleet_command(args: argparse.Namespace) -> int:
             try:
                 from lightglue_ros.ros import fleet
             except ImportError as err:
-                raise ConfigError(f'replay needs ROS 2 for Python ({err}): source a ROS 2 '
-                                  'install or pip install "lightglue_ros[ros]"') from err
+                raise _needs_ros(err) from err
             if args.ray is not None:
                 fleet._import_ray()  # before anything runs: one line when Ray is missing
             jobs = fleet.discover_bags(args.input, args.output)
