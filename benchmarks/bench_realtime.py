@@ -58,19 +58,14 @@ from lightglue_ros.camera import CameraModel  # noqa: E402
 from lightglue_ros.features import Features  # noqa: E402
 from lightglue_ros.geometry import estimate_relative_pose  # noqa: E402
 from lightglue_ros.image import image_to_tensor, read_image  # noqa: E402
-from lightglue_ros.profiles import PROFILES  # noqa: E402
+from lightglue_ros.profiles import PROFILES, REALTIME_TARGET  # noqa: E402
+from lightglue_ros.realtime import RateSummary, back_and_forth, camera_ticks  # noqa: E402
 from lightglue_ros.tracker import Tracker, TrackerConfig  # noqa: E402
 from lightglue_ros.weights import resolve_weights  # noqa: E402
 
 SHARED_FILES = {'aliked': ('aliked-n16.pth', 'aliked_lightglue.pth'),
                 'disk': ('disk-depth-save.pth', 'disk_lightglue.pth')}
 WARMUP_S = 2.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float('nan')
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
 # -- 1 + 2: trackers and the reference pipeline, in turns ---------------------------------------
@@ -257,7 +252,6 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(client)
     spinner = BackgroundSpinner(executor).start()
-    order = list(range(len(images))) + list(range(len(images) - 2, 0, -1))  # back and forth
     messages = [array_to_image_msg(image) for image in images]  # as given: rgb8 or mono8
     info = camera_model_to_camera_info(camera)
     try:
@@ -269,20 +263,18 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
                                    if process.poll() is not None else 'no node within 120 s')
             time.sleep(0.05)
         time.sleep(1.0)  # let the models finish loading before the clock starts
-        period = 1.0 / rate_hz
         start = time.monotonic()
-        count = 0
-        while time.monotonic() - start < seconds:
+        for elapsed, view in zip(camera_ticks(rate_hz), back_and_forth(len(images))):
+            if elapsed >= seconds:
+                break
             stamp = time.time_ns()
-            msg = messages[order[count % len(order)]]
+            msg = messages[view]
             msg.header.stamp = ns_to_stamp(stamp)
             msg.header.frame_id = 'camera'
             info.header = msg.header
             info_pub.publish(info)
             published[stamp] = time.monotonic()
             image_pub.publish(msg)
-            count += 1
-            time.sleep(max(0.0, start + count * period - time.monotonic()))
         time.sleep(1.5)  # the last frames in flight
     finally:
         spinner.stop()
@@ -296,23 +288,17 @@ def run_node(mode: str, rate_hz: float, seconds: float, images: list[np.ndarray]
             process.kill()
         log.close()
     measured = {s: t for s, t in published.items() if t - start >= WARMUP_S}
-    latencies = [(received[s] - t) * 1e3 for s, t in measured.items() if s in received]
-    done = sorted(received[s] for s in measured if s in received)
-    span = (done[-1] - done[0]) if len(done) > 1 else float('nan')
     return {'mode': mode, 'transport': transport, 'publish_hz': rate_hz,
             'params': list(extra_params),
-            'published': len(measured),
-            'processed': len(latencies),
-            'hz': (len(done) - 1) / span if len(done) > 1 else 0.0,
-            'latency_p50_ms': percentile(latencies, 50),
-            'latency_p95_ms': percentile(latencies, 95)}
+            **RateSummary.from_times(measured, received).as_dict()}
 
 
 # (mode, camera Hz, transport, node parameters, busy processes beside the node)
 SEQUENTIAL = ('pipelined:=false', 'threads_per_stage:=2')  # today's one worker, 2 threads
-NODE_RUNS = (('latest', 30.0, 'default', (), 0),
-             ('latest', 30.0, 'shm', SEQUENTIAL, 0), ('latest', 30.0, 'shm', (), 0),
-             ('latest', 30.0, 'shm', SEQUENTIAL, 2), ('latest', 30.0, 'shm', (), 2),
+CAMERA_HZ = REALTIME_TARGET.camera_hz
+NODE_RUNS = (('latest', CAMERA_HZ, 'default', (), 0),
+             ('latest', CAMERA_HZ, 'shm', SEQUENTIAL, 0), ('latest', CAMERA_HZ, 'shm', (), 0),
+             ('latest', CAMERA_HZ, 'shm', SEQUENTIAL, 2), ('latest', CAMERA_HZ, 'shm', (), 2),
              ('lossless', 10.0, 'shm', (), 0))
 
 
@@ -351,6 +337,10 @@ def pose_one_core(shared: Path) -> dict[str, Any]:
                           env=env, capture_output=True, text=True, check=True,
                           preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _ms(value: float | None) -> str:
+    return f'{value:.0f}' if value is not None else '-'
 
 
 def main() -> int:
@@ -419,8 +409,11 @@ def main() -> int:
         'latency_p50_ms_sequential': sequential['latency_p50_ms'] if sequential else None,
         'node_hz_sequential_contended': (sequential_contended['hz'] if sequential_contended
                                          else None),
-        'targets': {'ratio_xfeat_vs_aliked': 0.15, 'ratio_vs_reference': 0.4, 'node_hz': 20.0,
-                    'latency_p50_ms': 60.0, 'node_hz_contended': 8.0, 'pose_ms_p50': 1.5},
+        'targets': {'ratio_xfeat_vs_aliked': 0.15, 'ratio_vs_reference': 0.4,
+                    'node_hz': REALTIME_TARGET.node_hz,
+                    'latency_p50_ms': REALTIME_TARGET.latency_p50_ms,
+                    'node_hz_contended': REALTIME_TARGET.node_hz_contended,
+                    'pose_ms_p50': 1.5},
     }
     if args.json:
         print(json.dumps(report, indent=1))
@@ -450,8 +443,8 @@ def main() -> int:
                     [[n['mode'], n['transport'], ' '.join(n['params']) or 'defaults',
                       n['busy_processes'], f"{n['publish_hz']:g}", n['published'],
                       n['processed'],
-                      f"{n['hz']:.1f}", f"{n['latency_p50_ms']:.0f}",
-                      f"{n['latency_p95_ms']:.0f}"] for n in nodes])
+                      f"{n['hz']:.1f}", _ms(n['latency_p50_ms']),
+                      _ms(n['latency_p95_ms'])] for n in nodes])
     return 0
 
 

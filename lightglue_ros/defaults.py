@@ -41,10 +41,6 @@ PLOTS_NAME = 'plots'
 DEBUG_IMAGE_TOPIC = 'debug_image'  # relative name, as the node's ~/debug_image
 DEFAULT_TOPIC_PREFIX = f'/{NODE_NAME}'  # output topic = prefix/name, as the node's ~/name
 
-# -- the synthetic demo scene ----------------------------------------------------------------
-DEFAULT_SYNTHETIC_FRAMES = 20
-DEFAULT_SYNTHETIC_FPS = 5.0
-
 
 def check_max_keypoints(value: object, *, allow_all: bool) -> None:
     """Raise ConfigError unless ``value`` is a keypoint budget: an int in

@@ -21,11 +21,10 @@ import cv2
 import numpy as np
 
 from lightglue_ros.camera import CameraModel
-from lightglue_ros.defaults import DEFAULT_SYNTHETIC_FPS, DEFAULT_SYNTHETIC_FRAMES
 from lightglue_ros.errors import ConfigError
 
-DEFAULT_NUM_FRAMES = DEFAULT_SYNTHETIC_FRAMES
-DEFAULT_FPS = DEFAULT_SYNTHETIC_FPS
+DEFAULT_NUM_FRAMES = 20  # make_sequence's; the demo asks for its own number
+DEFAULT_FPS = 5.0
 DEFAULT_STAMP0_NS = 1_700_000_000_000_000_000  # the first frame's stamp (an arbitrary epoch)
 TEXELS_PER_METRE = 220.0  # texture resolution on every plane
 SUPERSAMPLING = 2  # frames are ray cast at this multiple of the output size, then averaged

@@ -2,6 +2,7 @@
 side-by-side picture."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 
 from lightglue_ros import cli, synthetic
+from lightglue_ros.cli.demo_inputs import DemoInput
 from lightglue_ros.cli.report import (DEMO_DEBUG_NAME, DEMO_MATCHES_NAME, DEMO_SUMMARY_NAME,
-                                      FrameTable)
+                                      FrameRecord, FrameTable, NodeCounts, play_summary,
+                                      print_summary, realtime_lines)
 from lightglue_ros.geometry import pose_error_deg, rotation_angle_deg
-from lightglue_ros.profiles import PROFILES
+from lightglue_ros.profiles import PROFILES, REALTIME_TARGET
 from lightglue_ros.viz import LABEL_BOX_COLOUR, draw_matches_side_by_side, score_colours
 
 ALIKED = 'aliked-n16.pth'
@@ -241,6 +244,28 @@ def test_synthetic_sequence_is_deterministic_for_a_seed():
     assert a.camera == synthetic.default_camera()
 
 
+def test_synthetic_demo_input_plays_its_views_forward_and_back(monkeypatch):
+    from lightglue_ros.cli import demo_inputs
+
+    monkeypatch.setattr(demo_inputs, 'SYNTHETIC_VIEWS', 3)
+    args = argparse.Namespace(frames=6, fps=None, rate=30.0, seed=0, intrinsics=None,
+                              camera_info=None)
+    source = demo_inputs.synthetic_input(args)
+    frames = list(source.frames)
+    assert source.count == len(frames) == len(source.ground_truth) == 6
+    assert '3 views along the camera path played forward and back' in source.description
+    # Views 0 1 2 1 0 1, stamps going on at the camera's rate.
+    assert [id(image) for image, _ in frames] == [id(frames[i][0]) for i in (0, 1, 2, 1, 0, 1)]
+    assert [stamp - frames[0][1] for _, stamp in frames] == [round(k * 1e9 / 30)
+                                                             for k in range(6)]
+    truth = source.ground_truth
+    R, t = truth.relative_pose(0, 4)  # the same view
+    assert np.allclose(R, np.eye(3)) and np.allclose(t, 0)
+    expected = synthetic.make_sequence(3, seed=0, fps=30.0, noise=False).relative_pose(2, 1)
+    for got, want in zip(truth.relative_pose(2, 5), expected):
+        assert np.allclose(got, want)
+
+
 def test_synthetic_ground_truth_is_consistent():
     sequence = synthetic.make_sequence(6, seed=0, noise=False)
     for R in sequence.R_world_cam:
@@ -317,19 +342,108 @@ def test_tracker_pose_on_synthetic_sequence_matches_ground_truth(weights_dir):
 
 
 # ==================================================================================== demo
+def _record(index: int, published: float, *, matches: int = 0, kf_index: int = 0,
+            output_after_s: float | None = None) -> FrameRecord:
+    """A frame as the demo's listener sees it: no output unless ``output_after_s``."""
+    record = FrameRecord(index, 1_000 + index, published)
+    if output_after_s is not None:
+        k = np.arange(matches, dtype=np.float32)
+        record.matches = {'u': k, 'v': k, 'kf_u': k, 'kf_v': k, 'score': np.full(matches, 0.5),
+                          'inlier': np.ones(matches, np.uint8),
+                          'kf_index': np.full(matches, kf_index, np.int32)}
+        record.matches_time = published + output_after_s
+    return record
+
+
+def test_demo_report_counts_frames_without_output(capsys):
+    # Frames 1 and 2 were superseded, frame 4 still in flight when the demo stopped waiting.
+    records = [_record(0, 10.0, output_after_s=0.05),
+               _record(1, 10.1), _record(2, 10.2),
+               _record(3, 10.3, matches=40, output_after_s=0.09),
+               _record(4, 10.4)]
+    records[0].events.append({'frame_index': '0', 'reason': 'first_frame', 'detail': ''})
+    table = FrameTable(None)
+    processed = [records[0].stamp_ns, records[3].stamp_ns]  # the tracker's frames 0 and 1
+    for record in records:
+        table.add(record, processed)
+    table.finish()
+    node = NodeCounts(received=5, processed=2, superseded=2, skipped=0)
+    play = play_summary(records, node, lossless=False, rate_hz=30.0, load_average=(0.5, 0, 0))
+    assert (play['frames_published'], play['frames_processed'], play['frames_superseded'],
+            play['frames_skipped'], play['frames_unfinished']) == (5, 2, 2, 0, 1)
+    realtime = play['realtime']
+    assert realtime['hz'] == pytest.approx(1 / 0.34, abs=0.01)  # outputs at 10.05 and 10.39
+    assert realtime['latency_p50_ms'] == pytest.approx(70.0)  # of 50 and 90 ms
+    assert realtime['latency_p95_ms'] == pytest.approx(88.0)
+    assert realtime['published_hz'] == pytest.approx(10.0)
+    assert realtime['target_met'] is False  # 2.9 Hz, p50 70 ms at a 30 Hz camera
+    summary = table.summary(DemoInput('test', iter(()), 5, None), {}, argparse.Namespace(
+        images=None, profile='realtime', extractor='xfeat', max_keypoints=448, resize=0,
+        device='cpu', tracker_options={}), 0.5, play)
+    json.dumps(summary, allow_nan=False)  # what the demo writes
+    frames = summary['frames']
+    assert [f['processed'] for f in frames] == [True, False, False, True, False]
+    assert [f['latency_ms'] for f in frames] == [50.0, None, None, 90.0, None]
+    assert frames[3]['matches'] == 40 and frames[1]['matches'] == 0
+    assert summary['matches']['min'] == 40 and summary['latency_ms']['max'] == 90.0
+    assert summary['keyframes'] == 1
+    print_summary(summary)
+    lines = capsys.readouterr().out.splitlines()
+    column = FrameTable.HEADER.index('dropped') + len('dropped')
+    assert lines[0] == FrameTable.HEADER
+    assert [(int(row.split()[0]), int(row[column - 7:column])) for row in lines[1:3]] == [
+        (0, 0), (3, 2)]
+    assert lines[3].split() == ['4', 'no', 'output']
+    assert lines[4].startswith('summary: 2 of 5 frames processed in 0.5 s; without output (the '
+                               'dropped column): 2 superseded')
+    assert '0 skipped, 1 unfinished' in lines[4]
+    assert lines[5] == ('real time (latest mode, camera at 30 Hz (sent at 10.0 Hz)): 2.9 Hz '
+                        'processed, latency p50 70 ms, p95 88 ms')
+    assert lines[6].startswith(f'target {REALTIME_TARGET.describe()}: NOT met on this machine')
+
+
+def test_demo_report_when_nothing_was_processed_or_in_lossless_mode():
+    records = [_record(0, 1.0), _record(1, 2.0)]
+    node = NodeCounts(received=0, processed=0, superseded=0, skipped=0)
+    play = play_summary(records, node, lossless=False, rate_hz=30.0, load_average=(0, 0, 0))
+    assert play['frames_unfinished'] == 2 and play['realtime']['hz'] == 0.0
+    assert play['realtime']['latency_p50_ms'] is None
+    assert play['realtime']['target_met'] is False
+    assert 'no latency (nothing processed)' in realtime_lines(play['realtime'])[0]
+    # Lossless mode and other camera rates are not compared with the target.
+    fast = [_record(0, 1.0, output_after_s=0.01), _record(1, 1.02, output_after_s=0.01)]
+    node = NodeCounts(received=2, processed=2, superseded=0, skipped=0)
+    for lossless, rate in ((True, 30.0), (False, 10.0)):
+        play = play_summary(fast, node, lossless=lossless, rate_hz=rate, load_average=(0, 0, 0))
+        assert play['realtime']['target_met'] is None
+        assert 'not compared' in realtime_lines(play['realtime'])[1]
+    play = play_summary(fast, node, lossless=False, rate_hz=30.0, load_average=(0, 0, 0))
+    assert play['realtime']['hz'] == pytest.approx(50.0)
+    assert play['realtime']['target_met'] is True
+    assert ': met on this machine' in realtime_lines(play['realtime'])[1]
+
+
 def test_demo_runs_the_real_node_end_to_end(monkeypatch, weights_env, tmp_path, capsys):
     domain_id = _ros_isolation(monkeypatch)
     out = tmp_path / 'demo_out'
+    # Lossless (lock-step) at 5 fps: the camera motion between frames that the bounds below
+    # were measured with.
     code = cli.main(['demo', '--profile', 'aliked', '--frames', '6', '--max-keypoints', '512',
-                     '--device', 'cpu',
+                     '--device', 'cpu', '--lossless', '--fps', '5',
                      '--output', str(out), '--domain-id', str(domain_id)])
     captured = capsys.readouterr()
     assert code == 0, captured.err + captured.out
     summary = json.loads((out / DEMO_SUMMARY_NAME).read_text())
     assert summary['source'] == 'synthetic' and summary['ground_truth']
     assert summary['frames_published'] == summary['frames_processed'] == 6
+    assert (summary['frames_superseded'], summary['frames_skipped'],
+            summary['frames_unfinished']) == (0, 0, 0)
     assert summary['ros']['domain_id'] == domain_id
     assert summary['ros']['parameters']['processing_mode'] == 'lossless'
+    realtime = summary['realtime']
+    assert realtime['mode'] == 'lossless' and realtime['target_met'] is None
+    assert realtime['node'] == {'received': 6, 'processed': 6, 'superseded': 0, 'skipped': 0}
+    assert 0 < realtime['latency_p50_ms'] <= realtime['latency_p95_ms']
     frames = summary['frames']
     assert [f['index'] for f in frames] == list(range(6))
     assert frames[0]['keyframe_events'][0]['reason'] == 'first_frame'
@@ -361,6 +475,60 @@ def test_demo_runs_the_real_node_end_to_end(monkeypatch, weights_env, tmp_path, 
     assert f'wrote {out / DEMO_SUMMARY_NAME}' in lines
 
 
+def test_demo_in_latest_mode_accounts_for_every_frame(monkeypatch, weights_env, tmp_path,
+                                                      capsys):
+    # The camera plays 8 frames (30 fps of the camera path) on a timer at 500 Hz, far faster
+    # than ALIKED runs on a CPU (a frame takes well over the 14 ms the 8 frames take to go
+    # out), so the node in latest mode must supersede some; each frame is then processed or
+    # superseded, as the node counted.
+    domain_id = _ros_isolation(monkeypatch)
+    out = tmp_path / 'demo_out'
+    code = cli.main(['demo', '--profile', 'aliked', '--frames', '8', '--max-keypoints', '128',
+                     '--device', 'cpu', '--rate', '500', '--fps', '30', '--output', str(out),
+                     '--domain-id', str(domain_id)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err + captured.out
+    summary = json.loads((out / DEMO_SUMMARY_NAME).read_text())
+    assert summary['ros']['parameters']['processing_mode'] == 'latest'
+    realtime = summary['realtime']
+    assert realtime['mode'] == 'latest' and realtime['camera_rate_hz'] == 500
+    # The node's own counts: it received all 8 and did something with each.
+    node = realtime['node']
+    assert node['received'] == 8 and node['skipped'] == 0
+    assert node['processed'] + node['superseded'] == 8 and node['superseded'] >= 1
+    # The listener's view agrees with the node's: the frames without output are the superseded
+    # ones, the others all came back, and none was left unfinished.
+    assert summary['frames_published'] == 8
+    assert summary['frames_processed'] == node['processed']
+    assert summary['frames_superseded'] == node['superseded']
+    assert summary['frames_unfinished'] == 0
+    frames = summary['frames']
+    assert [f['index'] for f in frames] == list(range(8))
+    processed = [f['index'] for f in frames if f['processed']]
+    assert len(processed) == summary['frames_processed']
+    assert processed[0] == 0 and processed[-1] == 7  # the newest frame is never superseded
+    for frame in frames:
+        assert (frame['latency_ms'] is not None) == frame['processed']
+        assert frame['processed'] or (frame['matches'], frame['pose']) == (0, None)
+    for index in processed[1:]:  # compared with the ground truth of the frame's own view
+        assert frames[index]['matches'] > 30 and frames[index]['pose'] is not None
+        assert frames[index]['error_vs_ground_truth'] is not None
+    latencies = sorted(frames[i]['latency_ms'] for i in processed)
+    assert latencies[0] <= realtime['latency_p50_ms'] <= realtime['latency_p95_ms']
+    assert realtime['latency_p95_ms'] <= latencies[-1]
+    assert realtime['target_met'] is None  # the target is for a 30 Hz camera
+    # The table: a row per processed frame; its dropped column adds up to the superseded ones.
+    lines = captured.out.splitlines()
+    header = lines.index(FrameTable.HEADER)
+    end = next(i for i, line in enumerate(lines) if line.startswith('summary: '))
+    rows = lines[header + 1:end]
+    column = FrameTable.HEADER.index('dropped') + len('dropped')
+    assert [int(row.split()[0]) for row in rows] == processed
+    assert sum(int(row[column - 7:column]) for row in rows) == summary['frames_superseded']
+    assert any(line.startswith('real time (latest mode, camera at 500 Hz') for line in lines)
+    assert any(line.startswith('target ') and 'not compared' in line for line in lines)
+
+
 def test_demo_on_an_image_folder(monkeypatch, weights_env, freiburg_frames, freiburg_dir,
                                  tmp_path, capsys):
     domain_id = _ros_isolation(monkeypatch)
@@ -371,7 +539,8 @@ def test_demo_on_an_image_folder(monkeypatch, weights_env, freiburg_frames, frei
     out = tmp_path / 'out'
     code = cli.main(['demo', '--profile', 'aliked', '--images', str(folder), '--camera-info',
                      str(freiburg_dir / 'camera_info.yaml'), '--max-keypoints', '256',
-                     '--device', 'cpu', '--output', str(out), '--domain-id', str(domain_id)])
+                     '--device', 'cpu', '--lossless', '--output', str(out),
+                     '--domain-id', str(domain_id)])
     captured = capsys.readouterr()
     assert code == 0, captured.err + captured.out
     summary = json.loads((out / DEMO_SUMMARY_NAME).read_text())

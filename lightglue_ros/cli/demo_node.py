@@ -1,5 +1,7 @@
 """The demo's ROS 2 harness: the real ``MatcherNode``, a camera publisher and a listener in one
-process on an isolated domain; every frame is sent and its outputs collected (lock-step).
+process on an isolated domain. The camera plays the frames on a timer (``camera_ticks``) to the
+node in latest mode, or, in lossless mode, sends each frame once the previous one's outputs
+arrived (lock-step); the listener matches the outputs to the frames by stamp.
 
 Needs rclpy and the message packages (imported here at the top): ``lightglue_ros.cli.demo``
 imports this module only when the demo runs over ROS.
@@ -12,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,39 +33,32 @@ from std_msgs.msg import Header
 
 from lightglue_ros.cli.demo_inputs import DemoInput
 from lightglue_ros.cli.errors import PROG, DemoError
+from lightglue_ros.cli.report import FrameRecord, NodeCounts
 from lightglue_ros.geometry import quaternion_to_rotation
+from lightglue_ros.realtime import camera_ticks
 from lightglue_ros.ros.camera_info import camera_model_to_camera_info
 from lightglue_ros.ros.images import array_to_image_msg, image_msg_to_array
 from lightglue_ros.ros.messages import ns_to_stamp, read_matches_cloud, stamp_to_ns
 from lightglue_ros.ros.node import MatcherNode
 from lightglue_ros.ros.params import NODE_NAME
+from lightglue_ros.ros.stats import DROP_SUPERSEDED
 
 DEMO_NAMESPACE = '/lightglue_demo'
 DEMO_FRAME_ID = 'camera'
 DISCOVERY_TIMEOUT_S = 20.0
+SETTLE_S = 2.0  # how long the last frame's pose and debug image may trail its matches
 NODE_FQN = f'{DEMO_NAMESPACE}/{NODE_NAME}'
 OUTPUT_NAMES = ('matches', 'relative_pose', 'keyframe', 'debug_image')  # the node's ~/NAME
+OnFrame = Callable[[FrameRecord, list[int]], None]
 
 
 @dataclass
-class FrameRecord:
-    """What the listener saw for one published frame."""
+class DemoRun:
+    """What ``run_node_demo`` hands back."""
 
-    index: int
-    stamp_ns: int
-    published: float  # time.monotonic() of the publish call
-    matches: dict[str, np.ndarray] | None = None  # read_matches_cloud fields
-    matches_time: float | None = None
-    pose: tuple[np.ndarray, np.ndarray] | None = None  # (R_kf_cam, t_kf_cam) of ~/relative_pose
-    events: list[dict[str, str]] = field(default_factory=list)
-    debug_image: np.ndarray | None = None
-
-    @property
-    def inliers(self) -> int:
-        """Inlier matches (0 before the matches arrived)."""
-        if self.matches is None or 'inlier' not in self.matches:
-            return 0
-        return int(np.count_nonzero(self.matches['inlier']))
+    records: list[FrameRecord]  # every published frame, in publishing order
+    setup: dict[str, Any]  # the ROS set-up, for the summary
+    node: NodeCounts  # the node's own counts at the end
 
 
 class _Collector:
@@ -72,7 +67,9 @@ class _Collector:
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.records: dict[int, FrameRecord] = {}  # by stamp_ns
-        self.current: FrameRecord | None = None  # the frame in flight (keyframe events)
+        # The frame whose keyframe messages come now: the node publishes a frame's keyframe
+        # messages after its matches and before the next frame's matches (one thread).
+        self.current: FrameRecord | None = None
         self.processed: list[int] = []  # stamps in the order their matches arrived
 
     def on_matches(self, msg: PointCloud2) -> None:
@@ -83,6 +80,7 @@ class _Collector:
             if record is not None:
                 record.matches, record.matches_time = fields, now
                 self.processed.append(record.stamp_ns)
+                self.current = record
             self.cond.notify_all()
 
     def on_pose(self, msg: PoseWithCovarianceStamped) -> None:
@@ -110,6 +108,14 @@ class _Collector:
             if record is not None:
                 record.debug_image = image
             self.cond.notify_all()
+
+    def add(self, record: FrameRecord) -> None:
+        with self.cond:
+            self.records[record.stamp_ns] = record
+
+    def processed_stamps(self) -> list[int]:
+        with self.cond:
+            return list(self.processed)
 
 
 def default_domain_id() -> int:
@@ -145,16 +151,18 @@ def _wait(cond: threading.Condition, predicate: Callable[[], bool], timeout: flo
 
 
 def run_node_demo(args: argparse.Namespace, source: DemoInput, weights: tuple[Path, Path],
-                  on_frame: Callable[[FrameRecord, list[int]], None]
-                  ) -> tuple[list[FrameRecord], dict[str, Any]]:
-    """Publish every frame to a real MatcherNode and collect its outputs (lock-step: the next
-    frame goes out when the previous one's outputs arrived); ``on_frame(record, processed
-    stamps)`` after each. Returns the records and a dict describing the ROS set-up."""
+                  on_frame: OnFrame) -> DemoRun:
+    """Play the frames to a real MatcherNode and collect its outputs: on a timer at
+    ``args.rate`` with the node in latest mode, or (``args.lossless``) lock-step, each frame
+    sent once the previous one's outputs arrived. ``on_frame(record, processed stamps)`` gets
+    every frame in publishing order once it is final (its outputs arrived or never will)."""
     domain_id = args.domain_id if args.domain_id is not None else default_domain_id()
     frames_hint = source.count or 100
     overrides = {
-        'processing_mode': 'lossless', 'qos_reliability': 'reliable',
-        'qos_depth': int(min(1000, max(10, frames_hint))),
+        # Reliable and deep enough for every frame: a frame the node does not process is one
+        # it dropped itself (counted), not one lost on the way.
+        'processing_mode': 'lossless' if args.lossless else 'latest',
+        'qos_reliability': 'reliable', 'qos_depth': int(min(1000, max(10, frames_hint))),
         'queue_size': int(min(10000, max(100, frames_hint))),
         'extractor': args.extractor, 'extractor_weights': str(weights[0]),
         'matcher_weights': str(weights[1]), 'max_keypoints': int(args.max_keypoints),
@@ -170,7 +178,6 @@ def run_node_demo(args: argparse.Namespace, source: DemoInput, weights: tuple[Pa
              'camera_info_topic': f'{DEMO_NAMESPACE}/camera_info', 'output_topics': topics,
              'parameters': overrides}
 
-    records: list[FrameRecord] = []
     collector = _Collector()
     context = Context()
     with _environment(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST'):
@@ -208,34 +215,12 @@ def run_node_demo(args: argparse.Namespace, source: DemoInput, weights: tuple[Pa
             spinner.start()
             _wait_for_graph(matcher, listener, image_pub, info_pub, topics, domain_id)
 
-            for index, (image, stamp_ns) in enumerate(source.frames):
-                header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=DEMO_FRAME_ID)
-                msg = array_to_image_msg(image, header=header)
-                record = FrameRecord(index, stamp_ns, 0.0)
-                with collector.cond:
-                    collector.records[stamp_ns] = record
-                    collector.current = record
-                if source.camera is not None:
-                    info_pub.publish(camera_model_to_camera_info(source.camera, header=header))
-                record.published = time.monotonic()
-                image_pub.publish(msg)
-                if not _wait(collector.cond, lambda r=record: r.matches is not None,
-                             args.timeout):
-                    raise DemoError(
-                        f'no result for frame {index} after {args.timeout:g} s (the matcher '
-                        f'node received {getattr(matcher.stats, "received", "?")} frame(s)); '
-                        'raise --timeout on a slow machine')
-                # The node publishes the debug image last: once it is here, so is the rest.
-                _wait(collector.cond, lambda r=record: r.debug_image is not None, 10.0)
-                expects_pose = source.camera is not None and record.inliers > 0
-                _wait(collector.cond,
-                      lambda r=record, e=expects_pose: r.pose is not None or not e,
-                      2.0)
-                time.sleep(0.02)  # keyframe messages published just before
-                with collector.cond:
-                    collector.current = None
-                records.append(record)
-                on_frame(record, collector.processed)
+            camera = _Camera(image_pub, info_pub, source, collector, on_frame)
+            if args.lossless:
+                _lock_step(camera, matcher, args.timeout)
+            else:
+                _paced(camera, matcher, args.rate, args.timeout)
+            counts = _node_counts(matcher)
         finally:
             if matcher is not None:
                 matcher.stop()
@@ -247,7 +232,105 @@ def run_node_demo(args: argparse.Namespace, source: DemoInput, weights: tuple[Pa
             rclpy.try_shutdown(context=context)
             if spinner is not None:
                 spinner.join(timeout=5.0)
-    return records, setup
+    return DemoRun(camera.records, setup, counts)
+
+
+class _Camera:
+    """The demo's camera: turns frames into messages, publishes them, and hands the records
+    to ``on_frame`` in publishing order once they are final."""
+
+    def __init__(self, image_pub: Any, info_pub: Any, source: DemoInput, collector: _Collector,
+                 on_frame: OnFrame) -> None:
+        self.image_pub, self.info_pub = image_pub, info_pub
+        self.source, self.collector, self.on_frame = source, collector, on_frame
+        self.records: list[FrameRecord] = []
+        self.handed = 0  # records handed to on_frame
+
+    def frames(self) -> Iterator[tuple[FrameRecord, Image, CameraInfo | None]]:
+        """The next frame's record and messages, made before its publish time comes."""
+        for image, stamp_ns in self.source.frames:
+            header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=DEMO_FRAME_ID)
+            info = (camera_model_to_camera_info(self.source.camera, header=header)
+                    if self.source.camera is not None else None)
+            record = FrameRecord(len(self.records), stamp_ns, 0.0)
+            self.records.append(record)
+            self.collector.add(record)
+            yield record, array_to_image_msg(image, header=header), info
+
+    def publish(self, record: FrameRecord, image: Image, info: CameraInfo | None) -> None:
+        if info is not None:
+            self.info_pub.publish(info)
+        record.published = time.monotonic()
+        self.image_pub.publish(image)
+
+    def hand_over(self, end: int) -> None:
+        """Hand the records before index ``end`` to on_frame."""
+        stamps = self.collector.processed_stamps()
+        while self.handed < min(end, len(self.records)):
+            self.on_frame(self.records[self.handed], stamps)
+            self.handed += 1
+
+    def settle(self, record: FrameRecord) -> None:
+        """Wait for the rest of a processed frame's outputs: the debug image (published last)
+        and the pose, when one is expected."""
+        cond = self.collector.cond
+        _wait(cond, lambda: record.debug_image is not None, SETTLE_S)
+        expects_pose = self.source.camera is not None and record.inliers > 0
+        _wait(cond, lambda: record.pose is not None or not expects_pose, SETTLE_S)
+        time.sleep(0.02)  # keyframe messages published just before
+
+
+def _lock_step(camera: _Camera, matcher: MatcherNode, timeout: float) -> None:
+    """Lossless: each frame goes out once the previous one's outputs arrived."""
+    collector = camera.collector
+    for record, image, info in camera.frames():
+        with collector.cond:
+            collector.current = record
+        camera.publish(record, image, info)
+        if not _wait(collector.cond, lambda r=record: r.matches is not None, timeout):
+            raise DemoError(
+                f'no result for frame {record.index} after {timeout:g} s (the matcher node '
+                f'received {_node_counts(matcher).received} frame(s)); raise --timeout on a '
+                'slow machine')
+        camera.settle(record)
+        camera.hand_over(record.index + 1)
+
+
+def _paced(camera: _Camera, matcher: MatcherNode, rate_hz: float, timeout: float) -> None:
+    """Latest mode: a frame every 1 / rate_hz s whatever the node does, then wait (up to
+    ``timeout``) until the node has dealt with every frame and its outputs are here."""
+    collector = camera.collector
+    ticks = camera_ticks(rate_hz)
+    for record, image, info in camera.frames():
+        next(ticks)
+        camera.publish(record, image, info)
+        with collector.cond:
+            newest = collector.current
+        if newest is not None:  # the frames before the newest one with output are final
+            camera.hand_over(newest.index)
+    published = len(camera.records)
+
+    def finished() -> bool:
+        counts = _node_counts(matcher)
+        return (counts.received == published
+                and counts.processed + counts.superseded + counts.skipped == published
+                and len(collector.processed) >= counts.processed)
+
+    _wait(collector.cond, finished, timeout)
+    with collector.cond:
+        newest = collector.current
+    if newest is not None:
+        camera.settle(newest)
+    camera.hand_over(published)
+
+
+def _node_counts(matcher: MatcherNode) -> NodeCounts:
+    values = matcher.stats.snapshot()
+    superseded = int(values.get(f'dropped.{DROP_SUPERSEDED}', 0))
+    return NodeCounts(received=int(values['frames_received']),
+                      processed=int(values['frames_processed']), superseded=superseded,
+                      skipped=int(values['frames_dropped']) - superseded
+                      + int(values['frames_skipped']))
 
 
 def _wait_for_graph(matcher: MatcherNode, listener: Node, image_pub: Any, info_pub: Any,

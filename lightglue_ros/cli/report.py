@@ -1,22 +1,24 @@
-"""The demo's report: the per-frame table (``FrameTable``, also the row format of ``demo --bag``),
-the summary (JSON and the printed lines) and the pictures, with their file names."""
+"""The demo's report: what the listener saw of each frame (``FrameRecord``), the per-frame table
+(``FrameTable``, also the row format of ``demo --bag``), the real-time numbers beside the target
+(``play_summary``), the summary (JSON and the printed lines) and the pictures, with their
+file names. No ROS: the demo's ROS harness (``demo_node``) fills the records."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from lightglue_ros.cli.demo_inputs import DemoInput
+from lightglue_ros.cli.demo_inputs import DemoInput, GroundTruth
 from lightglue_ros.cli.image_files import write_png
 from lightglue_ros.geometry import pose_error_deg, rotation_angle_deg
-from lightglue_ros.synthetic import SyntheticSequence
+from lightglue_ros.profiles import REALTIME_TARGET
+from lightglue_ros.realtime import RateSummary
 from lightglue_ros.viz import as_rgb8, draw_matches_side_by_side
-
-if TYPE_CHECKING:  # demo_node imports rclpy; the table only reads its records
-    from lightglue_ros.cli.demo_node import FrameRecord
 
 DEMO_SUMMARY_NAME = 'demo_summary.json'
 DEMO_MATCHES_NAME = 'matches.png'  # keyframe | last frame, side by side
@@ -39,39 +41,84 @@ def _stats(values: Sequence[float]) -> dict[str, float] | None:
             'max': round(float(a.max()), 4)}
 
 
+@dataclass
+class FrameRecord:
+    """What the demo's listener saw of one published frame (``matches`` None: no output)."""
+
+    index: int
+    stamp_ns: int
+    published: float  # time.monotonic() of the publish call
+    matches: dict[str, np.ndarray] | None = None  # read_matches_cloud fields
+    matches_time: float | None = None  # time.monotonic() when the matches arrived
+    pose: tuple[np.ndarray, np.ndarray] | None = None  # (R_kf_cam, t_kf_cam) of ~/relative_pose
+    events: list[dict[str, str]] = field(default_factory=list)
+    debug_image: np.ndarray | None = None
+
+    @property
+    def inliers(self) -> int:
+        """Inlier matches (0 before the matches arrived)."""
+        if self.matches is None or 'inlier' not in self.matches:
+            return 0
+        return int(np.count_nonzero(self.matches['inlier']))
+
+
+@dataclass(frozen=True)
+class NodeCounts:
+    """The matcher node's own counts at the end of the demo (its /diagnostics counters)."""
+
+    received: int  # images that reached its callback
+    processed: int  # frames whose outputs it published
+    superseded: int  # latest mode: replaced by a newer frame while the node was busy
+    skipped: int  # dropped for another reason (lossless queue overflow) or skipped (bad input)
+
+
 class FrameTable:
-    """Turns records into per-frame entries (printed as they come) and the summary."""
+    """Turns records into per-frame entries (printed as they come: a row per processed frame,
+    its ``dropped`` column the frames without output since the previous row) and the summary.
+    """
 
     HEADER = (f'{"frame":>5} {"kf":>4} {"matches":>7} {"inliers":>7} {"latency":>9} '
-              f'{"rot.err":>8} {"dir.err":>8}  keyframe')
+              f'{"rot.err":>8} {"dir.err":>8} {"dropped":>7}  keyframe')
 
-    def __init__(self, ground_truth: SyntheticSequence | None) -> None:
+    def __init__(self, ground_truth: GroundTruth | None) -> None:
         self.ground_truth = ground_truth
         self.entries: list[dict[str, Any]] = []
         self.keyframe = -1  # input frame index of the current keyframe
         self.printed_header = False
+        self._no_output: list[int] = []  # frames without output since the last printed row
 
     @staticmethod
     def print_row(index: int, keyframe: int, matches: int, inliers: int,
                   latency_ms: float | None, notes: Sequence[str], *,
                   rotation_error_deg: float | None = None,
-                  direction_error_deg: float | None = None) -> None:
-        """One line under HEADER; '-' for what is unknown (no ground truth, no latency)."""
+                  direction_error_deg: float | None = None, dropped: int | None = None) -> None:
+        """One line under HEADER; '-' for what is unknown (no ground truth, no latency, no
+        count of frames without output)."""
         def deg(value: float | None) -> str:
             return f'{value:.3f}' if value is not None else '-'
 
         latency = f'{latency_ms:.0f} ms' if latency_ms is not None else '-'
         print(f'{index:>5} {keyframe:>4} {matches:>7} {inliers:>7} {latency:>9} '
-              f'{deg(rotation_error_deg):>8} {deg(direction_error_deg):>8}  '
-              f'{"; ".join(notes)}'.rstrip(), flush=True)
+              f'{deg(rotation_error_deg):>8} {deg(direction_error_deg):>8} '
+              f'{dropped if dropped is not None else "-":>7}  {"; ".join(notes)}'.rstrip(),
+              flush=True)
 
     def add(self, record: FrameRecord, processed: list[int]) -> None:
-        """Add and print the entry of ``record``; ``processed``: the stamps in the order the
-        node processed them (a tracker frame index is a position in it)."""
+        """Add the entry of ``record`` (records come in publishing order, each once it is
+        final: its outputs arrived or never will) and print it; ``processed``: the stamps in
+        the order the node processed them (a tracker frame index is a position in it)."""
         if not self.printed_header:
             print(self.HEADER)
             self.printed_header = True
-        by_stamp = {stamp: i for i, stamp in enumerate(processed)}
+        if record.matches is None:
+            self.entries.append({
+                'index': record.index, 'stamp_ns': record.stamp_ns, 'processed': False,
+                'keyframe_index': self.keyframe, 'matches': 0, 'inliers': 0,
+                'mean_score': None, 'latency_ms': None, 'keyframe_events': [], 'pose': None,
+                'error_vs_ground_truth': None})
+            self._no_output.append(record.index)
+            return
+        dropped, self._no_output = len(self._no_output), []
         stamps = processed  # tracker frame index -> stamp
         frame_of_stamp = {e['stamp_ns']: e['index'] for e in self.entries}
         frame_of_stamp[record.stamp_ns] = record.index
@@ -102,7 +149,7 @@ class FrameTable:
                    if record.matches_time is not None else None)
         entry: dict[str, Any] = {
             'index': record.index, 'stamp_ns': record.stamp_ns,
-            'processed': record.stamp_ns in by_stamp, 'keyframe_index': kf,
+            'processed': True, 'keyframe_index': kf,
             'matches': n, 'inliers': inliers,
             'mean_score': round(float(np.mean(fields['score'])), 4) if n else None,
             'latency_ms': round(latency, 1) if latency is not None else None,
@@ -126,10 +173,17 @@ class FrameTable:
                     'ground_truth_rotation_deg': round(rotation_angle_deg(R_gt), 4),
                     'ground_truth_baseline_m': round(float(np.linalg.norm(t_gt)), 4)}
         self.entries.append(entry)
-        self._print(entry)
+        self._print(entry, dropped)
+
+    def finish(self) -> None:
+        """After the last record: a line for the frames without output after the last row."""
+        if self._no_output:
+            first, last = self._no_output[0], self._no_output[-1]
+            print(f'{first if first == last else f"{first}-{last}":>5}  no output', flush=True)
+        self._no_output = []
 
     @classmethod
-    def _print(cls, entry: dict[str, Any]) -> None:
+    def _print(cls, entry: dict[str, Any], dropped: int) -> None:
         error = entry['error_vs_ground_truth'] or {}
         notes = [f'keyframe -> {e["frame"]} ({e["reason"]}'
                  f'{": " + e["detail"] if e["detail"] else ""})' for e in entry['keyframe_events']]
@@ -140,11 +194,13 @@ class FrameTable:
         cls.print_row(entry['index'], entry['keyframe_index'], entry['matches'],
                       entry['inliers'], entry['latency_ms'], notes,
                       rotation_error_deg=error.get('rotation_deg'),
-                      direction_error_deg=error.get('translation_direction_deg'))
+                      direction_error_deg=error.get('translation_direction_deg'),
+                      dropped=dropped)
 
     def summary(self, source: DemoInput, setup: dict[str, Any], args: argparse.Namespace,
-                wall_s: float) -> dict[str, Any]:
-        """The demo's summary (written as DEMO_SUMMARY_NAME), its frames included."""
+                wall_s: float, play: dict[str, Any]) -> dict[str, Any]:
+        """The demo's summary (written as DEMO_SUMMARY_NAME), its frames included; ``play``:
+        the counts and real-time numbers of ``play_summary``."""
         matched = [e for e in self.entries if e['matches'] > 0]
         errors = [e['error_vs_ground_truth'] for e in self.entries
                   if e['error_vs_ground_truth'] is not None]
@@ -154,8 +210,7 @@ class FrameTable:
             'input': source.description,
             'source': ('synthetic' if source.ground_truth is not None else
                        'images' if args.images else 'video'),
-            'frames_published': len(self.entries),
-            'frames_processed': sum(e['processed'] for e in self.entries),
+            **play,
             'wall_s': round(wall_s, 3),
             'model': {'profile': args.profile, 'extractor': args.extractor,
                       'max_keypoints': args.max_keypoints, 'resize': args.resize,
@@ -174,6 +229,49 @@ class FrameTable:
                  if e['translation_direction_deg'] is not None]),
             'frames': self.entries,
         }
+
+
+def play_summary(records: Sequence[FrameRecord], node: NodeCounts, *, lossless: bool,
+                 rate_hz: float, load_average: Sequence[float]) -> dict[str, Any]:
+    """The frames' fate and the real-time numbers, beside profiles.REALTIME_TARGET.
+
+    Every published frame is counted once: processed (its output arrived), superseded or
+    skipped (the node's own counts) or unfinished (neither when the demo stopped waiting:
+    still in flight, or lost), so published = processed + superseded + skipped + unfinished.
+    ``rate_hz``: the camera's rate (unused with ``lossless``: each frame goes out after the
+    previous one's result); ``load_average``: os.getloadavg() before the run.
+    """
+    rate = RateSummary.from_times(
+        {r.stamp_ns: r.published for r in records},
+        {r.stamp_ns: r.matches_time for r in records if r.matches_time is not None})
+    sent = sorted(r.published for r in records)
+    span = sent[-1] - sent[0] if sent else 0.0
+    compared = not lossless and rate_hz == REALTIME_TARGET.camera_hz
+    return {
+        'frames_published': rate.published,
+        'frames_processed': rate.processed,
+        'frames_superseded': node.superseded,
+        'frames_skipped': node.skipped,
+        'frames_unfinished': rate.published - rate.processed - node.superseded - node.skipped,
+        'realtime': {
+            'mode': 'lossless' if lossless else 'latest',
+            'camera_rate_hz': None if lossless else rate_hz,
+            'published_hz': round((len(sent) - 1) / span, 2) if span > 0 else None,
+            'hz': round(rate.hz, 2),
+            'latency_p50_ms': _round(rate.latency_p50_ms, 1),
+            'latency_p95_ms': _round(rate.latency_p95_ms, 1),
+            'node': asdict(node),
+            'target': asdict(REALTIME_TARGET),
+            'target_met': (REALTIME_TARGET.met_by(rate.hz, rate.latency_p50_ms) if compared
+                           else None),
+            'cpus': os.cpu_count(),
+            'load_average_before': [round(v, 2) for v in load_average],
+        },
+    }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return round(value, digits) if value is not None else None
 
 
 def write_pictures(records: list[FrameRecord], table: FrameTable,
@@ -204,18 +302,21 @@ def write_pictures(records: list[FrameRecord], table: FrameTable,
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    """The summary's printed lines: counts, matches, latency and the errors vs ground truth."""
-    matches, inliers, latency = summary['matches'], summary['inliers'], summary['latency_ms']
-    line = (f'summary: {summary["frames_processed"]}/{summary["frames_published"]} frames '
-            f'processed in {summary["wall_s"]:.1f} s, {summary["keyframes"]} keyframe(s) '
+    """The summary's printed lines: the frames' fate, matches, the real-time numbers beside
+    the target and the errors vs ground truth."""
+    matches, inliers = summary['matches'], summary['inliers']
+    line = (f'summary: {summary["frames_processed"]} of {summary["frames_published"]} frames '
+            f'processed in {summary["wall_s"]:.1f} s; without output (the dropped column): '
+            f'{summary["frames_superseded"]} superseded (a newer frame came while the node was '
+            f'busy), {summary["frames_skipped"]} skipped, {summary["frames_unfinished"]} '
+            f'unfinished; {summary["keyframes"]} keyframe(s) '
             f'({summary["keyframe_switches"]} switch(es))')
     if matches:
         line += (f'; matches mean {matches["mean"]:.0f} (min {matches["min"]:.0f}), inliers '
                  f'mean {inliers["mean"]:.0f}')
-    if latency:
-        line += (f'; latency median {latency["median"]:.0f} ms (max {latency["max"]:.0f} ms), '
-                 f'frame rate {1e3 / latency["median"]:.1f} Hz')
     print(line)
+    for text in realtime_lines(summary['realtime']):
+        print(text)
     rot, trans = summary['rotation_error_deg'], summary['translation_direction_error_deg']
     if rot:
         text = (f'pose vs ground truth ({summary["poses"]} poses, relative to the keyframe): '
@@ -226,3 +327,26 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(text)
     elif summary['ground_truth']:
         print('pose vs ground truth: no pose was estimated')
+
+
+def realtime_lines(realtime: dict[str, Any]) -> list[str]:
+    """The achieved rate and latency, and beside them the target, met or not on this machine."""
+    p50, p95 = realtime['latency_p50_ms'], realtime['latency_p95_ms']
+    if realtime['mode'] == 'lossless':
+        how = "lossless mode, each frame sent after the previous one's result"
+    else:
+        sent = realtime['published_hz']
+        how = (f'latest mode, camera at {realtime["camera_rate_hz"]:g} Hz'
+               + (f' (sent at {sent:.1f} Hz)' if sent is not None else ''))
+    latency = (f'latency p50 {p50:.0f} ms, p95 {p95:.0f} ms' if p50 is not None
+               else 'no latency (nothing processed)')
+    lines = [f'real time ({how}): {realtime["hz"]:.1f} Hz processed, {latency}']
+    target = REALTIME_TARGET
+    if realtime['target_met'] is None:
+        lines.append(f'target {target.describe()}: not compared (this run: {how})')
+    else:
+        load = ', '.join(f'{v:.2f}' for v in realtime['load_average_before'])
+        verdict = 'met' if realtime['target_met'] else 'NOT met'
+        lines.append(f'target {target.describe()}: {verdict} on this machine '
+                     f'({realtime["cpus"]} CPUs, load average {load} before the run)')
+    return lines
