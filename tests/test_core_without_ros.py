@@ -8,7 +8,8 @@ ROS_MODULES = ('rclpy', 'sensor_msgs', 'geometry_msgs', 'nav_msgs', 'std_msgs',
                'diagnostic_msgs', 'builtin_interfaces', 'rcl_interfaces')
 CORE = ('lightglue_ros.models', 'lightglue_ros.tracker', 'lightglue_ros.geometry',
         'lightglue_ros.camera', 'lightglue_ros.image', 'lightglue_ros.weights',
-        'lightglue_ros.viz', 'lightglue_ros.synthetic', 'lightglue_ros.pipeline')
+        'lightglue_ros.viz', 'lightglue_ros.synthetic', 'lightglue_ros.pipeline',
+        'lightglue_ros.realtime', 'lightglue_ros.cli.report')
 
 
 def test_core_imports_with_ros_modules_blocked():
