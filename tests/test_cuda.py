@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import SCANNET_SIZE, read_scannet_pairs, scannet_camera
+from helpers import SCANNET_SIZE, he_normal_superpoint, read_scannet_pairs, scannet_camera
 
 import lightglue_ros.image
 import lightglue_ros.tracker
@@ -27,8 +27,8 @@ from lightglue_ros.image import (constant_like, image_to_tensor, read_image, sca
                                  to_grayscale)
 from lightglue_ros.models.extractors import build_extractor
 from lightglue_ros.models.lightglue import LightGlue, MatchResult
-from lightglue_ros.models.superpoint import (SuperPoint, _max_pool_kernel, _nms_mask_numpy,
-                                             _nms_mask_torch, max_pool, nms_mask)
+from lightglue_ros.models.superpoint import (_max_pool_kernel, _nms_mask_numpy, _nms_mask_torch,
+                                             max_pool, nms_mask)
 from lightglue_ros.tracker import Tracker, TrackerConfig, _to_host
 
 needs_cuda = pytest.mark.skipif(
@@ -90,17 +90,6 @@ def make_matcher(weights_dir: Path, device: str, mode: str, precision: str = 'fp
                  ) -> LightGlue:
     return LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth', precision=precision,
                      **MODES[mode]).to(device)
-
-
-def he_normal_superpoint(**conf) -> SuperPoint:
-    """SuperPoint with seeded He-normal weights: a peaked heatmap like a trained one's."""
-    torch.manual_seed(0)
-    model = SuperPoint(**conf)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity='relu')
-            torch.nn.init.normal_(module.bias, std=0.1)
-    return model
 
 
 # -- fixtures -----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightglue_ros.errors import ConfigError
-from lightglue_ros.features import Features
+from lightglue_ros.features import Features, FixedFeatures
 from lightglue_ros.models.lightglue import (PRUNING_MIN_POINTS, LightGlue, MatchResult,
                                             _at_least_fp32, check_features, filter_matches,
                                             normalize_keypoints)
@@ -38,13 +38,14 @@ class PaddedFeatures:
     tokens:     [1 x K x C] float, after the input projection and layer 0's self-attention.
     encoding:   [1 x 1 x K x C/H/2] complex, the rotary positional encoding.
     valid:      [K] bool, True for the image's own points (the first num_points).
-    num_points: the image's own points (known on the host from the input's shape).
+    num_points: the image's own points when the host knows them (from the input's shape);
+                None for fixed-count features, whose count only the device knows.
     """
 
     tokens: torch.Tensor
     encoding: torch.Tensor
     valid: torch.Tensor
-    num_points: int
+    num_points: int | None
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,12 @@ class StaticMatch:
     stop: torch.Tensor
     layers: torch.Tensor
 
-    def to_result(self, num0: int, num1: int) -> MatchResult:
+    def to_result(self, num0: int | None, num1: int | None) -> MatchResult:
         """The compact MatchResult of the images' num0/num1 points: here the host waits for
         the device (``nonzero``; the stop layer)."""
+        if num0 is None or num1 is None:
+            raise ConfigError('to_result needs the point counts; fixed-count features are '
+                              'read back with the frame (tracker._to_host_fixed)')
         k = self.matches0.shape[0]
         index = (self.matches0[:num0] > -1).nonzero()[:, 0]
         matches = torch.stack([index, self.matches0[index]], -1)
@@ -164,6 +168,29 @@ class StaticLightGlue(nn.Module):
 
     def prepare_features(self, features: Features) -> PaddedFeatures:
         return self.prepare(features.keypoints, features.descriptors, features.image_size)
+
+    def pad_fixed(self, features: FixedFeatures
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``pad`` for fixed-count features (already K slots, valid first): the same
+        normalised points [1 x K x 2] (zeros in invalid slots), descriptors [1 x K x D] and
+        valid [K], with no host read."""
+        k, weight = self.num_keypoints, self.matcher.posenc.Wr.weight
+        if features.budget != k or features.descriptors.shape[-1] != self.matcher.conf[
+                'input_dim']:
+            raise ConfigError(f'fixed features of {features.budget} x '
+                              f'{features.descriptors.shape[-1]} do not fit the static matcher '
+                              f"({k} x {self.matcher.conf['input_dim']})")
+        exact = weight.dtype if weight.dtype in (torch.float32, torch.float64) else torch.float32
+        valid = features.valid.to(weight.device)
+        points = normalize_keypoints(features.keypoints[None].to(weight.device, exact),
+                                     features.image_size) * valid[None, :, None]
+        return points.to(weight.dtype), features.descriptors[None].to(weight), valid
+
+    @torch.inference_mode()
+    def prepare_fixed(self, features: FixedFeatures) -> PaddedFeatures:
+        """``prepare`` of fixed-count features, eagerly (num_points unknown: None)."""
+        tokens, encoding = self.prepare_padded(*self.pad_fixed(features))
+        return PaddedFeatures(tokens, encoding, features.valid, None)
 
     def prepare_padded(self, points: torch.Tensor, descriptors: torch.Tensor,
                        valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
