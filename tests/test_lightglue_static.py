@@ -229,3 +229,24 @@ def test_cuda_graphs_setting_selects_the_path(caplog, freiburg_features, weights
     assert len(logged) == 1 and 'need a CUDA device' in logged[0].getMessage()
     assert 'CUDA graphs need a CUDA device' in runner.fallback_reason
 
+
+def test_replayed_decisions_give_the_deciding_run_s_matches(freiburg_features, weights_dir):
+    """``replay``: the exit layer and pruned points of another run (the CUDA test replays the
+    CPU's on CUDA). Replaying a run's own decisions changes nothing; replaying those of other
+    settings (full depth; an earlier exit) gives that run's matches, whatever the matcher's
+    own settings would decide."""
+    adaptive = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth',
+                         **MODES['adaptive'])
+    static = StaticLightGlue(adaptive, 1024)
+    full = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth', **MODES['full'])
+    eager = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth',
+                      depth_confidence=0.8, width_confidence=0.95)
+    f0, f1 = freiburg_features[0], freiburg_features[4]
+    own = adaptive.match(f0, f1)
+    compare(own, static.match(f0, f1, replay=own))
+    reference = full.match(f0, f1)
+    assert reference.stop_layer == 9 and own.stop_layer < 9
+    compare(reference, static.match(f0, f1, replay=reference))
+    other = eager.match(f0, f1)
+    assert (other.stop_layer, other.num_pruned0) != (own.stop_layer, own.num_pruned0)
+    compare(other, static.match(f0, f1, replay=other))
