@@ -46,8 +46,8 @@ from common import PROJECT_ROOT, machine, shared_dir, time_ms  # noqa: E402
 
 from devtools import reference_models  # noqa: E402
 from lightglue_ros.camera import CameraModel  # noqa: E402
-from lightglue_ros.cuda_graphs import GraphedMatcher  # noqa: E402
-from lightglue_ros.cuda_syncs import host_syncs  # noqa: E402
+from lightglue_ros.cuda_graphs import GraphedExtractor, GraphedMatcher  # noqa: E402
+from lightglue_ros.cuda_syncs import host_reads, host_syncs  # noqa: E402
 from lightglue_ros.image import image_to_tensor, read_image  # noqa: E402
 from lightglue_ros.models.extractors import build_extractor  # noqa: E402
 from lightglue_ros.models.lightglue import LightGlue  # noqa: E402
@@ -61,6 +61,9 @@ MATCH_PAIR = (0, 4)  # frames the matcher cells match (as bench_matcher.py)
 PRECISIONS = ('fp32', 'fp16')
 PEERS = ('kornia', 'transformers')
 STAMP_STEP_NS = 33_333_333  # 30 Hz stamps for the tracker
+# Host-side calls that launch GPU work, as torch.profiler names them.
+LAUNCH_CALLS = ('cudaLaunchKernel', 'cuLaunchKernel', 'cudaLaunchKernelExC', 'cuLaunchKernelEx',
+                'cudaGraphLaunch')
 # The issue's targets on the H200, recorded against the measurements (never asserted).
 TARGET_CELL = {'keypoints': 1024, 'precision': 'fp16', 'mode': 'adaptive'}
 TARGETS = (('tracker_p50_ms', 'whole tracker p50 per frame, 1024 kpts, fp16, adaptive', 4.0),
@@ -265,18 +268,25 @@ def extraction_entry(extractor: torch.nn.Module, images: list[np.ndarray], size:
         i = next(extracts)
         features[i] = extractor.extract(image_to_tensor(images[i], device=device))
 
+    fixed = GraphedExtractor(extractor)  # the static path's: a graph per size on CUDA
+    fixed_images = itertools.cycle(images)
     samples = timing.samples({'upload': lambda: image_to_tensor(next(uploads), device=device),
-                              'extract': extract})
+                              'extract': extract,
+                              'extract_fixed': lambda: fixed.extract_fixed(
+                                  image_to_tensor(next(fixed_images), device=device))})
     while len(features) < len(MATCH_PAIR):  # fewer calls than frames in the pair
         extract()
     tensor = image_to_tensor(images[0], device=device)
     syncs: dict[str, Any] | str = NA
     if counter.enabled:
         syncs = {'upload': counter.measure(lambda: image_to_tensor(images[0], device=device)),
-                 'extract': counter.measure(lambda: extractor.extract(tensor))}
+                 'extract': counter.measure(lambda: extractor.extract(tensor)),
+                 'extract_fixed': counter.measure(lambda: fixed.extract_fixed(tensor))}
     return {'keypoints': size, 'status': 'ok', 'note': '',
             'upload_ms': stats(samples['upload']),
             'extract_ms': stats(samples['extract']),  # upload included
+            'extract_fixed_ms': stats(samples['extract_fixed']),  # upload included
+            'fixed_graphs': fixed.fallback_reason is None and device.type == 'cuda',
             'num_keypoints': [len(features[i]) for i in MATCH_PAIR],
             'syncs_per_frame': syncs}, features
 
@@ -341,6 +351,15 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
     cell['tracker_parts_ms'] = {
         part: round(float(np.median([getattr(r.timings, f'{part}_ms') for r in timed])), 3)
         for part in ('extract', 'match', 'pose')}
+    cell['tracker_parts_p99_ms'] = {
+        part: round(float(np.percentile([getattr(r.timings, f'{part}_ms') for r in timed], 99)),
+                    3) for part in ('extract', 'match', 'pose')}
+    cell['tracker_fps'] = round(1e3 / cell['tracker_ms']['p50'], 2)
+    cell['tracker_stop_layers'] = {str(k): v for k, v in sorted(
+        Counter(r.stop_layer for r in timed).items())}
+    cell['tracker_profile'] = profile_frames(frame, device, frames=3) if cuda else NA
+    cell['host_reads_per_frame'] = host_reads_per_frame(tracker, eager, config, extractor, ours,
+                                                       images, camera)
     cell['tracker_matches_p50'] = float(np.median([r.num_matches for r in timed]))
     cell['tracker_inliers_p50'] = float(np.median([r.num_inliers for r in timed]))
     cell['keyframe_switches'] = sum(len(r.keyframe_events) for r in timed)
@@ -360,6 +379,47 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
         cell['syncs_per_frame'] = NA
         cell['sync_sites'] = NA
     return cell
+
+
+def profile_frames(frame: Callable[[], None], device: torch.device, frames: int
+                   ) -> dict[str, Any]:
+    """GPU kernel time and kernel launches per tracker frame (torch.profiler, CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(frames):
+            frame()
+        torch.cuda.synchronize(device)
+    wall_ms = (time.perf_counter() - start) * 1e3 / frames
+    events = prof.events()
+    kernel_us = sum(e.self_device_time_total for e in events
+                    if e.device_type == torch.autograd.DeviceType.CUDA)
+    launches = Counter(e.name for e in events if e.name in LAUNCH_CALLS)
+    return {'frames': frames, 'wall_ms': round(wall_ms, 3),
+            'gpu_kernel_ms': round(kernel_us / 1e3 / frames, 3),
+            'gpu_busy_share': round(kernel_us / 1e3 / frames / wall_ms, 3),
+            'kernel_launches': round(sum(launches[n] for n in LAUNCH_CALLS
+                                         if n != 'cudaGraphLaunch') / frames, 1),
+            'graph_launches': round(launches['cudaGraphLaunch'] / frames, 1)}
+
+
+def host_reads_per_frame(tracker: Tracker, eager: Tracker, config: TrackerConfig,
+                         extractor: torch.nn.Module, matcher: LightGlue,
+                         images: list[np.ndarray], camera: CameraModel) -> dict[str, int]:
+    """Reads back from tensors in one tracker frame (``cuda_syncs.host_reads``, on any device:
+    each is a host wait on a GPU) of the static path and of the eager dynamic one."""
+    static = tracker if tracker.fixed_extractor is not None else Tracker(
+        replace(config, cuda_graphs='on'), extractor=extractor, matcher=matcher)
+    out = {}
+    for name, run in (('static', static), ('eager', eager)):
+        run.reset()
+        run.process(images[0], 1, camera)
+        with host_reads() as reads:
+            run.process(images[1], 2, camera)
+        out[name] = sum(reads.values())
+    return out
 
 
 def measure_matchers(ours: LightGlue, features: dict[int, Any], matcher_file: Path,
@@ -595,12 +655,16 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f'- {name}: ' + ', '.join(f'{k}={fmt(v)}' for k, v in props.items())
               for name, props in t['properties'].items()]
     lines += ['', '## Extractor (upload + extract, ms per frame)', '']
-    lines += table(['kpts', 'status', 'upload p50', 'extract p50', 'extract p99', 'keypoints',
-                    'syncs upload/extract'],
+    lines += table(['kpts', 'status', 'upload p50', 'extract p50', 'extract p99',
+                    'fixed-count p50', 'fixed-count p99', 'fixed in graph', 'keypoints',
+                    'syncs upload/extract/fixed'],
                    [[e['keypoints'], e['status'], e.get('upload_ms', {}).get('p50', ''),
                      e.get('extract_ms', {}).get('p50', ''),
-                     e.get('extract_ms', {}).get('p99', ''), e.get('num_keypoints', ''),
-                     _syncs(e.get('syncs_per_frame'), ('upload', 'extract'))]
+                     e.get('extract_ms', {}).get('p99', ''),
+                     e.get('extract_fixed_ms', {}).get('p50', ''),
+                     e.get('extract_fixed_ms', {}).get('p99', ''), e.get('fixed_graphs', ''),
+                     e.get('num_keypoints', ''),
+                     _syncs(e.get('syncs_per_frame'), ('upload', 'extract', 'extract_fixed'))]
                     for e in r['extraction']])
     ok = [c for c in r['cells'] if c['status'] == 'ok']
     lines += ['', '## Matcher (ms per pair; ours/peer = ratio of p50)', '']
@@ -636,6 +700,19 @@ def markdown(report: dict[str, Any]) -> str:
                      c['tracker_matches_p50'], c['tracker_inliers_p50'],
                      _syncs(c['syncs_per_frame'], ('upload', 'extract', 'match', 'tracker')),
                      c['gpu_peak_mib']] for c in ok])
+    lines += ['', '## Per frame on the tracker as configured (stages p50/p99 ms; GPU kernel time '
+              'and launches: torch.profiler; host reads: static / eager path)', '']
+    lines += table(['kpts', 'prec', 'mode', 'fps', 'extract p50/p99', 'match p50/p99',
+                    'pose p50/p99', 'GPU kernel ms', 'GPU busy', 'launches', 'graph launches',
+                    'host reads static/eager', 'stop layers'],
+                   [[c['keypoints'], c['precision'], c['mode'], c['tracker_fps'],
+                     *(f"{fmt(c['tracker_parts_ms'][p])}/{fmt(c['tracker_parts_p99_ms'][p])}"
+                       for p in ('extract', 'match', 'pose')),
+                     *(_profiled(c, k) for k in ('gpu_kernel_ms', 'gpu_busy_share',
+                                                 'kernel_launches', 'graph_launches')),
+                     _syncs(c['host_reads_per_frame'], ('static', 'eager')),
+                     ', '.join(f'{k}: {v}' for k, v in c['tracker_stop_layers'].items())]
+                    for c in ok])
     others = [c for c in r['cells'] if c['status'] != 'ok']
     if others:
         lines += ['', '## Cells not measured', '']
@@ -658,6 +735,11 @@ def _p(cell: dict[str, Any], name: str, key: str) -> Any:
     """A matcher's percentile, or its error text."""
     entry = cell['matcher_ms'][name]
     return entry[key] if isinstance(entry, dict) else entry
+
+
+def _profiled(cell: dict[str, Any], key: str) -> Any:
+    profile = cell['tracker_profile']
+    return profile[key] if isinstance(profile, dict) else profile
 
 
 def _syncs(value: Any, keys: tuple[str, ...]) -> str:

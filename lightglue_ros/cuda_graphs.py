@@ -1,5 +1,7 @@
-"""The matcher the tracker runs: LightGlue's dynamic path, or its static-shape path
-(``models.lightglue_static``) replayed from CUDA graphs (setting ``cuda_graphs``).
+"""The networks the tracker runs: LightGlue's dynamic path, or its static-shape path
+(``models.lightglue_static``) replayed from CUDA graphs (setting ``cuda_graphs``), and the
+extractor's fixed-count path (``extract_fixed``: dense network + keypoint selection at
+max_keypoints, no host read), captured once per image size (``GraphedExtractor``).
 
 - ``off``: ``LightGlue`` as it is (eager, shapes follow the keypoints, host decisions per layer);
 - ``on``: ``StaticLightGlue`` at the keypoint budget. On CUDA its two fixed-shape parts (the
@@ -14,6 +16,7 @@ The matches are the same whichever runs (tests/test_lightglue_static.py).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +24,9 @@ import torch
 
 from lightglue_ros.defaults import CUDA_GRAPHS_MODES
 from lightglue_ros.errors import ConfigError
-from lightglue_ros.features import Features
+from lightglue_ros.features import Features, FixedFeatures
 from lightglue_ros.models.lightglue import LightGlue, MatchResult
-from lightglue_ros.models.lightglue_static import PaddedFeatures, StaticLightGlue
+from lightglue_ros.models.lightglue_static import PaddedFeatures, StaticLightGlue, StaticMatch
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,11 @@ def uses_static_path(mode: str, device: torch.device) -> bool:
         raise ConfigError(f'cuda_graphs must be one of {", ".join(CUDA_GRAPHS_MODES)}, '
                           f'got {mode!r}')
     return mode == 'on' or (mode == 'auto' and device.type == 'cuda')
+
+
+def has_fixed_path(extractor: torch.nn.Module) -> bool:
+    """Whether the extractor has a fixed-count path (SuperPoint, ALIKED, XFeat; not DISK)."""
+    return callable(getattr(extractor, 'extract_fixed', None))
 
 
 def build_matcher_runner(matcher: LightGlue, mode: str, num_keypoints: int,
@@ -60,7 +68,8 @@ class _Graph:
                 fn(*self.inputs)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
+        # thread_local: the node extracts the next frame on another thread meanwhile.
+        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode='thread_local'):
             self.outputs = fn(*self.inputs)
 
     def __call__(self, *inputs: torch.Tensor) -> Any:
@@ -70,6 +79,91 @@ class _Graph:
         return self.outputs
 
 
+class GraphCache:
+    """CUDA graphs of one model, captured on first use per input shapes and replayed; where
+    capture is impossible or fails, the callables run eagerly and the reason is logged once."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what  # the model, for the log lines
+        self._graphs: dict[tuple, _Graph] = {}
+        self._pool: Any = None
+        self.fallback_reason: str | None = None  # why graphs are not used
+        self.captures = 0  # graphs captured so far (a size change captures anew)
+
+    def usable(self, device: torch.device) -> bool:
+        if self.fallback_reason is not None:
+            return False
+        if device.type != 'cuda':
+            self._fall_back(f'the {self.what} runs on {device}, CUDA graphs need a CUDA device')
+            return False
+        return True
+
+    def _fall_back(self, reason: str) -> None:
+        self.fallback_reason = reason
+        self._graphs.clear()
+        logger.warning('cuda_graphs: %s; running the static-shape %s eagerly', reason,
+                       self.what)
+
+    def call(self, name: str, fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], *,
+             clone: bool, detail: str = '') -> Any:
+        """fn(*inputs), replayed from its graph for these input shapes (captured now if new).
+        clone: copy the outputs (the next replay overwrites the graph's)."""
+        if self.fallback_reason is None:
+            key = (name, *((tuple(t.shape), t.dtype) for t in inputs))
+            graph = self._graphs.get(key)
+            if graph is None:
+                start = time.perf_counter()
+                try:
+                    if self._pool is None:
+                        self._pool = torch.cuda.graph_pool_handle()
+                    graph = _Graph(fn, inputs, self._pool)
+                except Exception as err:  # noqa: BLE001 - any capture failure: eager
+                    self._fall_back(f'capturing {self.what} {name} failed '
+                                    f'({type(err).__name__}: {err})')
+                else:
+                    self._graphs[key] = graph
+                    self.captures += 1
+                    logger.info('cuda_graphs: captured %s %s for %s in %.0f ms', self.what,
+                                name, detail or key[1:], (time.perf_counter() - start) * 1e3)
+            if graph is not None:
+                out = graph(*inputs)
+                return tuple(t.clone() for t in out) if clone else out
+        return fn(*inputs)
+
+
+class GraphedExtractor:
+    """An extractor's fixed-count path (``extract_fixed``), replayed from a CUDA graph per
+    image size (captured on first use, again on a size change; logged) or run eagerly."""
+
+    def __init__(self, extractor: torch.nn.Module) -> None:
+        if not has_fixed_path(extractor):
+            raise ConfigError(f'{getattr(extractor, "name", extractor)} has no fixed-count path')
+        self.extractor = extractor
+        self.graphs = GraphCache(f'{getattr(extractor, "name", "extractor")} extractor')
+
+    @property
+    def fallback_reason(self) -> str | None:
+        return self.graphs.fallback_reason
+
+    def extract_fixed(self, image: torch.Tensor) -> FixedFeatures:
+        """image: [C x H x W] float in [0, 1] on the extractor's device."""
+        extractor = self.extractor
+        if not self.graphs.usable(image.device):
+            return extractor.extract_fixed(image)
+        sizes: list[tuple[int, int]] = []
+
+        def run(buffer: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = extractor.extract_fixed(buffer)
+            sizes.append(out.image_size)
+            return out.keypoints, out.scores, out.descriptors, out.valid
+
+        h, w = image.shape[-2:]
+        keypoints, scores, descriptors, valid = self.graphs.call(
+            'extract', run, (image,), clone=True,
+            detail=f'{w}x{h}, {extractor.conf["max_keypoints"]} keypoints')
+        return FixedFeatures(keypoints, scores, descriptors, valid, (int(w), int(h)))
+
+
 class GraphedMatcher:
     """The static-shape LightGlue at ``num_keypoints``, replayed from CUDA graphs where it can
     be; eager (static path) otherwise. Interface of LightGlue as the tracker uses it."""
@@ -77,9 +171,7 @@ class GraphedMatcher:
     def __init__(self, matcher: LightGlue, num_keypoints: int) -> None:
         self.matcher = matcher
         self.static = StaticLightGlue(matcher, num_keypoints)
-        self._graphs: dict[tuple, _Graph] = {}
-        self._pool: Any = None
-        self.fallback_reason: str | None = None  # why graphs are not used (logged once)
+        self.graphs = GraphCache('matcher')
 
     # -- LightGlue's interface ---------------------------------------------------------------
     @property
@@ -90,17 +182,24 @@ class GraphedMatcher:
     def num_keypoints(self) -> int:
         return self.static.num_keypoints
 
+    @property
+    def fallback_reason(self) -> str | None:
+        return self.graphs.fallback_reason
+
     def set_thresholds(self, **values: float | None) -> None:
         self.matcher.set_thresholds(**values)  # the static path copies them to the device
 
     def prepare_features(self, features: Features) -> PaddedFeatures:
         return self.prepare(features.keypoints, features.descriptors, features.image_size)
 
+    def _usable(self) -> bool:
+        return self.graphs.usable(self.matcher.posenc.Wr.weight.device)
+
     @torch.inference_mode()
     def prepare(self, keypoints: torch.Tensor, descriptors: torch.Tensor,
                 image_size: tuple[int, int]) -> PaddedFeatures:
         static = self.static
-        if not self._graphs_usable():
+        if not self._usable():
             return static.prepare(keypoints, descriptors, image_size)
         if keypoints.dim() == 2:
             keypoints, descriptors = keypoints[None], descriptors[None]
@@ -110,63 +209,45 @@ class GraphedMatcher:
         # Padding and normalisation run eagerly (they depend on the image size and the point
         # count); the network part replays its graph.
         points, padded, valid = static.pad(keypoints, descriptors, image_size)
-        tokens, encoding = self._replayer('prepare', static.prepare_padded, clone=True)(
-            points, padded, valid)
-        return PaddedFeatures(tokens, encoding, valid, int(keypoints.shape[1]))
+        return self._prepare_padded(points, padded, valid, int(keypoints.shape[1]))
+
+    @torch.inference_mode()
+    def prepare_fixed(self, features: FixedFeatures) -> PaddedFeatures:
+        """The matcher side of fixed-count features (valid mask from the extractor, no host
+        read; ``num_points`` is unknown on the host: None)."""
+        points, descriptors, valid = self.static.pad_fixed(features)
+        return self._prepare_padded(points, descriptors, valid, None)
+
+    def _prepare_padded(self, points: torch.Tensor, descriptors: torch.Tensor,
+                        valid: torch.Tensor, num_points: int | None) -> PaddedFeatures:
+        if self._usable():
+            tokens, encoding = self.graphs.call('prepare', self.static.prepare_padded,
+                                                (points, descriptors, valid), clone=True)
+        else:
+            tokens, encoding = self.static.prepare_padded(points, descriptors, valid)
+        return PaddedFeatures(tokens, encoding, valid, num_points)
 
     def match(self, features0: Features, features1: Features) -> MatchResult:
         return self.match_prepared(self.prepare_features(features0),
                                    self.prepare_features(features1))
 
     @torch.inference_mode()
-    def match_prepared(self, prepared0: PaddedFeatures, prepared1: PaddedFeatures
-                       ) -> MatchResult:
+    def match_static(self, prepared0: PaddedFeatures, prepared1: PaddedFeatures
+                     ) -> StaticMatch:
+        """The match at fixed shapes, no host read; its tensors are the graph's outputs (the
+        next replay overwrites them: copy what is kept)."""
         static = self.static
         static.sync_settings()
         static.stacked_heads()  # built outside any capture; reused by replays
         inputs = (prepared0.tokens, prepared0.encoding, prepared0.valid,
                   prepared1.tokens, prepared1.encoding, prepared1.valid)
-        if self._graphs_usable():
-            out = self._replayer('match', static, clone=False)(*inputs)
-        else:
-            out = static(*inputs)
+        if self._usable():
+            return self.graphs.call('match', static, inputs, clone=False)
+        return static(*inputs)
+
+    @torch.inference_mode()
+    def match_prepared(self, prepared0: PaddedFeatures, prepared1: PaddedFeatures
+                       ) -> MatchResult:
         # to_result copies what it keeps: the next replay may overwrite the graph's outputs.
-        return out.to_result(prepared0.num_points, prepared1.num_points)
-
-    # -- graphs --------------------------------------------------------------------------------
-    def _graphs_usable(self) -> bool:
-        if self.fallback_reason is not None:
-            return False
-        device = self.matcher.posenc.Wr.weight.device
-        if device.type != 'cuda':
-            self._fall_back(f'the matcher runs on {device}, CUDA graphs need a CUDA device')
-            return False
-        return True
-
-    def _fall_back(self, reason: str) -> None:
-        self.fallback_reason = reason
-        self._graphs.clear()
-        logger.warning('cuda_graphs: %s; running the static-shape matcher eagerly', reason)
-
-    def _replayer(self, name: str, fn: Callable[..., Any], *, clone: bool
-                  ) -> Callable[..., Any]:
-        def call(*inputs: torch.Tensor) -> Any:
-            if self.fallback_reason is None:
-                key = (name, *((tuple(t.shape), t.dtype) for t in inputs))
-                graph = self._graphs.get(key)
-                if graph is None:
-                    try:
-                        if self._pool is None:
-                            self._pool = torch.cuda.graph_pool_handle()
-                        graph = _Graph(fn, inputs, self._pool)
-                    except Exception as err:  # noqa: BLE001 - any capture failure: eager
-                        self._fall_back(f'capturing {name} failed ({type(err).__name__}: '
-                                        f'{err})')
-                    else:
-                        self._graphs[key] = graph
-                        logger.info('cuda_graphs: captured %s for %s', name, key[1:])
-                if graph is not None:
-                    out = graph(*inputs)
-                    return tuple(t.clone() for t in out) if clone else out
-            return fn(*inputs)
-        return call
+        return self.match_static(prepared0, prepared1).to_result(prepared0.num_points,
+                                                                 prepared1.num_points)

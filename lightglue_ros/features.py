@@ -34,3 +34,57 @@ class Features:
               device: torch.device | str = 'cpu') -> Features:
         return Features(torch.zeros(0, 2, device=device), torch.zeros(0, device=device),
                         torch.zeros(0, descriptor_dim, device=device), image_size)
+
+
+@dataclass(frozen=True)
+class FixedFeatures:
+    """Keypoints of one image at a fixed count K (the keypoint budget), so that every shape
+    depends on K and the image size alone (the static path, issue 18; no host read made them).
+
+    keypoints:   [K x 2] float32 pixels (x, y) of the original image; 0 in invalid slots.
+    scores:      [K] float32; 0 in invalid slots.
+    descriptors: [K x D] float32, L2-normalised; 0 in invalid slots.
+    valid:       [K] bool; the valid slots come first (best score first), so the image's
+                 keypoints are the first ``valid.sum()`` slots.
+    image_size:  (width, height) of the original image in pixels.
+    """
+
+    keypoints: torch.Tensor
+    scores: torch.Tensor
+    descriptors: torch.Tensor
+    valid: torch.Tensor
+    image_size: tuple[int, int]
+
+    @property
+    def budget(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    def compact(self, count: int | None = None) -> Features:
+        """The valid slots as Features. ``count`` (known on the host, e.g. from the frame's
+        one copy) avoids reading the valid count back from the device."""
+        if count is None:
+            count = int(self.valid.sum())  # a host read
+        return Features(self.keypoints[:count], self.scores[:count],
+                        self.descriptors[:count], self.image_size)
+
+
+def fixed_slots(candidates: torch.Tensor, k: int, *, minimum: float = float('-inf')
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The k best of a flat candidate score vector at a fixed count, no host read.
+
+    candidates: [M] float, -inf (or <= ``minimum``) where no keypoint may be.
+    Returns (indices [k] long into candidates, values [k], valid [k] bool): best first, the
+    valid ones before the others; when M < k the tail is invalid (index 0).
+    """
+    values, indices = torch.topk(candidates, min(k, candidates.numel()))
+    if values.shape[0] < k:
+        missing = k - values.shape[0]
+        values = torch.cat([values, values.new_full((missing,), float('-inf'))])
+        indices = torch.cat([indices, indices.new_zeros(missing)])
+    return indices, values, values > minimum
+
+
+def device_pair(a: float, b: float, like: torch.Tensor) -> torch.Tensor:
+    """[2] tensor (a, b) in ``like``'s dtype and device, made by fills: no host copy, so a CUDA
+    graph may capture it (the values equal ``like.new_tensor((a, b))``)."""
+    return torch.stack([like.new_full((), a), like.new_full((), b)])

@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from lightglue_ros.camera import CameraModel
-from lightglue_ros.cuda_graphs import GraphedMatcher, build_matcher_runner
+from lightglue_ros.cuda_graphs import (GraphedExtractor, GraphedMatcher, build_matcher_runner,
+                                       has_fixed_path)
 from lightglue_ros.defaults import (CUDA_GRAPHS_MODES, DEFAULT_CUDA_GRAPHS, DEFAULT_EXTRACTOR,
                                     DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE, EXTRACTORS,
                                     check_max_keypoints)
 from lightglue_ros.errors import CalibrationError, ConfigError, TimestampError
-from lightglue_ros.features import Features
+from lightglue_ros.features import Features, FixedFeatures
 from lightglue_ros.geometry import (DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_MIN_MATCHES,
                                     DEFAULT_MIN_PARALLAX_DEG, DEFAULT_THRESHOLD_PX,
                                     FailureReason, RelativePose, check_pose_options, compose,
@@ -40,7 +41,7 @@ from lightglue_ros.geometry import (DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_
 from lightglue_ros.image import image_to_tensor, validate_image
 from lightglue_ros.models.extractors import build_extractor
 from lightglue_ros.models.lightglue import PRECISIONS, LightGlue, MatchResult, PreparedFeatures
-from lightglue_ros.models.lightglue_static import PaddedFeatures
+from lightglue_ros.models.lightglue_static import PaddedFeatures, StaticMatch
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +220,9 @@ class _View:
 class ExtractedFrame:
     """One image's features, extracted ahead of ``Tracker.track`` (``Tracker.extract``)."""
 
-    features: Features
+    # Fixed-count features on the static path (their count is read back with the frame's one
+    # device -> host copy), compact Features otherwise.
+    features: Features | FixedFeatures
     # The matcher's side of it (None: too few keypoints to track).
     prepared: PreparedFeatures | PaddedFeatures | None
     extract_ms: float  # extraction and preparation, milliseconds
@@ -233,6 +236,11 @@ class _HostMatch:
     scores: np.ndarray  # [K] float32
     num_pruned_keyframe: int
     num_pruned_current: int
+    stop_layer: int
+
+    @property
+    def num_matches(self) -> int:
+        return len(self.pairs)
 
 
 def _to_host(match: MatchResult, keypoints: torch.Tensor | None = None
@@ -250,9 +258,44 @@ def _to_host(match: MatchResult, keypoints: torch.Tensor | None = None
     flat = torch.cat([part.to(torch.float32) for part in parts]).cpu().numpy()
     k = len(match)
     host = _HostMatch(flat[:2 * k].astype(np.int64).reshape(k, 2), flat[2 * k:3 * k].copy(),
-                      int(flat[3 * k]), int(flat[3 * k + 1]))
+                      int(flat[3 * k]), int(flat[3 * k + 1]), stop)
     points = flat[3 * k + 2:].reshape(-1, 2) if keypoints is not None else None
     return host, points
+
+
+def _to_host_fixed(match: StaticMatch | None, keyframe_valid: torch.Tensor | None,
+                   features: FixedFeatures | None = None
+                   ) -> tuple[_HostMatch | None, np.ndarray | None, int]:
+    """``_to_host`` of the static path: a fixed-shape match (keyframe = image 0) and the
+    frame's fixed-count keypoints with their count, in one device -> host copy; everything
+    before it ran without a host read. Returns (match or None, [n x 2] keypoints or None, n)."""
+    parts = []
+    if features is not None:
+        parts += [features.keypoints.reshape(-1), features.valid.sum().reshape(1)]
+    if match is not None:
+        k = match.matches0.shape[0]
+        current_valid = match.layers.new_ones(k, dtype=torch.bool) if features is None \
+            else features.valid
+        matches0 = torch.where(keyframe_valid, match.matches0, -1)
+        pruned = [((match.layers[:k] < match.stop) & keyframe_valid).sum(),
+                  ((match.layers[k:] < match.stop) & current_valid).sum()]
+        parts += [matches0, match.scores0, match.stop.reshape(1),
+                  *(p.reshape(1) for p in pruned)]
+    flat = torch.cat([part.to(torch.float32) for part in parts]).cpu().numpy()
+    points, count = None, 0
+    if features is not None:
+        size = 2 * features.budget
+        count = int(flat[size])
+        points = flat[:2 * count].reshape(-1, 2).copy()
+        flat = flat[size + 1:]
+    if match is None:
+        return None, points, count
+    k = match.matches0.shape[0]
+    matches0 = flat[:k].astype(np.int64)
+    rows = np.flatnonzero(matches0 > -1)
+    host = _HostMatch(np.stack([rows, matches0[rows]], -1), flat[k:2 * k][rows].copy(),
+                      int(flat[2 * k + 1]), int(flat[2 * k + 2]), int(flat[2 * k]))
+    return host, points, count
 
 
 @dataclass(frozen=True)
@@ -321,6 +364,11 @@ class Tracker:
         # What matches: the matcher itself, or its static-shape path (cuda_graphs setting).
         self.runner: LightGlue | GraphedMatcher = build_matcher_runner(
             matcher, self.config.cuda_graphs, self.config.max_keypoints, self.device)
+        # On the static path an extractor with a fixed-count path (not DISK) feeds the matcher
+        # fixed shapes: no host read from image upload to the frame's one copy.
+        self.fixed_extractor: GraphedExtractor | None = (
+            GraphedExtractor(extractor) if isinstance(self.runner, GraphedMatcher)
+            and has_fixed_path(extractor) else None)
         self.reset()
 
     def reset(self) -> None:
@@ -384,7 +432,12 @@ class Tracker:
         """
         start = time.perf_counter()
         validate_image(image)
-        features = self.extractor.extract(image_to_tensor(image, device=self.device))
+        tensor = image_to_tensor(image, device=self.device)
+        if self.fixed_extractor is not None:
+            fixed = self.fixed_extractor.extract_fixed(tensor)
+            return ExtractedFrame(fixed, self.runner.prepare_fixed(fixed),
+                                  (time.perf_counter() - start) * 1e3)
+        features = self.extractor.extract(tensor)
         # Too few keypoints: no pose and no keyframe material, so nothing to prepare.
         prepared = (self.runner.prepare_features(features)
                     if len(features) >= self.config.min_pose_matches else None)
@@ -403,21 +456,35 @@ class Tracker:
         self._last_stamp_ns = stamp_ns
 
         keyframe = self._keyframe
+        t0 = time.perf_counter()
+        host: _HostMatch | None = None
+        keypoints: np.ndarray | None = None
+        if isinstance(features, FixedFeatures):
+            # Match before the count is known (no host read); one copy brings both back.
+            static = None
+            if keyframe is not None and keyframe.features.image_size == features.image_size:
+                kf_prepared = self._keyframe_cache(keyframe)
+                static = self.runner.match_static(kf_prepared, prepared)
+            host, keypoints, count = _to_host_fixed(
+                static, kf_prepared.valid if static is not None else None, features)
+            features = features.compact(count)
+            if count < self.config.min_pose_matches:
+                prepared = None
         if prepared is None:
             # Textureless or black frames: nothing to track, and no keyframe material.
             return self._unmatched(index, stamp_ns, 'too_few_keypoints', features, start,
                                    FrameTimings(extract_ms=extract_ms))
         if keyframe is None or keyframe.features.image_size != features.image_size:
             reason = 'first_frame' if keyframe is None else 'image_size_changed'
-            view = self._new_view(index, stamp_ns, features, camera, keyframe)
+            view = self._new_view(index, stamp_ns, features, camera, keyframe, keypoints)
             view.prepared = prepared
             event = self._promote(view, reason, f'{len(features)} keypoints')
             return self._unmatched(index, stamp_ns, reason, features, start,
                                    FrameTimings(extract_ms=extract_ms), event=event)
 
-        t0 = time.perf_counter()
-        match = self.runner.match_prepared(self._keyframe_cache(keyframe), prepared)
-        host, keypoints = _to_host(match, features.keypoints)  # the frame's one host copy
+        if host is None:
+            match = self.runner.match_prepared(self._keyframe_cache(keyframe), prepared)
+            host, keypoints = _to_host(match, features.keypoints)  # the frame's one host copy
         pairs = host.pairs  # (kf index, cur index)
         match_ms = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
@@ -428,32 +495,30 @@ class Tracker:
         pose_ms = (time.perf_counter() - t0) * 1e3
 
         events: list[KeyframeEvent] = []
-        weak = self._weakness(match, pose)
+        weak = self._weakness(host, pose)
         candidate = self._candidate
         if weak and candidate is not None and candidate.index != keyframe.index:
             # The last frame that tracked well becomes the keyframe; match once more against it.
             events.append(self._promote(candidate, *weak))
             keyframe = candidate
             t0 = time.perf_counter()
-            match = self.runner.match_prepared(self._keyframe_cache(keyframe), prepared)
-            host, _ = _to_host(match)
+            host = self._match_again(keyframe, prepared)
             pairs = host.pairs
             match_ms += (time.perf_counter() - t0) * 1e3
             t0 = time.perf_counter()
             pose = self._estimate_pose(keyframe, current, pairs)
             pose_ms += (time.perf_counter() - t0) * 1e3
-            weak = self._weakness(match, pose)
+            weak = self._weakness(host, pose)
         cam_in_kf = self._place(current, keyframe, pairs, pose)
         if weak:
             # No keyframe holds on to this frame: tracking restarts from it.
             reason, detail = weak
             events.append(self._promote(current, reason, f'{detail}; restarting from this frame'))
-        elif self._tracks_well(match, pose):
+        elif self._tracks_well(host, pose):
             self._candidate = current
         timings = FrameTimings(extract_ms, match_ms, pose_ms,
                                extract_ms + (time.perf_counter() - start) * 1e3)
-        return self._result(keyframe, match, host, pose, current, cam_in_kf, tuple(events),
-                            timings)
+        return self._result(keyframe, host, pose, current, cam_in_kf, tuple(events), timings)
 
     # -- helpers --------------------------------------------------------------------------
     def _check_frame(self, stamp_ns: int, camera: CameraModel | None,
@@ -466,6 +531,18 @@ class Tracker:
             raise CalibrationError(
                 f'camera model is for {camera.width}x{camera.height} but the image is '
                 f'{width}x{height}')
+
+    def _match_again(self, keyframe: _View, prepared: PreparedFeatures | PaddedFeatures
+                     ) -> _HostMatch:
+        """The current frame matched against another keyframe (a second host copy)."""
+        kf_prepared = self._keyframe_cache(keyframe)
+        if isinstance(prepared, PaddedFeatures) and prepared.num_points is None:
+            static = self.runner.match_static(kf_prepared, prepared)
+            host, _, _ = _to_host_fixed(static, kf_prepared.valid)
+        else:
+            host, _ = _to_host(self.runner.match_prepared(kf_prepared, prepared))
+        assert host is not None
+        return host
 
     def _keyframe_cache(self, view: _View) -> PreparedFeatures | PaddedFeatures:
         if view.prepared is None:
@@ -487,31 +564,34 @@ class Tracker:
             points_kf_norm=keyframe.keypoints_norm[kf],
             points_cur_norm=current.keypoints_norm[cur])
 
-    def _weakness(self, match: MatchResult, pose: RelativePose | None) -> tuple[str, str] | None:
+    def _weakness(self, match: _HostMatch, pose: RelativePose | None
+                  ) -> tuple[str, str] | None:
         """(reason, detail) when this frame no longer holds on to its keyframe, else None."""
         cfg = self.config
-        if len(match) < cfg.keyframe_min_matches:
-            return 'low_matches', f'{len(match)} matches < {cfg.keyframe_min_matches}'
+        if match.num_matches < cfg.keyframe_min_matches:
+            return 'low_matches', f'{match.num_matches} matches < {cfg.keyframe_min_matches}'
         if pose is not None and not pose.success:
             return 'pose_failed', f'pose failed: {pose.reason}'
         if pose is not None and pose.num_inliers < cfg.keyframe_min_inliers:
             return 'low_inliers', f'{pose.num_inliers} inliers < {cfg.keyframe_min_inliers}'
         return None
 
-    def _tracks_well(self, match: MatchResult, pose: RelativePose | None) -> bool:
+    def _tracks_well(self, match: _HostMatch, pose: RelativePose | None) -> bool:
         cfg = self.config
         h = cfg.keyframe_hysteresis
-        if len(match) < cfg.keyframe_min_matches * h:
+        if match.num_matches < cfg.keyframe_min_matches * h:
             return False
         return pose is None or (pose.success and pose.num_inliers >= cfg.keyframe_min_inliers * h)
 
     def _new_view(self, index: int, stamp_ns: int, features: Features,
-                  camera: CameraModel | None, previous: _View | None) -> _View:
+                  camera: CameraModel | None, previous: _View | None,
+                  keypoints: np.ndarray | None = None) -> _View:
         # A restart continues the trajectory from the previous keyframe's pose.
         R = previous.R_world_cam if previous is not None else np.eye(3)
         t = previous.t_world_cam if previous is not None else np.zeros(3)
         return _View(index, stamp_ns, features, camera,
-                     np.full(len(features), UNMATCHED, dtype=np.int64), R.copy(), t.copy())
+                     np.full(len(features), UNMATCHED, dtype=np.int64), R.copy(), t.copy(),
+                     keypoints=keypoints)
 
     def _promote(self, view: _View, reason: str, detail: str) -> KeyframeEvent:
         inherited = int((view.track_ids != UNMATCHED).sum())
@@ -546,8 +626,7 @@ class Tracker:
                 *cam_in_kf, keyframe.R_world_cam, keyframe.t_world_cam)
         return cam_in_kf
 
-    def _result(self, keyframe: _View, match: MatchResult, host: _HostMatch,
-                pose: RelativePose | None, view: _View,
+    def _result(self, keyframe: _View, host: _HostMatch, pose: RelativePose | None, view: _View,
                 cam_in_kf: tuple[np.ndarray, np.ndarray] | None,
                 events: tuple[KeyframeEvent, ...], timings: FrameTimings) -> FrameResult:
         features = view.features
@@ -569,7 +648,7 @@ class Tracker:
             R_kf_cam=R_kf_cam, t_kf_cam=t_kf_cam,
             R_world_cam=view.R_world_cam if has_pose else None,
             t_world_cam=view.t_world_cam if has_pose else None,
-            stop_layer=match.stop_layer, num_pruned_keyframe=host.num_pruned_keyframe,
+            stop_layer=host.stop_layer, num_pruned_keyframe=host.num_pruned_keyframe,
             num_pruned_current=host.num_pruned_current, keyframe_events=events,
             timings=timings)
 

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import TypeVar
 
 import numpy as np
+import torch
 
 from lightglue_ros.camera import CameraModel
 
@@ -106,3 +107,17 @@ def build_with_colcon(workspace: Path, *, symlink: bool) -> SimpleNamespace:
     env = dict(item.split('=', 1) for item in sourced.stdout.decode().split('\0') if item)
     return SimpleNamespace(workspace=workspace, prefix=workspace / 'install' / PACKAGE,
                            env=env, output=output)
+
+
+def he_normal_superpoint(**conf) -> torch.nn.Module:
+    """SuperPoint with seeded He-normal weights (no released weights offline): a peaked
+    heatmap like a trained one's."""
+    from lightglue_ros.models.superpoint import SuperPoint
+
+    torch.manual_seed(0)
+    model = SuperPoint(**conf)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity='relu')
+            torch.nn.init.normal_(module.bias, std=0.1)
+    return model

@@ -58,6 +58,8 @@ def test_cpu_quick_run_writes_a_complete_report(shared_dir: Path, tmp_path: Path
     assert extraction['status'] == 'ok' and extraction['syncs_per_frame'] == 'n/a'
     assert_stats(extraction['upload_ms'], frames)
     assert_stats(extraction['extract_ms'], frames)
+    assert_stats(extraction['extract_fixed_ms'], frames)  # the static path's extractor
+    assert extraction['fixed_graphs'] is False
     size = extraction['keypoints']
     assert all(0.8 * size <= n <= size for n in extraction['num_keypoints'])
 
@@ -83,8 +85,15 @@ def test_cpu_quick_run_writes_a_complete_report(shared_dir: Path, tmp_path: Path
         assert cell['exit_layers']['static'] == cell['exit_layers']['dynamic']
         assert_stats(cell['tracker_eager_ms'], frames)
         assert_stats(cell['tracker_ms'], frames)
-        assert set(cell['tracker_parts_ms']) == {'extract', 'match', 'pose'}
-        assert all(v > 0 for v in cell['tracker_parts_ms'].values())
+        for parts in (cell['tracker_parts_ms'], cell['tracker_parts_p99_ms']):
+            assert set(parts) == {'extract', 'match', 'pose'}
+            assert all(v > 0 for v in parts.values())
+        assert math.isclose(cell['tracker_fps'], 1e3 / cell['tracker_ms']['p50'], rel_tol=0.01)
+        assert sum(cell['tracker_stop_layers'].values()) == frames
+        assert cell['tracker_profile'] == 'n/a'  # GPU kernel time and launches: CUDA only
+        # host reads per frame: the static path's one copy; the dynamic path's decisions
+        reads = cell['host_reads_per_frame']
+        assert reads['static'] == 1 and reads['eager'] > 5, reads
         assert cell['tracker_matches_p50'] > 100 and cell['tracker_inliers_p50'] > 50
         for key in ('syncs_per_frame', 'sync_sites', 'gpu_peak_mib'):
             assert cell[key] == 'n/a', key
@@ -92,7 +101,7 @@ def test_cpu_quick_run_writes_a_complete_report(shared_dir: Path, tmp_path: Path
 
     markdown = (out / 'report.md').read_text()
     for heading in ('## CUDA tests', '## Extractor', '## Matcher', '## Static-shape matcher',
-                    '## Whole tracker',
+                    '## Whole tracker', '## Per frame on the tracker as configured',
                     '## Targets'):
         assert heading in markdown
     assert (out / 'tests.xml').is_file()

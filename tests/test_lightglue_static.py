@@ -13,7 +13,6 @@ point would fail the equality checks here; the measured count of such flips is 0
 """
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -23,6 +22,7 @@ from helpers import SCANNET_SIZE, read_scannet_pairs
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lightglue_ros.models.lightglue as lightglue_module
+from lightglue_ros.cuda_syncs import host_reads
 from lightglue_ros.features import Features
 from lightglue_ros.image import image_to_tensor, read_image
 from lightglue_ros.models.extractors import build_extractor
@@ -33,27 +33,6 @@ STATIC_SCORE_TOL = 1e-3
 MODES = {'adaptive': {'depth_confidence': 0.95, 'width_confidence': 0.99},
          'full': {'depth_confidence': -1, 'width_confidence': -1}}
 FREIBURG_FRAMES = 8  # consecutive pairs 0-1 .. 6-7, and 0-4
-# aten ops whose result the host reads (tensor -> Python value, data-dependent shapes): on
-# CUDA each makes the host wait for the device.
-HOST_READS = {'_local_scalar_dense', 'nonzero', 'masked_select', 'equal', 'is_nonzero',
-              'unique_dim', '_unique2', 'repeat_interleave', 'item', 'allclose'}
-
-
-class HostReads(TorchDispatchMode):
-    """Counts the aten ops in HOST_READS run inside the block (CPU stand-in for torch's CUDA
-    sync debug mode, which needs a GPU)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        name = func.overloadpacket.__name__
-        if name in HOST_READS:
-            self.counts[name] += 1
-        return func(*args, **(kwargs or {}))
-
-
 def compare(a: MatchResult, b: MatchResult) -> float:
     """Assert the same matches, stop layer and layer counts; return the largest score
     difference."""
@@ -172,21 +151,21 @@ def test_static_match_makes_no_host_read(freiburg_features, weights_dir):
     static.stacked_heads()
     inputs = (p0.tokens, p0.encoding, p0.valid, p1.tokens, p1.encoding, p1.valid)
     with torch.inference_mode():
-        with HostReads() as reads:
+        with host_reads() as reads:
             out = static(*inputs)
-        assert sum(reads.counts.values()) == 0, reads.counts
-        with HostReads() as reads:
+        assert sum(reads.values()) == 0, reads
+        with host_reads() as reads:
             result = out.to_result(p0.num_points, p1.num_points)
-        assert reads.counts['nonzero'] == 1 and reads.counts['item'] == 1, reads.counts
-        with HostReads() as reads:
+        assert reads['nonzero'] == 1 and reads['item'] == 1, reads
+        with host_reads() as reads:
             skipped = static(*inputs, read_exit=True)
-        assert reads.counts == {'is_nonzero': result.stop_layer}, reads.counts
+        assert reads == {'is_nonzero': result.stop_layer}, reads
     assert 1 < result.stop_layer < 9
     compare(result, skipped.to_result(p0.num_points, p1.num_points))
-    with HostReads() as reads:  # the dynamic path, for contrast: reads after every layer
+    with host_reads() as reads:  # the dynamic path, for contrast: reads after every layer
         matcher.match_prepared(matcher.prepare_features(freiburg_features[0]),
                                matcher.prepare_features(freiburg_features[4]))
-    assert sum(reads.counts.values()) >= 2 * (result.stop_layer - 1)
+    assert sum(reads.values()) >= 2 * (result.stop_layer - 1)
 
 
 def test_half_precision_weights_are_cast_once(monkeypatch):
@@ -249,3 +228,25 @@ def test_cuda_graphs_setting_selects_the_path(caplog, freiburg_features, weights
     logged = [r for r in caplog.records if 'cuda_graphs' in r.getMessage()]
     assert len(logged) == 1 and 'need a CUDA device' in logged[0].getMessage()
     assert 'CUDA graphs need a CUDA device' in runner.fallback_reason
+
+
+def test_replayed_decisions_give_the_deciding_run_s_matches(freiburg_features, weights_dir):
+    """``replay``: the exit layer and pruned points of another run (the CUDA test replays the
+    CPU's on CUDA). Replaying a run's own decisions changes nothing; replaying those of other
+    settings (full depth; an earlier exit) gives that run's matches, whatever the matcher's
+    own settings would decide."""
+    adaptive = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth',
+                         **MODES['adaptive'])
+    static = StaticLightGlue(adaptive, 1024)
+    full = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth', **MODES['full'])
+    eager = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth',
+                      depth_confidence=0.8, width_confidence=0.95)
+    f0, f1 = freiburg_features[0], freiburg_features[4]
+    own = adaptive.match(f0, f1)
+    compare(own, static.match(f0, f1, replay=own))
+    reference = full.match(f0, f1)
+    assert reference.stop_layer == 9 and own.stop_layer < 9
+    compare(reference, static.match(f0, f1, replay=reference))
+    other = eager.match(f0, f1)
+    assert (other.stop_layer, other.num_pruned0) != (own.stop_layer, own.num_pruned0)
+    compare(other, static.match(f0, f1, replay=other))

@@ -5,12 +5,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightglue_ros.defaults import (DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE, EXTRACTORS,
                                     check_max_keypoints)
 from lightglue_ros.errors import ConfigError, InvalidImageError
-from lightglue_ros.features import Features
+from lightglue_ros.features import Features, FixedFeatures, device_pair, fixed_slots
 from lightglue_ros.image import resize_max_edge, scale_keypoints, to_rgb
 from lightglue_ros.models.checkpoints import load_into, load_state_dict_file
 
@@ -107,6 +108,101 @@ class AlikedExtractor(nn.Module):
         (out,) = self.net(resized[None])
         return Features(scale_keypoints(out.keypoints.float(), factors),
                         out.keypoint_scores.float(), out.descriptors.float(), (w, h))
+
+
+    @torch.inference_mode()
+    def extract_fixed(self, image: torch.Tensor) -> FixedFeatures:
+        """``extract`` at a fixed count K = max_keypoints, with no host read (a CUDA graph
+        captures it per image size): kornia's dense network, then its keypoint detection (DKD)
+        and descriptor head (SDDH) re-expressed at fixed shapes with the same arithmetic per
+        keypoint (tests/test_fixed_keypoints.py). Threshold mode as ``extract``: the NMS maxima
+        above ``detection_threshold`` (the image's mean score where none is), the best K."""
+        k = fixed_budget(self.conf, self.name)
+        h, w = image.shape[-2:]
+        resized, factors = resize_max_edge(to_rgb(image), self.conf['resize'])
+        feature_map, score_map = self.net.extract_dense_map(resized[None])
+        keypoints, scores, valid = _aliked_detect(self.net.dkd, score_map, k,
+                                                  self.conf['detection_threshold'])
+        descriptors = _aliked_describe(self.net.desc_head, feature_map[0], keypoints)
+        map_h, map_w = score_map.shape[-2:]
+        pixels = device_pair(map_w - 1, map_h - 1, keypoints) * (keypoints + 1) / 2.0
+        if factors != (1.0, 1.0):
+            pixels = (pixels.float() + 0.5) * device_pair(*factors, keypoints) - 0.5
+        return FixedFeatures(pixels.float() * valid[:, None],
+                             torch.where(valid, scores, 0.0).float(),
+                             descriptors.float() * valid[:, None], valid, (w, h))
+
+
+def _aliked_detect(dkd: nn.Module, score_map: torch.Tensor, k: int, threshold: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """kornia's DKD (threshold mode, sub-pixel) for one image at k slots: keypoints [k x 2]
+    in [-1, 1], scores [k], valid [k]. Candidates as DKD's (its strict-maximum NMS, the border,
+    the threshold or the image's mean), the best k by score instead of ``nonzero`` + sort."""
+    from kornia.geometry.subpix import nms2d
+
+    _, _, h, w = score_map.shape
+    r = dkd.radius
+    is_max = nms2d(score_map, (dkd.kernel_size, dkd.kernel_size), mask_only=True)
+    is_max[:, :, :r, :] = False
+    is_max[:, :, :, :r] = False
+    is_max[:, :, -r:, :] = False
+    is_max[:, :, :, -r:] = False
+    mean = score_map.reshape(1, -1).mean(dim=1).reshape(1, 1, 1, 1)
+    masks = is_max & (score_map > mean)
+    if threshold > 0:
+        above = is_max & (score_map > threshold)
+        masks = torch.where(above.reshape(1, -1).any(dim=1).reshape(1, 1, 1, 1), above, masks)
+    indices, _, valid = fixed_slots(score_map.masked_fill(~masks, -torch.inf).reshape(-1), k)
+    # DKD's sub-pixel refinement: a soft-argmax over the window around each maximum.
+    patch_scores = dkd.unfold(score_map)[0].t()[indices]  # [k x window**2]
+    xy_nms = torch.stack([indices % w, torch.div(indices, w, rounding_mode='trunc')], dim=1)
+    max_v = patch_scores.max(dim=1).values[:, None]
+    x_exp = ((patch_scores - max_v) / dkd.temperature).exp()
+    xy_residual = x_exp @ dkd.hw_grid / x_exp.sum(dim=1, keepdim=True)
+    coord_dtype = torch.promote_types(score_map.dtype, torch.float32)
+    wh = device_pair(w - 1, h - 1, score_map.new_empty((), dtype=coord_dtype))
+    keypoints = (xy_nms.to(coord_dtype) + xy_residual) / wh * 2 - 1
+    scores = F.grid_sample(score_map, keypoints.view(1, 1, -1, 2).to(score_map.dtype),
+                           mode='bilinear', align_corners=True)[0, 0, 0, :]
+    return keypoints, scores, valid
+
+
+def _aliked_describe(sddh: nn.Module, x: torch.Tensor, keypoints: torch.Tensor
+                     ) -> torch.Tensor:
+    """kornia's SDDH (no mask, learned aggregation) for one image: x [C x H x W], keypoints
+    [k x 2] in [-1, 1] -> [k x C] descriptors; the constants made on the device."""
+    c, h, w = x.shape
+    wh = device_pair(w - 1, h - 1, x.new_empty((), dtype=torch.promote_types(x.dtype,
+                                                                             torch.float32)))
+    n = keypoints.shape[0]
+    points = (keypoints / 2 + 0.5) * wh
+    ps = sddh.kernel_size
+    # kornia's get_patches: ps x ps feature patches around each keypoint, inside the map
+    corner = (points.long() - ps / 2 + 1).long()
+    corner = torch.stack([corner[:, 0].clamp(min=0, max=w - 1 - ps),
+                          corner[:, 1].clamp(min=0, max=h - 1 - ps)], -1)
+    offset = torch.arange(ps, device=x.device)
+    gx, gy = torch.meshgrid(offset, offset, indexing='ij')
+    pts = (torch.stack((gx, gy)).permute(2, 1, 0).unsqueeze(2) + corner[None, None]).reshape(-1, 2)
+    patch = x.permute(1, 2, 0)[pts[:, 1], pts[:, 0]].reshape(ps, ps, -1, c).permute(2, 3, 0, 1)
+    max_offset = max(h, w) / 4.0
+    offsets = sddh.offset_conv(patch).clamp(-max_offset, max_offset)
+    offsets = offsets[:, :, 0, 0].view(n, 2, sddh.n_pos).permute(0, 2, 1)
+    pos = 2.0 * (points.unsqueeze(1) + offsets) / wh[None] - 1
+    features = F.grid_sample(x[None], pos.reshape(1, n * sddh.n_pos, 1, 2).to(x.dtype),
+                             mode='bilinear', align_corners=True)
+    features = features.reshape(c, n, sddh.n_pos, 1).permute(1, 0, 2, 3)
+    features = torch.selu_(sddh.sf_conv(features)).squeeze(-1)
+    descriptors = torch.einsum('ncp,pcd->nd', features, sddh.agg_weights)  # codespell:ignore
+    return F.normalize(descriptors, p=2.0, dim=1)
+
+
+def fixed_budget(conf: dict[str, Any], name: str) -> int:
+    """The fixed keypoint count of an extractor's ``extract_fixed``: max_keypoints, set."""
+    k = conf['max_keypoints']
+    if k is None or k < 1:
+        raise ConfigError(f'{name}: the static path needs max_keypoints >= 1, got {k!r}')
+    return k
 
 
 def merge_conf(defaults: dict[str, Any], conf: dict[str, Any], name: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightglue_ros.errors import ConfigError
-from lightglue_ros.features import Features
+from lightglue_ros.features import Features, FixedFeatures
 from lightglue_ros.models.lightglue import (PRUNING_MIN_POINTS, LightGlue, MatchResult,
                                             _at_least_fp32, check_features, filter_matches,
                                             normalize_keypoints)
@@ -38,13 +38,14 @@ class PaddedFeatures:
     tokens:     [1 x K x C] float, after the input projection and layer 0's self-attention.
     encoding:   [1 x 1 x K x C/H/2] complex, the rotary positional encoding.
     valid:      [K] bool, True for the image's own points (the first num_points).
-    num_points: the image's own points (known on the host from the input's shape).
+    num_points: the image's own points when the host knows them (from the input's shape);
+                None for fixed-count features, whose count only the device knows.
     """
 
     tokens: torch.Tensor
     encoding: torch.Tensor
     valid: torch.Tensor
-    num_points: int
+    num_points: int | None
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,12 @@ class StaticMatch:
     stop: torch.Tensor
     layers: torch.Tensor
 
-    def to_result(self, num0: int, num1: int) -> MatchResult:
+    def to_result(self, num0: int | None, num1: int | None) -> MatchResult:
         """The compact MatchResult of the images' num0/num1 points: here the host waits for
         the device (``nonzero``; the stop layer)."""
+        if num0 is None or num1 is None:
+            raise ConfigError('to_result needs the point counts; fixed-count features are '
+                              'read back with the frame (tracker._to_host_fixed)')
         k = self.matches0.shape[0]
         index = (self.matches0[:num0] > -1).nonzero()[:, 0]
         matches = torch.stack([index, self.matches0[index]], -1)
@@ -165,6 +169,29 @@ class StaticLightGlue(nn.Module):
     def prepare_features(self, features: Features) -> PaddedFeatures:
         return self.prepare(features.keypoints, features.descriptors, features.image_size)
 
+    def pad_fixed(self, features: FixedFeatures
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``pad`` for fixed-count features (already K slots, valid first): the same
+        normalised points [1 x K x 2] (zeros in invalid slots), descriptors [1 x K x D] and
+        valid [K], with no host read."""
+        k, weight = self.num_keypoints, self.matcher.posenc.Wr.weight
+        if features.budget != k or features.descriptors.shape[-1] != self.matcher.conf[
+                'input_dim']:
+            raise ConfigError(f'fixed features of {features.budget} x '
+                              f'{features.descriptors.shape[-1]} do not fit the static matcher '
+                              f"({k} x {self.matcher.conf['input_dim']})")
+        exact = weight.dtype if weight.dtype in (torch.float32, torch.float64) else torch.float32
+        valid = features.valid.to(weight.device)
+        points = normalize_keypoints(features.keypoints[None].to(weight.device, exact),
+                                     features.image_size) * valid[None, :, None]
+        return points.to(weight.dtype), features.descriptors[None].to(weight), valid
+
+    @torch.inference_mode()
+    def prepare_fixed(self, features: FixedFeatures) -> PaddedFeatures:
+        """``prepare`` of fixed-count features, eagerly (num_points unknown: None)."""
+        tokens, encoding = self.prepare_padded(*self.pad_fixed(features))
+        return PaddedFeatures(tokens, encoding, features.valid, None)
+
     def prepare_padded(self, points: torch.Tensor, descriptors: torch.Tensor,
                        valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fixed shapes in and out (a graph captures this). points: [1 x K x 2] normalised;
@@ -175,26 +202,46 @@ class StaticLightGlue(nn.Module):
                                                    bias=_key_bias(valid, descriptors.dtype))
         return tokens, encoding
 
-    def match(self, features0: Features, features1: Features) -> MatchResult:
+    def match(self, features0: Features, features1: Features, *,
+              replay: MatchResult | None = None) -> MatchResult:
+        """replay: take the exit layer and the pruned points from this result (of the same
+        features, e.g. computed on another device) instead of deciding them."""
         return self.match_prepared(self.prepare_features(features0),
-                                   self.prepare_features(features1))
+                                   self.prepare_features(features1), replay=replay)
 
     @torch.inference_mode()
-    def match_prepared(self, prepared0: PaddedFeatures, prepared1: PaddedFeatures
-                       ) -> MatchResult:
+    def match_prepared(self, prepared0: PaddedFeatures, prepared1: PaddedFeatures, *,
+                       replay: MatchResult | None = None) -> MatchResult:
         self.sync_settings()
+        decisions = None if replay is None else self.decisions_of(replay)
         static = self(prepared0.tokens, prepared0.encoding, prepared0.valid,
-                      prepared1.tokens, prepared1.encoding, prepared1.valid)
+                      prepared1.tokens, prepared1.encoding, prepared1.valid,
+                      decisions=decisions)
         return static.to_result(prepared0.num_points, prepared1.num_points)
+
+    def decisions_of(self, result: MatchResult) -> tuple[torch.Tensor, torch.Tensor]:
+        """A match's adaptive decisions as ``forward``'s ``decisions``: its stop layer [] and
+        the layer each point left at [2K] (image 0's points, then image 1's; a point that ran
+        to the end holds the stop layer), on the matcher's device."""
+        k, device = self.num_keypoints, self.matcher.posenc.Wr.weight.device
+        layers = torch.zeros(2 * k, dtype=torch.long, device=device)
+        layers[:len(result.layers0)] = result.layers0.to(device)
+        layers[k:k + len(result.layers1)] = result.layers1.to(device)
+        return torch.full((), result.stop_layer, dtype=torch.long, device=device), layers
 
     def forward(self, tokens0: torch.Tensor, encoding0: torch.Tensor, valid0: torch.Tensor,
                 tokens1: torch.Tensor, encoding1: torch.Tensor, valid1: torch.Tensor, *,
-                read_exit: bool = False) -> StaticMatch:
+                read_exit: bool = False,
+                decisions: tuple[torch.Tensor, torch.Tensor] | None = None) -> StaticMatch:
         """The match at fixed shapes (a graph captures this; call ``sync_settings`` first).
 
         tokens*: [1 x K x C]; encoding*: [1 x 1 x K x C/H/2]; valid*: [K] bool.
         read_exit: the host reads the exit flag after each layer and skips the layers after
         an exit (one host wait per layer; without it, no host read at all).
+        decisions: (stop layer [], per-point layers [2K], as ``decisions_of``) to replay
+        instead of deciding: the exit at that layer, each point pruned after the layer it
+        left at. Compares devices like with like: their arithmetic differs by rounding, and a
+        borderline point flips a decision (tests/test_cuda.py).
         """
         matcher = self.matcher
         k, n_layers = tokens0.shape[1], matcher.conf['n_layers']
@@ -225,12 +272,16 @@ class StaticLightGlue(nn.Module):
             # The dynamic path's test, over the points still active, of all the images' points.
             unconfident = ((token < low) & active).sum()
             exit_now = running & do_exit & (1.0 - unconfident.float() / total > depth)
+            if decisions is not None:
+                exit_now = running & (decisions[0] == layer + 1)
             stop = torch.where(exit_now, layer + 1, stop)
             prune0, prune1 = active[:k].sum() > pruning_min, active[k:].sum() > pruning_min
             keep = matcher.log_assignment[layer].matchability_prob(x)[0] > keep_above
             keep |= do_exit & (token <= low)  # low-confidence points are never pruned
             keep |= torch.cat([(~prune0).expand(k), (~prune1).expand(k)])
             pruned = active & ~keep & (running & ~exit_now & do_prune & (prune0 | prune1))
+            if decisions is not None:
+                pruned = active & running & ~exit_now & (decisions[1] == layer + 1)
             layers = torch.where(pruned, layer + 1, layers)
             active = active & ~pruned
             emptied = running & ~exit_now & ((active[:k].sum() == 0) | (active[k:].sum() == 0))

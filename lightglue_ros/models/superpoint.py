@@ -29,10 +29,10 @@ from torch import nn
 
 from lightglue_ros.defaults import DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE
 from lightglue_ros.errors import CheckpointError, ConfigError, InvalidImageError
-from lightglue_ros.features import Features
+from lightglue_ros.features import Features, FixedFeatures, device_pair, fixed_slots
 from lightglue_ros.image import constant_like, resize_max_edge, scale_keypoints
 from lightglue_ros.models.checkpoints import as_state_dict, load_into, load_state_dict_file
-from lightglue_ros.models.extractors import merge_conf
+from lightglue_ros.models.extractors import fixed_budget, merge_conf
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 RGB -> gray, as kornia/cvg LightGlue use
 HF_PREFIXES = ('encoder.', 'keypoint_decoder.', 'descriptor_decoder.')
@@ -313,12 +313,13 @@ class SuperPoint(nn.Module):
         prob = prob.permute(0, 2, 3, 1).reshape(b, h, w, 8, 8)
         return prob.permute(0, 1, 3, 2, 4).reshape(b, h * 8, w * 8)
 
-    def _select(self, heatmap: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """[B x H x W] heatmap -> per image ([N x 2] float (x, y), [N] scores)."""
+    def _candidates(self, heatmap: torch.Tensor) -> torch.Tensor:
+        """[B x H x W] heatmap -> [B x H x W] bool: NMS maxima above the threshold, away from
+        the border."""
         conf = self.conf
         keep = nms_mask(heatmap, conf['nms_radius'])
         keep &= heatmap > conf['detection_threshold']
-        b, h, w = heatmap.shape
+        _, h, w = heatmap.shape
         r = conf['remove_borders']
         if r > 0:
             if h <= 2 * r or w <= 2 * r:
@@ -328,6 +329,13 @@ class SuperPoint(nn.Module):
                 keep[:, h - r:] = False
                 keep[:, :, :r] = False
                 keep[:, :, w - r:] = False
+        return keep
+
+    def _select(self, heatmap: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[B x H x W] heatmap -> per image ([N x 2] float (x, y), [N] scores)."""
+        conf = self.conf
+        keep = self._candidates(heatmap)
+        b = heatmap.shape[0]
         idx = keep.nonzero()  # [M x 3] (b, y, x), row-major like the reference
         scores = heatmap[idx[:, 0], idx[:, 1], idx[:, 2]]
         counts = torch.bincount(idx[:, 0], minlength=b).tolist() if b > 1 else [len(idx)]
@@ -396,6 +404,43 @@ class SuperPoint(nn.Module):
             return Features.empty(self.descriptor_dim, (w, h), image.device)
         return Features(scale_keypoints(keypoints.float(), (sx, sy)), pred['scores'][0].float(),
                         pred['descriptors'][0].float(), (w, h))
+
+
+    @torch.inference_mode()
+    def extract_fixed(self, image: torch.Tensor) -> FixedFeatures:
+        """``extract`` at a fixed count K = max_keypoints, with no host read (a CUDA graph
+        captures it per image size): the same keypoints, scores and descriptors, best score
+        first instead of row-major, unused slots masked (tests/test_fixed_keypoints.py).
+
+        image: [C x H x W] float in [0, 1] (C = 1 or 3) on the model's device.
+        """
+        k = fixed_budget(self.conf, self.name)
+        h, w = image.shape[-2:]
+        image = image.to(self.conv1a.weight)
+        if image.shape[0] == 3:
+            image = _rgb_to_gray(image[None])[0]
+        image, factors = resize_max_edge(image, self.conf['resize'])
+        if min(image.shape[-2:]) < 8:
+            return _no_keypoints(k, self.descriptor_dim, (w, h), image)
+        features = self._encode(image[None])
+        heatmap = self._heatmap(features)
+        keep = self._candidates(heatmap)[0]
+        indices, values, valid = fixed_slots(heatmap[0].masked_fill(~keep, -torch.inf)
+                                             .reshape(-1), k)
+        width = heatmap.shape[-1]
+        keypoints = torch.stack([indices % width, indices // width], -1).to(heatmap.dtype)
+        descriptors = sample_descriptors(keypoints[None], self._describe(features))[0]
+        if factors != (1.0, 1.0):
+            keypoints = (keypoints + 0.5) * device_pair(*factors, keypoints) - 0.5
+        return FixedFeatures(keypoints.float() * valid[:, None],
+                             torch.where(valid, values, 0.0).float(),
+                             descriptors.float() * valid[:, None], valid, (w, h))
+
+
+def _no_keypoints(k: int, dim: int, image_size: tuple[int, int], like: torch.Tensor
+                  ) -> FixedFeatures:
+    return FixedFeatures(like.new_zeros(k, 2), like.new_zeros(k), like.new_zeros(k, dim),
+                         torch.zeros(k, dtype=torch.bool, device=like.device), image_size)
 
 
 def _rgb_to_gray(image: torch.Tensor) -> torch.Tensor:

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightglue_ros.errors import ConfigError, InvalidImageError
-from lightglue_ros.features import Features
+from lightglue_ros.features import Features, FixedFeatures, device_pair, fixed_slots
 from lightglue_ros.models.checkpoints import as_state_dict, load_into, load_state_dict_file
 from lightglue_ros.defaults import DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE
-from lightglue_ros.models.extractors import merge_conf
+from lightglue_ros.models.extractors import fixed_budget, merge_conf
 from lightglue_ros.models.superpoint import max_pool
 
 # Key prefixes under which releases nest the network (xfeat-lighterglue.pt, XFeat wrappers).
@@ -95,7 +95,8 @@ class _Backbone(nn.Module):
 def _normalised_grid(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """[N x 2] pixels -> [1 x N x 1 x 2] grid, normalised by (W-1, H-1) as the reference does
     (with align_corners=False sampling this is a slight stretch; kept for equal output)."""
-    scale = torch.tensor([width - 1, height - 1], dtype=torch.float32, device=points.device)
+    # made on the device (a host tensor would be a copy, and no CUDA graph could capture it)
+    scale = device_pair(width - 1, height - 1, points.new_empty((), dtype=torch.float32))
     return (2.0 * (points / scale) - 1.0)[None, :, None]
 
 
@@ -175,17 +176,23 @@ class XFeat(nn.Module):
         x = F.instance_norm(x.mean(1, keepdim=True), eps=1e-5)
         return x, (w / w32, h / h32), resize
 
-    @torch.inference_mode()
-    def extract(self, image: torch.Tensor) -> Features:
-        """image: [C x H x W] float in [0, 1] -> Features in the input image's pixels."""
+    def _run_network(self, image: torch.Tensor) -> tuple[
+            torch.Tensor, tuple[float, float], tuple[float, float],
+            tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """[C x H x W] -> the network's input, its factors (``_network_input``) and outputs."""
         if image.dim() != 3 or image.shape[0] not in (1, 3):
             raise InvalidImageError(
                 f'xfeat expects a [1|3 x H x W] image, got {tuple(image.shape)}')
-        h, w = image.shape[-2:]
-        x, (rw, rh), resize = self._network_input(image.float())
+        x, factors, resize = self._network_input(image.float())
         if self.conf['channels_last']:
             x = x.contiguous(memory_format=torch.channels_last)
-        dense, logits, reliability = self.net(x)
+        return x, factors, resize, self.net(x)
+
+    @torch.inference_mode()
+    def extract(self, image: torch.Tensor) -> Features:
+        """image: [C x H x W] float in [0, 1] -> Features in the input image's pixels."""
+        h, w = image.shape[-2:]
+        x, (rw, rh), resize, (dense, logits, reliability) = self._run_network(image)
         keypoints, scores = self._detect(logits, reliability)
         top_k = self.conf['max_keypoints']
         if top_k is not None and top_k >= 0:
@@ -201,14 +208,47 @@ class XFeat(nn.Module):
         return Features(keypoints.contiguous(), scores[valid].contiguous(),
                         descriptors[valid].contiguous(), (w, h))
 
-    def _detect(self, logits: torch.Tensor, reliability: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keypoints [N x 2] long (x, y) in network pixels and scores [N], best first."""
-        heatmap = F.pixel_shuffle(F.softmax(logits, 1)[:, :64], 8)  # [1 x 1 x H x W]
+    @torch.inference_mode()
+    def extract_fixed(self, image: torch.Tensor) -> FixedFeatures:
+        """``extract`` at a fixed count K = max_keypoints, with no host read (a CUDA graph
+        captures it per image size): the same keypoints, scores and descriptors, unused slots
+        masked (tests/test_fixed_keypoints.py). Every pixel's score is computed (the sparse
+        path computes it at the NMS peaks only: the same arithmetic per pixel)."""
+        k = fixed_budget(self.conf, self.name)
+        h, w = image.shape[-2:]
+        x, (rw, rh), resize, (dense, logits, reliability) = self._run_network(image)
+        heatmap, peaks = self._peaks(logits)
         height, width = heatmap.shape[-2:]
+        rows = torch.arange(height, device=x.device)[:, None].expand(height, width).reshape(-1)
+        pixels = torch.stack([torch.arange(width, device=x.device).repeat(height), rows], -1)
+        grid = _normalised_grid(pixels, height, width)
+        scores = (_sample(heatmap, grid, 'nearest') * _sample(reliability, grid, 'bilinear'))[:, 0]
+        candidates = scores.masked_fill(~peaks.reshape(-1), -torch.inf)
+        candidates[:1] = candidates[:1].clamp(max=-1.0)  # the reference's -1 at (0, 0)
+        indices, values, valid = fixed_slots(candidates, k, minimum=0.0)
+        keypoints = pixels[indices]
+        descriptors = _sample(F.normalize(dense, dim=1),
+                              _normalised_grid(keypoints, height, width), 'bicubic')
+        descriptors = F.normalize(descriptors, dim=-1)
+        keypoints = keypoints.float() * device_pair(rw, rh, values)
+        if resize != (1.0, 1.0):
+            keypoints = (keypoints + 0.5) * device_pair(*resize, values) - 0.5
+        return FixedFeatures(keypoints * valid[:, None], torch.where(valid, values, 0.0),
+                             descriptors.float() * valid[:, None], valid, (w, h))
+
+    def _peaks(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-resolution heatmap [1 x 1 x H x W] and its NMS peaks [1 x H x W] bool."""
+        heatmap = F.pixel_shuffle(F.softmax(logits, 1)[:, :64], 8)
         plane = heatmap[:, 0]
         peaks = (plane == max_pool(plane, self.conf['nms_window'] // 2)) & (
             plane > self.conf['detection_threshold'])
+        return heatmap, peaks
+
+    def _detect(self, logits: torch.Tensor, reliability: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keypoints [N x 2] long (x, y) in network pixels and scores [N], best first."""
+        heatmap, peaks = self._peaks(logits)
+        height, width = heatmap.shape[-2:]
         keypoints = peaks[0].nonzero().flip(-1)  # row-major order, as the reference's
         grid = _normalised_grid(keypoints, height, width)
         scores = (_sample(heatmap, grid, 'nearest') * _sample(reliability, grid, 'bilinear'))[:, 0]
