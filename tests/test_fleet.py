@@ -407,5 +407,72 @@ def test_ray_fleet_equals_single_replays(bags, references, tmp_path, config):
         assert_same_output(tmp_path / 'out' / name, references / name)
 
 
+def test_a_worker_that_dies_fails_only_its_bag(tmp_path, capsys, monkeypatch):
+    """Two pool workers (the stub tracker for the networks); one bag kills the process that
+    replays it with SIGKILL (the out-of-memory killer's signal), another ends it with exit code
+    3. Each of the two fails alone with the reason and is tried once; a new process takes the
+    dead one's place and every other bag is replayed (exit 3: some failed)."""
+    from fleet_helpers import ATTEMPTS_LOG, StubWorker
+
+    from lightglue_ros.ros import fleet_workers
+
+    monkeypatch.setattr(fleet_workers, 'Worker', StubWorker)  # pickled into the pool by name
+    names = ('1_ok', '2_kill', '3_ok', '4_exit', '5_ok', '6_ok', '7_ok')
+    write_tiny_bags(tmp_path / 'bags', names)
+    output = tmp_path / 'out'
+    assert replay_main(cli_args(UNLOADED, tmp_path / 'bags', output=output)) == EXIT_SOME_FAILED
+    err = capsys.readouterr().err
+    bags = {b['name']: b for b in fleet_summary(output)['bags']}
+    assert {name: b['status'] for name, b in bags.items()} == {
+        name: 'failed' if name in ('2_kill', '4_exit') else 'done' for name in names}
+    assert bags['2_kill']['reason'].startswith('the worker process ')
+    assert 'died while replaying this bag (killed by SIGKILL' in bags['2_kill']['reason']
+    assert 'died while replaying this bag (exit code 3)' in bags['4_exit']['reason']
+    failed = [line for line in err.splitlines() if line.startswith('replay: failed:')]
+    assert len(failed) == 2 and 'Traceback' not in err
+    for name in names:
+        if bags[name]['status'] == 'done':
+            summary = json.loads((output / name / 'replay_summary.json').read_text())
+            assert summary['complete'] and summary['processed'] == 2
+    attempts = [line.split() for line in (output / ATTEMPTS_LOG).read_text().splitlines()]
+    assert sorted(name for name, _ in attempts) == sorted(names)  # each bag tried once
+    assert len({pid for _, pid in attempts}) >= 3  # a new process after the first death
+
+
+def write_tiny_bags(folder: Path, names: tuple[str, ...]) -> None:
+    """A bag of two tiny random images for each name (for the stub worker's tests)."""
+    rng = np.random.default_rng(2)
+    camera = CameraModel.from_intrinsics(50.0, 50.0, 32.0, 24.0, 64, 48)
+    for i, name in enumerate(names):
+        write_bag(folder / name,
+                  [(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (10 * i + j + 1) * 10**8)
+                   for j in range(2)], camera)
+
+
+def test_ctrl_c_stops_the_pool_and_the_next_run_resumes(tmp_path, capsys, monkeypatch):
+    """Ctrl-C (a SIGINT to the fleet's process as the third bag starts) with two pool workers:
+    the bags in flight end done or interrupted (their output closed), no later bag starts,
+    exit 130; the same command again replays the rest (exit 0)."""
+    from fleet_helpers import StubWorker
+
+    from lightglue_ros.ros import fleet_workers
+
+    monkeypatch.setattr(fleet_workers, 'Worker', StubWorker)
+    names = ('1_ok', '2_ok', '3_sigint', '4_ok', '5_ok', '6_ok', '7_ok')
+    write_tiny_bags(tmp_path / 'bags', names)
+    output = tmp_path / 'out'
+    args = cli_args(UNLOADED, tmp_path / 'bags', output=output)
+    assert replay_main(args) == EXIT_INTERRUPTED
+    first = statuses(output)
+    assert fleet_summary(output)['interrupted']
+    assert set(first.values()) <= {'done', 'interrupted', 'not run'}
+    assert [first[name] for name in names[4:]] == ['not run'] * 3, first
+    assert first['3_sigint'] in ('done', 'interrupted')
+    capsys.readouterr()
+    assert replay_main(args) == EXIT_OK
+    second = statuses(output)
+    assert second == {name: 'skipped' if first[name] == 'done' else 'done' for name in names}
+
+
 def test_exit_codes_are_distinct():
     assert len({EXIT_OK, EXIT_ERROR, EXIT_SOME_FAILED, EXIT_ALL_FAILED, EXIT_INTERRUPTED}) == 5

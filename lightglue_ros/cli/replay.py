@@ -292,7 +292,7 @@ def fleet_command(args: argparse.Namespace) -> int:
             except ImportError as err:
                 raise _needs_ros(err) from err
             if args.ray is not None:
-                fleet._import_ray()  # before anything runs: one line when Ray is missing
+                fleet.import_ray()  # before anything runs: one line when Ray is missing
             jobs = fleet.discover_bags(args.input, args.output)
             settings = _settings(args)
             options = dict(image_topic=args.image_topic,
