@@ -289,6 +289,48 @@ def test_fleet_options_that_do_not_fit_are_one_line_errors(tiny_bags, tmp_path, 
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.parametrize('argv, inputs, address', [
+    (['--ray', 'bags', '-o', 'out'], ['bags'], ''),
+    (['--ray', 'bags', 'more', '-o', 'out'], ['bags', 'more'], ''),
+    (['more', '--ray', 'bags', '-o', 'out'], ['more', 'bags'], ''),
+    (['bags', 'more', '-o', 'out', '--ray'], ['bags', 'more'], ''),
+    (['bags', 'more', '--ray=auto', '-o', 'out'], ['bags', 'more'], 'auto'),
+    (['bags', '--ray', 'auto', '-o', 'out'], ['bags'], 'auto'),
+    (['bags', '--ray', 'head.example.org:6379', '-o', 'out'], ['bags'],
+     'head.example.org:6379'),
+])
+def test_a_path_after_ray_is_an_input(tmp_path, monkeypatch, argv, inputs, address):
+    """`--ray bags/`: argparse gives --ray the next word; an existing path there is an input
+    (where it was written among the inputs) and Ray runs locally. 'auto' and HOST:PORT stay
+    addresses, also where a folder of that name exists."""
+    from lightglue_ros.cli import replay as replay_cli
+
+    monkeypatch.chdir(tmp_path)
+    for name in ('bags', 'more', 'auto'):
+        (tmp_path / name).mkdir()
+    seen = []
+    monkeypatch.setattr(replay_cli, 'fleet_command',
+                        lambda args: seen.append((args.input, args.ray)) or EXIT_OK)
+    assert replay_main([*argv, '--image-topic', IMAGE_TOPIC]) == EXIT_OK
+    assert seen == [(inputs, address)]
+
+
+def test_ray_with_a_folder_of_bags_runs_the_fleet(tiny_bags, tmp_path, capsys, monkeypatch):
+    """`replay --ray bags/ -o out` reaches the fleet (here: Ray is not installed, its one-line
+    error); a value after --ray that is neither an address nor a path is refused (exit 2)."""
+    monkeypatch.setitem(sys.modules, 'ray', None)
+    args = ['--image-topic', IMAGE_TOPIC, '-o', str(tmp_path / 'out'), '--no-progress']
+    assert replay_main(['--ray', str(tiny_bags), *args]) == EXIT_ERROR
+    assert capsys.readouterr().err == f'replay: error: {fleet.RAY_INSTALL_HINT}\n'
+    with pytest.raises(SystemExit) as exit_info:
+        replay_main(['--ray', str(tmp_path / 'typo'), *args])
+    assert exit_info.value.code == 2
+    assert "argument --ray: '" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # no input at all: argparse's own message
+        replay_main(args)
+    assert 'the following arguments are required: input' in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------
 # Replaying fleets.
 # ------------------------------------------------------------------------------------------------
@@ -389,18 +431,21 @@ def test_foreign_folder_at_an_output_is_never_replaced(bags, references, tmp_pat
 
 
 def test_ray_fleet_equals_single_replays(bags, references, tmp_path, config):
-    """The same per-bag work as Ray actors on a local cluster of two CPUs."""
+    """The same per-bag work as Ray actors on a local cluster of two CPUs (an initialised Ray
+    is used as it is), from the command line as a user writes it: `--ray bags/` (the folder is
+    the input, not the address)."""
     ray = pytest.importorskip('ray', reason="Ray is in the test extra (pip install "
                                             "'lightglue_ros[fleet]')")
-    jobs = fleet.discover_bags([bags], tmp_path / 'out')
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        summary = fleet.run_fleet(jobs, tmp_path / 'out', config=config, options=options(),
-                                  ray_address='', progress=False)
+        code = replay_main(['--ray', str(bags), *cli_args(config, output=tmp_path / 'out',
+                                                          jobs=None)])
     finally:
         ray.shutdown()
-    assert summary.mode == 'ray' and summary.workers == 2 and summary.model_loads == 2
-    assert {b.name: b.status for b in summary.bags} == statuses(tmp_path / 'out') == {
+    assert code == EXIT_SOME_FAILED
+    summary = fleet_summary(tmp_path / 'out')
+    assert summary['mode'] == 'ray' and summary['workers'] == 2 and summary['model_loads'] == 2
+    assert statuses(tmp_path / 'out') == {
         'broken': 'failed', 'day2__seq3': 'done', 'garbage': 'failed', 'seq1': 'done',
         'seq2': 'done'}
     for name in GOOD:
