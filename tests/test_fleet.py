@@ -519,5 +519,61 @@ def test_ctrl_c_stops_the_pool_and_the_next_run_resumes(tmp_path, capsys, monkey
     assert second == {name: 'skipped' if first[name] == 'done' else 'done' for name in names}
 
 
+def test_resume_with_allow_partial(tmp_path, monkeypatch):
+    """A damaged bag replayed with --allow-partial is complete for that input: the next run
+    with --allow-partial skips it and keeps its lost count. A run without --allow-partial
+    does not take such an output for a success (a replay without it fails that bag): the bag
+    fails with the reason, its output left as it is. Three bags: one cut at 70 % (images
+    lost), one whose MCAP summary section is cut off (every image whole, the index gone: the
+    summary says complete, and damage), one intact."""
+    import test_bag_recovery as recovery
+
+    from lightglue_ros import tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, 'Tracker', lambda config: recovery.StubTracker())
+    bags = tmp_path / 'bags'
+    for name in ('cut', 'index_lost', 'intact'):
+        (bags / name).mkdir(parents=True)
+        recovery.write_bag(bags / name, 'mcap', 4)
+    (data,) = (bags / 'cut' / 'in').glob('*.mcap')
+    recovery.cut(data, 0.7)
+    (data,) = (bags / 'index_lost' / 'in').glob('*.mcap')
+    footer = data.read_bytes()[-37:]  # footer record (opcode, length, 20 bytes) and magic
+    os.truncate(data, int.from_bytes(footer[9:17], 'little'))  # where the summary starts
+    jobs = fleet.discover_bags([bags], tmp_path / 'out')
+    names = [job.name for job in jobs]
+    assert names == ['cut__in', 'index_lost__in', 'intact__in']
+
+    def run(allow_partial: bool) -> fleet.FleetSummary:
+        return fleet.run_fleet(jobs, tmp_path / 'out', config=UNLOADED,
+                               options={**options(), 'allow_partial': allow_partial,
+                                        'plots_dir': False}, workers=1, progress=False)
+
+    def mtimes() -> list[int]:
+        return [(Path(job.output) / 'replay_summary.json').stat().st_mtime_ns for job in jobs]
+
+    first = run(True)
+    assert [b.status for b in first.bags] == ['done'] * 3
+    lost = first.bags[0].missing_frames
+    assert lost >= 1 and first.bags[0].frames + lost == 4
+    assert [b.missing_frames for b in first.bags[1:]] == [0, 0]
+    before = mtimes()
+
+    second = run(True)  # nothing more can be read from the damaged bags: nothing is replayed
+    assert [b.status for b in second.bags] == ['skipped'] * 3 and second.outcome == 'all'
+    assert second.bags[0].missing_frames == lost and second.frames_processed == 0
+    assert f'damaged bag: {lost} images lost' in second.bags[0].reason
+    assert f'| cut__in | skipped | {4 - lost} | 0 | {lost} |' in (
+        tmp_path / 'out' / fleet.FLEET_MD_NAME).read_text()
+
+    third = run(False)
+    assert [b.status for b in third.bags] == ['failed', 'failed', 'skipped']
+    assert third.outcome == 'some' and third.frames_processed == 0
+    assert third.bags[0].reason.startswith(f'damaged bag, replayed before with --allow-partial '
+                                           f'({lost} images lost); without --allow-partial')
+    assert 'no image lost' in third.bags[1].reason
+    assert mtimes() == before
+
+
 def test_exit_codes_are_distinct():
     assert len({EXIT_OK, EXIT_ERROR, EXIT_SOME_FAILED, EXIT_ALL_FAILED, EXIT_INTERRUPTED}) == 5

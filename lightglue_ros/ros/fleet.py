@@ -10,10 +10,12 @@ Workers load the models once and replay bag after bag (``tracker.reset()`` betwe
 replay_bag): one in-process worker (``jobs=1``), a pool of ``jobs`` spawned processes, or Ray
 actors (``ray_address``), which also run on a cluster (``lightglue_ros.ros.fleet_workers``). A
 bag whose output is already complete (its ``replay_summary.json``: written last, after the bag
-is closed, with ``complete`` true, no ``error``, not ``interrupted``) is skipped unless
-``overwrite``; an unfinished output of a replay (its bag carries the replay's mark) is replaced;
-anything else at that path is left alone and the bag fails. A failing bag is recorded with a
-one-line reason and the others go on. ``fleet_summary.json`` and ``fleet_summary.md`` in the
+is closed, with ``complete`` true, no ``error``, not ``interrupted``; with ``allow_partial`` also
+a damaged bag read as far as it can be, ``partial_complete``) is skipped unless ``overwrite``;
+a damaged bag's partial replay fails the bag in a run without ``allow_partial``. An unfinished
+output of a replay (its bag carries the replay's mark) is replaced; anything else at that path
+is left alone and the bag fails. A failing bag is recorded with a one-line reason and the
+others go on. ``fleet_summary.json`` and ``fleet_summary.md`` in the
 root say what happened, bag by bag (``lightglue_ros.ros.fleet_summary``). See docs/replay.md,
 Fleet replay.
 """
@@ -177,13 +179,16 @@ def _max_reached(summary: ReplaySummary, max_frames: int | None) -> bool:
     return max_frames is not None and summary.frames >= max_frames
 
 
-def output_state(job: BagJob, max_frames: int | None = None
+def output_state(job: BagJob, max_frames: int | None = None, allow_partial: bool = False
                  ) -> tuple[str, ReplaySummary | None]:
-    """What lies at a bag's output: ('absent', None), ('complete', summary) when a replay of
-    this input finished there (its summary: complete, or ``max_frames`` images read; no error,
-    not interrupted), ('unfinished', summary or None) for a replay's output that did not,
-    ('other input', summary) for a replay of another bag (replaced only with overwrite), or
-    ('foreign', None) for anything else (never replaced)."""
+    """What lies at a bag's output: ('absent', None); ('complete', summary) when a replay of
+    this input finished there (its summary: not interrupted, and complete without error, or
+    ``max_frames`` images read, or, with ``allow_partial``, a damaged bag read as far as it
+    can be: ``partial_complete``); ('partial', summary) for such a finished replay that needed
+    --allow-partial (damaged: ``damage`` or ``missing_frames``) when ``allow_partial`` is not
+    given, because a replay without it fails that bag; ('unfinished', summary or None) for a
+    replay's output that did not finish; ('other input', summary) for a replay of another bag
+    (replaced only with overwrite); or ('foreign', None) for anything else (never replaced)."""
     from lightglue_ros.replay_summary import ReplaySummary
     from lightglue_ros.defaults import SUMMARY_NAME
     from lightglue_ros.ros.bag_io import not_our_output
@@ -199,10 +204,22 @@ def output_state(job: BagJob, max_frames: int | None = None
         return 'unfinished', None
     if Path(summary.input).resolve() != Path(job.input).resolve():
         return 'other input', summary
-    if (summary.error is None and not summary.interrupted
-            and (summary.complete or _max_reached(summary, max_frames))):
-        return 'complete', summary
-    return 'unfinished', summary
+    finished = not summary.interrupted and (
+        summary.partial_complete
+        or (summary.error is None and (summary.complete or _max_reached(summary, max_frames))))
+    if not finished:
+        return 'unfinished', summary
+    if not allow_partial and (summary.damage is not None or summary.missing_frames):
+        return 'partial', summary
+    return 'complete', summary
+
+
+def _lost(summary: ReplaySummary) -> str:
+    """How much of a damaged bag its replay lost, for a note."""
+    if not summary.missing_frames:
+        return 'no image lost'
+    return (f'{summary.missing_frames} images lost' if summary.expected_frames_known
+            else f'{summary.missing_frames} images known lost')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,7 +238,8 @@ def run_fleet(jobs: Sequence[BagJob], root: str | Path, *, config: TrackerConfig
     in this process. ray_address: None for local processes; '' for a local Ray instance
     (``ray.init()``; an already initialised Ray is used as it is), 'auto' or an address to join
     a cluster (every node must see the input and output paths). Complete outputs are skipped
-    unless ``overwrite``. Writes fleet_summary.json / .md into ``root`` after every bag;
+    unless ``overwrite`` (``output_state``; ``options['allow_partial']`` decides about a
+    damaged bag's partial replay). Writes fleet_summary.json / .md into ``root`` after every bag;
     ``on_result`` sees each result as it comes. Ctrl-C / SIGTERM: the bags in flight finish
     their frame and close their output (interrupted), no new bag starts; the summary says so.
     """
@@ -237,13 +255,24 @@ def run_fleet(jobs: Sequence[BagJob], root: str | Path, *, config: TrackerConfig
     max_frames = options.get('max_frames')
     results = {job.index: BagResult.of(job) for job in jobs}
     todo: list[tuple[BagJob, bool]] = []  # (job, overwrite)
+    allow_partial = bool(options.get('allow_partial'))
     for job in jobs:
-        state, previous = output_state(job, max_frames)
+        state, previous = output_state(job, max_frames, allow_partial)
         if state == 'complete' and not overwrite:
             assert previous is not None
             results[job.index].take(previous)
             results[job.index].status = SKIPPED
-            results[job.index].reason = 'complete before (--overwrite replays it)'
+            results[job.index].reason = 'complete before (--overwrite replays it)' + (
+                f'; damaged bag: {_lost(previous)}' if previous.partial_complete
+                or previous.damage is not None else '')
+        elif state == 'partial' and not overwrite:
+            assert previous is not None
+            results[job.index].take(previous)
+            results[job.index].status = FAILED
+            results[job.index].reason = (
+                f'damaged bag, replayed before with --allow-partial ({_lost(previous)}); '
+                'without --allow-partial it fails (--allow-partial accepts that replay, '
+                '--overwrite replays it)')
         elif state == 'other input' and not overwrite:
             assert previous is not None
             results[job.index].status = FAILED
