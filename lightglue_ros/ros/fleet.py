@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightglue_ros.errors import BagError, ConfigError
 from lightglue_ros.ros import fleet_workers
+from lightglue_ros.ros.bag_recovery import STORAGE_SUFFIXES, split_recording
 from lightglue_ros.ros.fleet_summary import (DONE, FAILED, FLEET_JSON_NAME, FLEET_MD_NAME,
                                              INTERRUPTED, NOT_RUN, SKIPPED, BagJob, BagResult,
                                              FleetSummary)
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 LIST_SUFFIXES = ('.txt', '.list')  # a text file naming one bag per line
 BAG_SUFFIXES = ('.mcap', '.db3', '.bag')  # bag files found in a folder of bags
-STORAGE_SUFFIXES = ('.mcap', '.db3')  # what a rosbag2 folder holds (bag_io.resolve_input)
 NAME_SEPARATOR = '__'  # joins the folders of a bag found below a folder of bags
 
 
@@ -59,13 +59,15 @@ NAME_SEPARATOR = '__'  # joins the folders of a bag found below a folder of bags
 
 def _is_bag_folder(path: Path) -> bool:
     """A rosbag2 folder, or one without metadata.yaml holding exactly one storage file and no
-    folder (a recording that crashed, which ``bag_io.resolve_input`` reads as one bag; a folder
-    of bags holds folders, or several files)."""
+    folder (a recording that crashed, which ``bag_io.resolve_input`` reads as one bag) or the
+    files of a split recording (``bag_recovery.split_recording``: named ``<folder>_<N>``); a
+    folder of bags holds folders, or several files named otherwise."""
     if (path / 'metadata.yaml').exists():
         return True
     entries = list(path.iterdir())
-    return (not any(p.is_dir() for p in entries)
-            and sum(p.suffix in STORAGE_SUFFIXES for p in entries) == 1)
+    return ((not any(p.is_dir() for p in entries)
+             and sum(p.suffix in STORAGE_SUFFIXES for p in entries) == 1)
+            or split_recording(path) is not None)
 
 
 def is_fleet_input(inputs: Sequence[str | Path]) -> bool:
