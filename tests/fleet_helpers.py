@@ -21,6 +21,12 @@ from lightglue_ros.ros.fleet_workers import Worker
 ATTEMPTS_LOG = 'attempts.log'
 
 
+def attempts(root: Path) -> list[tuple[str, int]]:
+    """(bag name, pid of the process that took it) for each bag a worker started on."""
+    lines = (root / ATTEMPTS_LOG).read_text(encoding='utf-8').splitlines()
+    return [(name, int(pid)) for name, pid in map(str.split, lines)]
+
+
 class StubWorker(Worker):
     """A Worker with the stub tracker; *_kill / *_exit bags end its process, *_sigint ones
     interrupt the fleet."""

@@ -430,18 +430,30 @@ def test_foreign_folder_at_an_output_is_never_replaced(bags, references, tmp_pat
     assert (root / 'seq1' / 'notes.txt').read_text() == 'mine'
 
 
-def test_ray_fleet_equals_single_replays(bags, references, tmp_path, config):
-    """The same per-bag work as Ray actors on a local cluster of two CPUs (an initialised Ray
-    is used as it is), from the command line as a user writes it: `--ray bags/` (the folder is
-    the input, not the address)."""
+@pytest.fixture(scope='module')
+def ray_cluster() -> Any:
+    """Ray's local cluster of two CPUs for the Ray tests (run_fleet uses an initialised Ray as
+    it is). Its processes inherit PYTHONPATH: tests/ on it, for fleet_helpers."""
     ray = pytest.importorskip('ray', reason="Ray is in the test extra (pip install "
                                             "'lightglue_ros[fleet]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    previous = os.environ.get('PYTHONPATH')
+    os.environ['PYTHONPATH'] = os.pathsep.join([str(Path(__file__).parent), *sys.path])
     try:
-        code = replay_main(['--ray', str(bags), *cli_args(config, output=tmp_path / 'out',
-                                                          jobs=None)])
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     finally:
-        ray.shutdown()
+        if previous is None:
+            del os.environ['PYTHONPATH']
+        else:
+            os.environ['PYTHONPATH'] = previous
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_fleet_equals_single_replays(ray_cluster, bags, references, tmp_path, config):
+    """The same per-bag work as Ray actors on a local cluster of two CPUs, from the command
+    line as a user writes it: `--ray bags/` (the folder is the input, not the address)."""
+    code = replay_main(['--ray', str(bags), *cli_args(config, output=tmp_path / 'out',
+                                                      jobs=None)])
     assert code == EXIT_SOME_FAILED
     summary = fleet_summary(tmp_path / 'out')
     assert summary['mode'] == 'ray' and summary['workers'] == 2 and summary['model_loads'] == 2
@@ -452,12 +464,34 @@ def test_ray_fleet_equals_single_replays(bags, references, tmp_path, config):
         assert_same_output(tmp_path / 'out' / name, references / name)
 
 
+def test_a_ray_actor_that_dies_fails_only_its_bag(ray_cluster, tmp_path, monkeypatch):
+    """As test_a_worker_that_dies_fails_only_its_bag, on Ray: the bag whose actor died fails
+    once, a new actor replays the bags left."""
+    from fleet_helpers import StubWorker, attempts
+
+    from lightglue_ros.ros import fleet_workers
+
+    monkeypatch.setattr(fleet_workers, 'Worker', StubWorker)  # pickled by name for Ray
+    names = ('1_ok', '2_kill', '3_ok', '4_exit', '5_ok', '6_ok')
+    write_tiny_bags(tmp_path / 'bags', names)
+    jobs = fleet.discover_bags([tmp_path / 'bags'], tmp_path / 'out')
+    summary = fleet.run_fleet(jobs, tmp_path / 'out', config=UNLOADED, options=options(),
+                              ray_address='', progress=False)
+    assert {b.name: b.status for b in summary.bags} == {
+        name: 'failed' if name in ('2_kill', '4_exit') else 'done' for name in names}
+    assert all(b.reason.startswith('the Ray worker failed: ') for b in summary.bags
+               if b.status == 'failed')
+    tried = attempts(tmp_path / 'out')
+    assert sorted(name for name, _ in tried) == sorted(names)  # each bag tried once
+    assert len({pid for _, pid in tried}) >= 3  # a new actor after the first death
+
+
 def test_a_worker_that_dies_fails_only_its_bag(tmp_path, capsys, monkeypatch):
     """Two pool workers (the stub tracker for the networks); one bag kills the process that
     replays it with SIGKILL (the out-of-memory killer's signal), another ends it with exit code
     3. Each of the two fails alone with the reason and is tried once; a new process takes the
     dead one's place and every other bag is replayed (exit 3: some failed)."""
-    from fleet_helpers import ATTEMPTS_LOG, StubWorker
+    from fleet_helpers import StubWorker, attempts
 
     from lightglue_ros.ros import fleet_workers
 
@@ -479,9 +513,9 @@ def test_a_worker_that_dies_fails_only_its_bag(tmp_path, capsys, monkeypatch):
         if bags[name]['status'] == 'done':
             summary = json.loads((output / name / 'replay_summary.json').read_text())
             assert summary['complete'] and summary['processed'] == 2
-    attempts = [line.split() for line in (output / ATTEMPTS_LOG).read_text().splitlines()]
-    assert sorted(name for name, _ in attempts) == sorted(names)  # each bag tried once
-    assert len({pid for _, pid in attempts}) >= 3  # a new process after the first death
+    tried = attempts(output)
+    assert sorted(name for name, _ in tried) == sorted(names)  # each bag tried once
+    assert len({pid for _, pid in tried}) >= 3  # a new process after the first death
 
 
 def write_tiny_bags(folder: Path, names: tuple[str, ...]) -> None:
