@@ -57,7 +57,9 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help='replace the output of an earlier replay (nothing else)')
     parser.add_argument('--allow-partial', action='store_true',
                         help='exit 0 although a damaged bag gave fewer images than its index '
-                             'lists (the summary counts them in missing_frames)')
+                             'lists (the summary counts them in missing_frames); read a bag '
+                             'cut short without its index, a split recording without '
+                             'metadata.yaml, an sqlite3 write-ahead log left by a crash')
     parser.add_argument('--allow-empty', action='store_true',
                         help='exit 0 although the image topic holds no message')
     parser.add_argument('--debug-images', action='store_true',

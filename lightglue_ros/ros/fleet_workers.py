@@ -176,7 +176,10 @@ class _PoolProcess:
 
     def give(self, job: BagJob, overwrite: bool) -> None:
         self.job = job
-        self.conn.send((job, overwrite))
+        try:
+            self.conn.send((job, overwrite))
+        except OSError:  # it died just now: result() reports it, with this bag
+            pass
 
     def result(self) -> BagResult | None:
         """The bag's result when the process sent it, a failed result when the process died
@@ -198,7 +201,7 @@ class _PoolProcess:
         code = self.process.exitcode
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
-            how = f'killed by {name}' + (' (as the out-of-memory killer does)'
+            how = f'killed by {name}' + (', as the out-of-memory killer does'
                                          if -code == signal.SIGKILL else '')
         else:
             how = f'exit code {code}'
@@ -223,12 +226,14 @@ class _PoolProcess:
                 pass
 
     def close(self) -> None:
-        """Ask the process to end (between bags it ends at once), and wait for it."""
+        """Ask the process to end (between bags at once; a bag in flight, left here by an
+        error of the fleet's own, is stopped as on Ctrl-C first), and wait for it."""
         try:
             if self.job is None and self.alive:
                 self.conn.send(None)
         except OSError:
             pass
+        self.interrupt()
         self.conn.close()  # a process still replaying ends after its bag (EOF, or a send error)
         self.process.join(STOP_JOIN_S)
         if self.process.is_alive():
@@ -269,7 +274,15 @@ def run_pool(todo: Sequence[tuple[BagJob, bool]], factories: Sequence[Callable[[
             if not busy:
                 break
             try:
-                wait_for([s.conn for s in busy] + [s.process.sentinel for s in busy])
+                ready = wait_for([s.conn for s in busy] + [s.process.sentinel for s in busy],
+                                 timeout=STOP_JOIN_S if stop else None)
+                if not ready:  # stopping, and no answer: give up on them (close kills them)
+                    for slot in busy:
+                        assert slot.job is not None
+                        done(BagResult.of(slot.job, status=INTERRUPTED, reason=(
+                            f'its worker did not stop within {STOP_JOIN_S:.0f} s')))
+                        slot.job = None
+                    break
                 for slot in busy:
                     result = slot.result()
                     if result is not None:
