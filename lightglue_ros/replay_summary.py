@@ -47,6 +47,9 @@ class ReplaySummary:
     error: str | None = None
     damage: str | None = None  # a bag read without its index: where its data ends
     complete: bool = False  # every image of the topic was read (not interrupted/limited/failed)
+    # allow_partial: a damaged bag read to the end of what can be read (not interrupted or
+    # limited), every image replayed or counted in missing_frames: a fleet's resume skips it.
+    partial_complete: bool = False
     wall_s: float = 0.0  # the frame loop, from the first read to the last write
     fps: float = 0.0  # processed / wall_s
     keyframes: int = 0  # keyframe events (= keyframe messages), the first keyframe included

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -38,6 +40,7 @@ from lightglue_ros.cli.replay import replay_main  # noqa: E402
 from lightglue_ros.errors import BagError  # noqa: E402
 from lightglue_ros.replay_summary import ReplaySummary  # noqa: E402
 from lightglue_ros.ros import replay as replay_module  # noqa: E402
+from lightglue_ros.ros.bag_recovery import RecoveredReader  # noqa: E402
 from lightglue_ros.ros.replay import replay_bag  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -110,12 +113,12 @@ def stub(monkeypatch: pytest.MonkeyPatch) -> StubTracker:
 # Input bags.
 # ------------------------------------------------------------------------------------------------
 
-def _messages(fmt: str, n_images: int) -> list[tuple[str, str, int, Any]]:
+def _messages(fmt: str, n_images: int, first: int = 0) -> list[tuple[str, str, int, Any]]:
     ts = TS1 if fmt == 'ros1' else TS2
     t = ts.types
     records = []
-    rng = np.random.default_rng(7)
-    for i in range(n_images):
+    rng = np.random.default_rng(7 + first)
+    for i in range(first, first + n_images):
         stamp = T0 + i * 10**8
         time = t['builtin_interfaces/msg/Time'](sec=stamp // 10**9, nanosec=stamp % 10**9)
         header = (t['std_msgs/msg/Header'](seq=i, stamp=time, frame_id='cam') if fmt == 'ros1'
@@ -136,9 +139,10 @@ def _messages(fmt: str, n_images: int) -> list[tuple[str, str, int, Any]]:
     return records
 
 
-def write_bag(root: Path, fmt: str, n_images: int = N_IMAGES, *,
-              empty_image_topic: bool = False) -> tuple[Path, Path, dict[int, bytes]]:
-    """(bag, its storage file, image stamp -> serialised image)."""
+def write_bag(root: Path, fmt: str, n_images: int = N_IMAGES, *, empty_image_topic: bool = False,
+              first: int = 0) -> tuple[Path, Path, dict[int, bytes]]:
+    """(bag, its storage file, image stamp -> serialised image); the images ``first`` to
+    ``first + n_images - 1`` of the sequence (stamps T0 + i * 0.1 s)."""
     ts = TS1 if fmt == 'ros1' else TS2
     if fmt == 'ros1':
         bag = root / 'in.bag'
@@ -151,7 +155,7 @@ def write_bag(root: Path, fmt: str, n_images: int = N_IMAGES, *,
     with writer:
         connections = {topic: writer.add_connection(topic, msgtype, typestore=ts)
                        for topic, msgtype in ((INFO_TOPIC, CAMERA_INFO), (IMAGE_TOPIC, IMAGE))}
-        for topic, msgtype, stamp, msg in _messages(fmt, n_images):
+        for topic, msgtype, stamp, msg in _messages(fmt, n_images, first):
             if empty_image_topic and topic == IMAGE_TOPIC:
                 continue
             raw = bytes(ts.serialize_ros1(msg, msgtype) if fmt == 'ros1'
@@ -268,6 +272,181 @@ def test_crashed_recording_without_metadata_yaml(tmp_path, stub, capsys):
     assert f'replay: {len(intact)}/{len(intact)} frames processed, 1 images known lost ' \
            '(damaged bag, --allow-partial; those recorded after the damage are not counted)' \
            in err
+
+
+def replay_cli(bag: Path, output: Path, *options: str) -> int:
+    """The replay command on ``bag`` with camera_info, no plots, no progress bar."""
+    return replay_main([str(bag), '--image-topic', IMAGE_TOPIC, '--camera-info-topic',
+                        INFO_TOPIC, '--output', str(output), '--no-progress', '--no-plots',
+                        *options])
+
+
+def files_of(folder: Path) -> dict[str, tuple[int, int]]:
+    """name -> (size, mtime) of every file in a bag folder: the input is never written."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize('fmt', ['mcap', 'sqlite3'])
+def test_split_recording_without_metadata_yaml(tmp_path, stub, capsys, fmt):
+    """A split recording whose recorder crashed: rec/rec_0 ... rec/rec_11 (one image each, as
+    rosbag2 names splits; rec_10 comes after rec_9), no metadata.yaml; MCAP: the last split
+    cut short. Without --allow-partial one line; with it every whole image, in split order,
+    the one cut in two counted. One bag for a fleet too."""
+    from lightglue_ros.ros.fleet import discover_bags, is_fleet_input
+
+    rec = tmp_path / 'bags' / 'rec'
+    rec.mkdir(parents=True)
+    images: dict[int, bytes] = {}
+    for i in range(12):
+        _, data_file, written = write_bag(tmp_path / 'parts' / str(i), fmt, 1, first=i)
+        data_file.rename(rec / f'rec_{i}{data_file.suffix}')
+        images.update(written)
+    shutil.rmtree(tmp_path / 'parts')
+    if fmt == 'mcap':
+        cut(rec / 'rec_11.mcap', 0.6)
+    before = files_of(rec)
+    output = tmp_path / 'out'
+    assert replay_cli(rec, output) == 1
+    err = capsys.readouterr().err
+    suffix = '.mcap' if fmt == 'mcap' else '.db3'
+    assert err == (f'replay: error: cannot open bag {rec}: a split recording without '
+                   f'metadata.yaml (12 files, rec_0{suffix} ... rec_11{suffix}); '
+                   '--allow-partial reads what it holds\n')
+    assert not output.exists()
+    assert replay_cli(rec, output, '--allow-partial') == 0
+    summary = ReplaySummary.load(output / 'replay_summary.json')
+    whole = sorted(images)[:11] if fmt == 'mcap' else sorted(images)
+    assert summary.stamp_ns == whole == stamps_in(output)
+    assert (summary.frames, summary.missing_frames) == (len(whole), 12 - len(whole))
+    assert summary.camera_info_messages == 12  # the last split's camera_info is whole
+    assert summary.damage.startswith('rec: a split recording of 12 files without metadata.yaml')
+    assert files_of(rec) == before
+    assert not is_fleet_input([rec])
+    assert [job.name for job in discover_bags([rec.parent], tmp_path / 'fleet')] == ['rec']
+
+
+WAL_SCRIPT = textwrap.dedent("""
+    # A recorder in WAL mode (rosbag2's resilient preset) that dies before its log is
+    # checkpointed: it runs the transactions of the plan (each [commit, rows]), the last one
+    # maybe never committed, and ends without closing the database.
+    import os, pickle, sqlite3, sys
+    connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+    assert connection.execute('PRAGMA journal_mode=WAL').fetchone() == ('wal',)
+    connection.execute('PRAGMA wal_autocheckpoint=0')
+    connection.execute('PRAGMA cache_size=8')  # pages: an open transaction spills to the log
+    with open(sys.argv[2], 'rb') as plan:
+        for commit, rows in pickle.load(plan):
+            connection.execute('BEGIN')
+            connection.executemany('INSERT INTO messages VALUES (?, ?, ?, ?)', rows)
+            if commit:
+                connection.execute('COMMIT')
+    os._exit(0)  # no close: the log stays as the crash left it
+""")
+
+
+def crash_in_wal_mode(db: Path, plan: list[tuple[bool, list[tuple[int, int, int, bytes]]]]
+                      ) -> Path:
+    """Run WAL_SCRIPT's transactions on ``db``; returns the write-ahead log left beside it."""
+    plan_file = db.parent.parent / 'plan.pickle'
+    plan_file.write_bytes(pickle.dumps(plan))
+    subprocess.run([sys.executable, '-c', WAL_SCRIPT, str(db), str(plan_file)], check=True,
+                   timeout=120)
+    plan_file.unlink()
+    return db.with_name(db.name + '-wal')
+
+
+def write_wal_bag(tmp_path: Path) -> tuple[Path, Path, list[int]]:
+    """(bag folder, its .db3 file, the stamps of its 8 images): images 0-2 in the database
+    file, 3-5 committed in its write-ahead log (a transaction each), 6-7 in the log but never
+    committed; the metadata.yaml of the whole recording (8 images) beside it."""
+    full, _, images = write_bag(tmp_path / 'full', 'sqlite3', 8)
+    bag, db, _ = write_bag(tmp_path / 'crashed', 'sqlite3', 3)
+    shutil.copyfile(full / 'metadata.yaml', bag / 'metadata.yaml')
+    rows = sqlite3.connect(f'file:{next(full.glob("*.db3"))}?immutable=1', uri=True).execute(
+        'SELECT id, topic_id, timestamp, data FROM messages WHERE id > 6 ORDER BY id'
+    ).fetchall()  # a camera_info and an image a frame
+    crash_in_wal_mode(db, [(True, rows[0:2]), (True, rows[2:4]), (True, rows[4:6]),
+                           (False, rows[6:10])])
+    return bag, db, sorted(images)
+
+
+def test_sqlite_write_ahead_log_is_applied(tmp_path, stub, capsys):
+    """A sqlite3 bag in WAL mode whose recorder died: x.db3 and x.db3-wal. rosbags reads the
+    database file alone and would give 3 of 8 images without a word. Without --allow-partial
+    one line; with it SQLite applies the log's committed transactions (to a copy: the bag is
+    not written) and the 6 committed images are replayed, the 2 never committed counted as
+    lost against metadata.yaml; without it the 6 are replayed all the same."""
+    bag, db, stamps = write_wal_bag(tmp_path)
+    wal = db.with_name(db.name + '-wal')
+    assert wal.stat().st_size > 5 * 230_000  # the uncommitted images are in the log too
+    before = files_of(bag)
+    output = tmp_path / 'out'
+    assert replay_cli(bag, output) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'replay: error: cannot open bag {bag}: {wal.name} holds '
+                          f'transactions that are not in {db.name}') and err.count('\n') == 1
+    assert replay_cli(bag, output, '--allow-partial') == 0
+    summary = ReplaySummary.load(output / 'replay_summary.json')
+    assert summary.stamp_ns == stamps[:6] == stamps_in(output)
+    assert (summary.frames, summary.missing_frames, summary.expected_frames) == (6, 2, 8)
+    assert summary.camera_info_messages == 6 and 'committed transactions applied' in summary.damage
+    assert files_of(bag) == before  # the input is read, never written
+    (bag / 'metadata.yaml').unlink()  # as a crashed recorder leaves it
+    summary = replay_bag(bag, tmp_path / 'again', image_topic=IMAGE_TOPIC, tracker=stub,
+                         progress=False, plots_dir=False, allow_partial=True)
+    assert summary.stamp_ns == stamps[:6] and not summary.expected_frames_known
+
+
+def test_rows_of_the_log_that_never_committed_are_counted_as_lost(tmp_path):
+    """Without metadata.yaml the rows of a transaction that never committed are known from
+    the table pages SQLite spilled into the log (a long transaction spills its full pages):
+    counted as lost, not silently dropped; the committed ones are read."""
+    bag, db, _ = write_bag(tmp_path, 'sqlite3', 1)
+    (bag / 'metadata.yaml').unlink()
+    image_topic = sqlite3.connect(db).execute('SELECT id FROM topics WHERE name = ?',
+                                              (IMAGE_TOPIC,)).fetchone()[0]
+    rows = [(3 + i, image_topic, T0 + (i + 1) * 10**6, os.urandom(100)) for i in range(400)]
+    crash_in_wal_mode(db, [(True, rows[:10]), (False, rows[10:])])
+    reader = RecoveredReader(bag)
+    try:
+        lost = reader.lost[IMAGE_TOPIC]
+        assert reader.topics[IMAGE_TOPIC].msgcount == 1 + 10 + lost
+        assert 0 < lost <= 390
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize('cut_file, fraction', [('wal', 0.3), ('wal', 0.6), ('wal', 0.9),
+                                                ('db3', 0.5), ('db3', 0.2)])
+def test_cut_sqlite_write_ahead_log(tmp_path, stub, cut_file, fraction):
+    """The same bag with its log or its database file cut short. A cut log: SQLite applies
+    the transactions committed before the cut (what it reads from a copy of the two files
+    is the reference), the images after it are counted as lost against metadata.yaml. A cut
+    database file: the pages the log holds are still applied (the copy is extended to the
+    size the log's commits give: SQLite refuses a log longer than its file otherwise), so
+    the images committed in the log are replayed; what the cut took is counted."""
+    bag, db, stamps = write_wal_bag(tmp_path)
+    wal = db.with_name(db.name + '-wal')
+    cut(wal if cut_file == 'wal' else db, fraction)
+    summary = replay_bag(bag, tmp_path / 'out', image_topic=IMAGE_TOPIC, tracker=stub,
+                         progress=False, plots_dir=False, allow_partial=True, allow_empty=True)
+    assert summary.frames + summary.missing_frames == 8 == summary.expected_frames
+    assert summary.stamp_ns == sorted(summary.stamp_ns) and set(summary.stamp_ns) <= set(stamps)
+    if cut_file == 'wal':
+        reference = tmp_path / 'reference'
+        reference.mkdir()
+        shutil.copyfile(db, reference / db.name)
+        shutil.copyfile(wal, reference / wal.name)
+        connection = sqlite3.connect(reference / db.name)
+        image_topic = connection.execute('SELECT id FROM topics WHERE name = ?',
+                                         (IMAGE_TOPIC,)).fetchone()[0]
+        committed = [t for (t,) in connection.execute(
+            'SELECT timestamp FROM messages WHERE topic_id = ? ORDER BY timestamp',
+            (image_topic,))]
+        connection.close()
+        assert summary.stamp_ns == committed and stamps[:3] == committed[:3]
+    else:
+        assert set(stamps[3:6]) <= set(summary.stamp_ns)  # all of them in the log
 
 
 def test_garbage_with_allow_partial_is_still_a_one_line_error(tmp_path, stub, capsys):

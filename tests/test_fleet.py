@@ -289,6 +289,48 @@ def test_fleet_options_that_do_not_fit_are_one_line_errors(tiny_bags, tmp_path, 
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.parametrize('argv, inputs, address', [
+    (['--ray', 'bags', '-o', 'out'], ['bags'], ''),
+    (['--ray', 'bags', 'more', '-o', 'out'], ['bags', 'more'], ''),
+    (['more', '--ray', 'bags', '-o', 'out'], ['more', 'bags'], ''),
+    (['bags', 'more', '-o', 'out', '--ray'], ['bags', 'more'], ''),
+    (['bags', 'more', '--ray=auto', '-o', 'out'], ['bags', 'more'], 'auto'),
+    (['bags', '--ray', 'auto', '-o', 'out'], ['bags'], 'auto'),
+    (['bags', '--ray', 'head.example.org:6379', '-o', 'out'], ['bags'],
+     'head.example.org:6379'),
+])
+def test_a_path_after_ray_is_an_input(tmp_path, monkeypatch, argv, inputs, address):
+    """`--ray bags/`: argparse gives --ray the next word; an existing path there is an input
+    (where it was written among the inputs) and Ray runs locally. 'auto' and HOST:PORT stay
+    addresses, also where a folder of that name exists."""
+    from lightglue_ros.cli import replay as replay_cli
+
+    monkeypatch.chdir(tmp_path)
+    for name in ('bags', 'more', 'auto'):
+        (tmp_path / name).mkdir()
+    seen = []
+    monkeypatch.setattr(replay_cli, 'fleet_command',
+                        lambda args: seen.append((args.input, args.ray)) or EXIT_OK)
+    assert replay_main([*argv, '--image-topic', IMAGE_TOPIC]) == EXIT_OK
+    assert seen == [(inputs, address)]
+
+
+def test_ray_with_a_folder_of_bags_runs_the_fleet(tiny_bags, tmp_path, capsys, monkeypatch):
+    """`replay --ray bags/ -o out` reaches the fleet (here: Ray is not installed, its one-line
+    error); a value after --ray that is neither an address nor a path is refused (exit 2)."""
+    monkeypatch.setitem(sys.modules, 'ray', None)
+    args = ['--image-topic', IMAGE_TOPIC, '-o', str(tmp_path / 'out'), '--no-progress']
+    assert replay_main(['--ray', str(tiny_bags), *args]) == EXIT_ERROR
+    assert capsys.readouterr().err == f'replay: error: {fleet.RAY_INSTALL_HINT}\n'
+    with pytest.raises(SystemExit) as exit_info:
+        replay_main(['--ray', str(tmp_path / 'typo'), *args])
+    assert exit_info.value.code == 2
+    assert "argument --ray: '" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # no input at all: argparse's own message
+        replay_main(args)
+    assert 'the following arguments are required: input' in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------
 # Replaying fleets.
 # ------------------------------------------------------------------------------------------------
@@ -388,23 +430,187 @@ def test_foreign_folder_at_an_output_is_never_replaced(bags, references, tmp_pat
     assert (root / 'seq1' / 'notes.txt').read_text() == 'mine'
 
 
-def test_ray_fleet_equals_single_replays(bags, references, tmp_path, config):
-    """The same per-bag work as Ray actors on a local cluster of two CPUs."""
+@pytest.fixture(scope='module')
+def ray_cluster() -> Any:
+    """Ray's local cluster of two CPUs for the Ray tests (run_fleet uses an initialised Ray as
+    it is). Its processes inherit PYTHONPATH: tests/ on it, for fleet_helpers."""
     ray = pytest.importorskip('ray', reason="Ray is in the test extra (pip install "
                                             "'lightglue_ros[fleet]')")
-    jobs = fleet.discover_bags([bags], tmp_path / 'out')
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    previous = os.environ.get('PYTHONPATH')
+    os.environ['PYTHONPATH'] = os.pathsep.join([str(Path(__file__).parent), *sys.path])
     try:
-        summary = fleet.run_fleet(jobs, tmp_path / 'out', config=config, options=options(),
-                                  ray_address='', progress=False)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     finally:
-        ray.shutdown()
-    assert summary.mode == 'ray' and summary.workers == 2 and summary.model_loads == 2
-    assert {b.name: b.status for b in summary.bags} == statuses(tmp_path / 'out') == {
+        if previous is None:
+            del os.environ['PYTHONPATH']
+        else:
+            os.environ['PYTHONPATH'] = previous
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_fleet_equals_single_replays(ray_cluster, bags, references, tmp_path, config):
+    """The same per-bag work as Ray actors on a local cluster of two CPUs, from the command
+    line as a user writes it: `--ray bags/` (the folder is the input, not the address)."""
+    code = replay_main(['--ray', str(bags), *cli_args(config, output=tmp_path / 'out',
+                                                      jobs=None)])
+    assert code == EXIT_SOME_FAILED
+    summary = fleet_summary(tmp_path / 'out')
+    assert summary['mode'] == 'ray' and summary['workers'] == 2 and summary['model_loads'] == 2
+    assert statuses(tmp_path / 'out') == {
         'broken': 'failed', 'day2__seq3': 'done', 'garbage': 'failed', 'seq1': 'done',
         'seq2': 'done'}
     for name in GOOD:
         assert_same_output(tmp_path / 'out' / name, references / name)
+
+
+def test_a_ray_actor_that_dies_fails_only_its_bag(ray_cluster, tmp_path, monkeypatch):
+    """As test_a_worker_that_dies_fails_only_its_bag, on Ray: the bag whose actor died fails
+    once, a new actor replays the bags left."""
+    from fleet_helpers import StubWorker, attempts
+
+    from lightglue_ros.ros import fleet_workers
+
+    monkeypatch.setattr(fleet_workers, 'Worker', StubWorker)  # pickled by name for Ray
+    names = ('1_ok', '2_kill', '3_ok', '4_exit', '5_ok', '6_ok')
+    write_tiny_bags(tmp_path / 'bags', names)
+    jobs = fleet.discover_bags([tmp_path / 'bags'], tmp_path / 'out')
+    summary = fleet.run_fleet(jobs, tmp_path / 'out', config=UNLOADED, options=options(),
+                              ray_address='', progress=False)
+    assert {b.name: b.status for b in summary.bags} == {
+        name: 'failed' if name in ('2_kill', '4_exit') else 'done' for name in names}
+    assert all(b.reason.startswith('the Ray worker failed: ') for b in summary.bags
+               if b.status == 'failed')
+    tried = attempts(tmp_path / 'out')
+    assert sorted(name for name, _ in tried) == sorted(names)  # each bag tried once
+    assert len({pid for _, pid in tried}) >= 3  # a new actor after the first death
+
+
+def test_a_worker_that_dies_fails_only_its_bag(tmp_path, capsys, monkeypatch):
+    """Two pool workers (the stub tracker for the networks); one bag kills the process that
+    replays it with SIGKILL (the out-of-memory killer's signal), another ends it with exit code
+    3. Each of the two fails alone with the reason and is tried once; a new process takes the
+    dead one's place and every other bag is replayed (exit 3: some failed)."""
+    from fleet_helpers import StubWorker, attempts
+
+    from lightglue_ros.ros import fleet_workers
+
+    monkeypatch.setattr(fleet_workers, 'Worker', StubWorker)  # pickled into the pool by name
+    names = ('1_ok', '2_kill', '3_ok', '4_exit', '5_ok', '6_ok', '7_ok')
+    write_tiny_bags(tmp_path / 'bags', names)
+    output = tmp_path / 'out'
+    assert replay_main(cli_args(UNLOADED, tmp_path / 'bags', output=output)) == EXIT_SOME_FAILED
+    err = capsys.readouterr().err
+    bags = {b['name']: b for b in fleet_summary(output)['bags']}
+    assert {name: b['status'] for name, b in bags.items()} == {
+        name: 'failed' if name in ('2_kill', '4_exit') else 'done' for name in names}
+    assert bags['2_kill']['reason'].startswith('the worker process ')
+    assert 'died while replaying this bag (killed by SIGKILL' in bags['2_kill']['reason']
+    assert 'died while replaying this bag (exit code 3)' in bags['4_exit']['reason']
+    failed = [line for line in err.splitlines() if line.startswith('replay: failed:')]
+    assert len(failed) == 2 and 'Traceback' not in err
+    for name in names:
+        if bags[name]['status'] == 'done':
+            summary = json.loads((output / name / 'replay_summary.json').read_text())
+            assert summary['complete'] and summary['processed'] == 2
+    tried = attempts(output)
+    assert sorted(name for name, _ in tried) == sorted(names)  # each bag tried once
+    assert len({pid for _, pid in tried}) >= 3  # a new process after the first death
+
+
+def write_tiny_bags(folder: Path, names: tuple[str, ...]) -> None:
+    """A bag of two tiny random images for each name (for the stub worker's tests)."""
+    rng = np.random.default_rng(2)
+    camera = CameraModel.from_intrinsics(50.0, 50.0, 32.0, 24.0, 64, 48)
+    for i, name in enumerate(names):
+        write_bag(folder / name,
+                  [(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (10 * i + j + 1) * 10**8)
+                   for j in range(2)], camera)
+
+
+def test_ctrl_c_stops_the_pool_and_the_next_run_resumes(tmp_path, capsys, monkeypatch):
+    """Ctrl-C (a SIGINT to the fleet's process as the third bag starts) with two pool workers:
+    the bags in flight end (done, interrupted with their output closed, or not started), no
+    later bag starts, exit 130; the same command again replays the rest (exit 0)."""
+    from fleet_helpers import StubWorker, attempts
+
+    from lightglue_ros.ros import fleet_workers
+
+    monkeypatch.setattr(fleet_workers, 'Worker', StubWorker)
+    names = ('1_ok', '2_ok', '3_sigint', '4_ok', '5_ok', '6_ok', '7_ok')
+    write_tiny_bags(tmp_path / 'bags', names)
+    output = tmp_path / 'out'
+    args = cli_args(UNLOADED, tmp_path / 'bags', output=output)
+    assert replay_main(args) == EXIT_INTERRUPTED
+    first = statuses(output)
+    assert fleet_summary(output)['interrupted']
+    assert set(first.values()) <= {'done', 'interrupted', 'not run'}
+    started = [name for name, _ in attempts(output)]  # bags handed to a worker: in order
+    assert sorted(started) == list(names[:len(started)]) and len(started) < len(names)
+    assert all(first[name] == 'not run' for name in names[len(started):])
+    # The stop reaches its worker before the replay starts (not run), during it (interrupted)
+    # or, between the two, after the bag was done.
+    assert first['3_sigint'] in ('done', 'interrupted', 'not run')
+    capsys.readouterr()
+    assert replay_main(args) == EXIT_OK
+    second = statuses(output)
+    assert second == {name: 'skipped' if first[name] == 'done' else 'done' for name in names}
+
+
+def test_resume_with_allow_partial(tmp_path, monkeypatch):
+    """A damaged bag replayed with --allow-partial is complete for that input: the next run
+    with --allow-partial skips it and keeps its lost count. A run without --allow-partial
+    does not take such an output for a success (a replay without it fails that bag): the bag
+    fails with the reason, its output left as it is. Three bags: one cut at 70 % (images
+    lost), one whose MCAP summary section is cut off (every image whole, the index gone: the
+    summary says complete, and damage), one intact."""
+    import test_bag_recovery as recovery
+
+    from lightglue_ros import tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, 'Tracker', lambda config: recovery.StubTracker())
+    bags = tmp_path / 'bags'
+    for name in ('cut', 'index_lost', 'intact'):
+        (bags / name).mkdir(parents=True)
+        recovery.write_bag(bags / name, 'mcap', 4)
+    (data,) = (bags / 'cut' / 'in').glob('*.mcap')
+    recovery.cut(data, 0.7)
+    (data,) = (bags / 'index_lost' / 'in').glob('*.mcap')
+    footer = data.read_bytes()[-37:]  # footer record (opcode, length, 20 bytes) and magic
+    os.truncate(data, int.from_bytes(footer[9:17], 'little'))  # where the summary starts
+    jobs = fleet.discover_bags([bags], tmp_path / 'out')
+    names = [job.name for job in jobs]
+    assert names == ['cut__in', 'index_lost__in', 'intact__in']
+
+    def run(allow_partial: bool) -> fleet.FleetSummary:
+        return fleet.run_fleet(jobs, tmp_path / 'out', config=UNLOADED,
+                               options={**options(), 'allow_partial': allow_partial,
+                                        'plots_dir': False}, workers=1, progress=False)
+
+    def mtimes() -> list[int]:
+        return [(Path(job.output) / 'replay_summary.json').stat().st_mtime_ns for job in jobs]
+
+    first = run(True)
+    assert [b.status for b in first.bags] == ['done'] * 3
+    lost = first.bags[0].missing_frames
+    assert lost >= 1 and first.bags[0].frames + lost == 4
+    assert [b.missing_frames for b in first.bags[1:]] == [0, 0]
+    before = mtimes()
+
+    second = run(True)  # nothing more can be read from the damaged bags: nothing is replayed
+    assert [b.status for b in second.bags] == ['skipped'] * 3 and second.outcome == 'all'
+    assert second.bags[0].missing_frames == lost and second.frames_processed == 0
+    assert f'damaged bag: {lost} images lost' in second.bags[0].reason
+    assert f'| cut__in | skipped | {4 - lost} | 0 | {lost} |' in (
+        tmp_path / 'out' / fleet.FLEET_MD_NAME).read_text()
+
+    third = run(False)
+    assert [b.status for b in third.bags] == ['failed', 'failed', 'skipped']
+    assert third.outcome == 'some' and third.frames_processed == 0
+    assert third.bags[0].reason.startswith(f'damaged bag, replayed before with --allow-partial '
+                                           f'({lost} images lost); without --allow-partial')
+    assert 'no image lost' in third.bags[1].reason
+    assert mtimes() == before
 
 
 def test_exit_codes_are_distinct():

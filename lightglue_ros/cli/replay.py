@@ -14,6 +14,8 @@ from lightglue_ros import startup
 
 import argparse
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -36,10 +38,12 @@ EXIT_SOME_FAILED, EXIT_ALL_FAILED = 3, 4
 
 def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the replay options to ``parser`` and set ``handler`` (args -> exit code)."""
-    parser.add_argument('input', nargs='+',
-                        help='rosbag2 folder, .mcap / .db3 file, or ROS 1 .bag; several of '
-                             'them, a folder of bags or a .txt / .list file naming one bag a '
-                             'line replay a fleet (docs/replay.md, Fleet replay)')
+    inputs = parser.add_argument(
+        'input', nargs='+',
+        help='rosbag2 folder, .mcap / .db3 file, or ROS 1 .bag; several of them, a folder of '
+             'bags or a .txt / .list file naming one bag a line replay a fleet (docs/replay.md, '
+             'Fleet replay)')
+    inputs.required = False  # checked in replay_command: `--ray bags/` may have taken it
     parser.add_argument('--image-topic', required=True,
                         help='sensor_msgs/Image or CompressedImage topic to track')
     parser.add_argument('--camera-info-topic', default=None,
@@ -53,7 +57,9 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
                         help='replace the output of an earlier replay (nothing else)')
     parser.add_argument('--allow-partial', action='store_true',
                         help='exit 0 although a damaged bag gave fewer images than its index '
-                             'lists (the summary counts them in missing_frames)')
+                             'lists (the summary counts them in missing_frames); read a bag '
+                             'cut short without its index, a split recording without '
+                             'metadata.yaml, an sqlite3 write-ahead log left by a crash')
     parser.add_argument('--allow-empty', action='store_true',
                         help='exit 0 although the image topic holds no message')
     parser.add_argument('--debug-images', action='store_true',
@@ -110,12 +116,41 @@ def configure_replay_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
                        help='worker processes, each loading the models once (default: one per '
                             'GPU with CUDA, else one per CPU core; never more than the bags)')
     fleet.add_argument('--ray', nargs='?', const='', default=None, metavar='ADDRESS',
+                       action=_RayOption,
                        help="run the workers as Ray actors: a local Ray without ADDRESS, 'auto' "
-                            'or HOST:PORT to join a cluster (put it after the inputs, or write '
-                            "--ray=ADDRESS); needs pip install 'lightglue_ros[fleet]'")
+                            'or HOST:PORT (ray://HOST:PORT) to join a cluster; an existing path '
+                            'after --ray is an input, not an address (--ray bags/ replays bags/ '
+                            "on a local Ray); needs pip install 'lightglue_ros[fleet]'")
     parser.add_argument('-v', '--verbose', action='store_true', help='log keyframe changes')
-    parser.set_defaults(handler=replay_command)
+    parser.set_defaults(handler=replay_command, ray_input=None, usage_error=parser.error)
     return parser
+
+
+# What --ray takes for a Ray address (ray.init's address): 'auto', 'local', HOST:PORT,
+# ray://HOST[:PORT].
+RAY_ADDRESS = re.compile(r'auto|local|ray://\S+|\S+:\d+')
+
+
+class _RayOption(argparse.Action):
+    """``--ray [ADDRESS]``. argparse gives an optional value the next word that is not an
+    option, so ``--ray bags/ -o out`` would take the input for the address: a value that does
+    not look like an address (RAY_ADDRESS) and names an existing file or folder is an input
+    (``ray_input``, placed where it was written among the inputs) and Ray runs locally. A value
+    that is neither is refused (exit 2)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if not values or RAY_ADDRESS.fullmatch(values):
+            namespace.ray = values or ''
+            return
+        if not os.path.exists(values):
+            parser.error(f'argument --ray: {values!r} is neither a Ray address (auto, '
+                         'HOST:PORT, ray://HOST:PORT) nor an existing bag or folder')
+        namespace.ray = ''
+        if namespace.input is None:  # the inputs come after it: joined in replay_command
+            namespace.ray_input = values
+        else:  # the inputs before --ray are parsed already
+            namespace.input = [*namespace.input, values]
 
 
 def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -220,6 +255,9 @@ def replay_command(args: argparse.Namespace) -> int:
     SIGTERM, at any point: start-up included; a fleet: 0 all bags, 3 some, 4 none)."""
     if args.verbose and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    args.input = [args.ray_input] * (args.ray_input is not None) + (args.input or [])
+    if not args.input:
+        args.usage_error('the following arguments are required: input')
     from lightglue_ros.ros.fleet import is_fleet_input  # light: paths only
 
     wants_fleet = args.jobs is not None or args.ray is not None
@@ -292,7 +330,7 @@ def fleet_command(args: argparse.Namespace) -> int:
             except ImportError as err:
                 raise _needs_ros(err) from err
             if args.ray is not None:
-                fleet._import_ray()  # before anything runs: one line when Ray is missing
+                fleet.import_ray()  # before anything runs: one line when Ray is missing
             jobs = fleet.discover_bags(args.input, args.output)
             settings = _settings(args)
             options = dict(image_topic=args.image_topic,

@@ -32,7 +32,8 @@ from std_msgs.msg import Header
 from lightglue_ros import __version__
 from lightglue_ros.defaults import PLOTS_NAME, SUMMARY_NAME
 from lightglue_ros.errors import BagError
-from lightglue_ros.ros.bag_recovery import RecoveredReader
+from lightglue_ros.ros.bag_recovery import (STORAGE_SUFFIXES, RecoveredReader, pending_wal,
+                                           split_recording)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ MARKER_KEY = 'lightglue_ros.replay'
 
 class OutputExistsError(BagError, FileExistsError):
     """The output path exists and overwrite was not requested."""
-
 
 
 def _rclpy_header(header: Any) -> Any:
@@ -84,23 +84,45 @@ def _ros1_to_rclpy(obj: Any, msgtype: str) -> Any:
 
 def resolve_input(path: Path) -> Path:
     """A rosbag2 folder without metadata.yaml (a recording that crashed) holding exactly one
-    .mcap/.db3 file is read from that file."""
+    .mcap/.db3 file is read from that file; one holding a split recording (``split_recording``)
+    stays the folder (read without its index: ``InputBag``)."""
     if path.is_dir() and not (path / 'metadata.yaml').exists():
-        files = sorted(p for p in path.iterdir() if p.suffix in ('.mcap', '.db3'))
+        files = sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES)
         if len(files) == 1:
             logger.warning('%s has no metadata.yaml; reading %s directly', path, files[0].name)
             return files[0]
-        raise BagError(f'{path} is not a bag: no metadata.yaml and '
-                       f'{len(files)} .mcap/.db3 files')
+        if split_recording(path) is None:
+            raise BagError(f'{path} is not a bag: no metadata.yaml and {len(files)} .mcap/.db3 '
+                           'files (a split recording is read when they are named as rosbag2 '
+                           f'names splits: {path.name}_0, {path.name}_1, ...)')
     return path
+
+
+def _needs_recovery(path: Path) -> str | None:
+    """Why rosbags alone would misread a bag that it opens (None: it reads it whole): a split
+    recording without metadata.yaml, or an sqlite3 file whose write-ahead log holds
+    transactions (rosbags reads the database file only, so those rows would vanish)."""
+    split = split_recording(path)
+    if split is not None:
+        return (f'a split recording without metadata.yaml ({len(split)} files, '
+                f'{split[0].name} ... {split[-1].name})')
+    files = [p for p in ([path] if path.is_file() else path.iterdir()) if p.suffix == '.db3']
+    wal = next((w for w in map(pending_wal, files) if w is not None), None)
+    if wal is not None:
+        return (f'{wal.name} holds transactions that are not in {wal.name[:-4]} (a write-ahead '
+                'log the recorder never checkpointed: it did not close the bag)')
+    return None
 
 
 class InputBag:
     """An open input bag: topic checks and messages as rclpy objects.
 
     recover: a bag that rosbags cannot open (truncated: no MCAP summary, sqlite3 pages or ROS 1
-    index) is read without its index (``lightglue_ros.ros.bag_recovery``); ``recovered`` is
-    then that reader (its ``damage`` and ``lost`` say what is missing), else None.
+    index) or would misread (``_needs_recovery``: a split recording without metadata.yaml, an
+    sqlite3 write-ahead log never checkpointed) is read without its index
+    (``lightglue_ros.ros.bag_recovery``); ``recovered`` is then that reader (its ``damage`` and
+    ``lost`` say what is missing), else None. Without ``recover`` such a bag is a one-line
+    BagError.
     """
 
     def __init__(self, path: Path, *, recover: bool = False) -> None:
@@ -108,20 +130,26 @@ class InputBag:
             raise BagError(f'input bag {path} does not exist')
         self.path = resolve_input(path)
         self.recovered: RecoveredReader | None = None
-        try:
-            self.reader: Any = AnyReader([self.path])
-            self.reader.open()
-        except Exception as err:  # rosbags raises many kinds for a damaged file
-            problem = f'{type(err).__name__}: {err}'
-            if not recover:
-                raise BagError(f'cannot open bag {path}: {problem} (corrupt, truncated or not '
-                               'a bag; --allow-partial replays the messages before the damage)'
-                               ) from err
+        problem = _needs_recovery(self.path)
+        if problem is not None and not recover:
+            raise BagError(f'cannot open bag {path}: {problem}; --allow-partial reads what it '
+                           'holds')
+        if problem is None:
+            try:
+                self.reader: Any = AnyReader([self.path])
+                self.reader.open()
+            except Exception as err:  # rosbags raises many kinds for a damaged file
+                problem = f'{type(err).__name__}: {err}'
+                if not recover:
+                    raise BagError(f'cannot open bag {path}: {problem} (corrupt, truncated or '
+                                   'not a bag; --allow-partial replays the messages before the '
+                                   'damage)') from err
+        if problem is not None:
             try:
                 self.reader = self.recovered = RecoveredReader(self.path)
-            except (BagError, OSError, ValueError) as recovery_err:
+            except (BagError, OSError, ValueError) as err:
                 raise BagError(f'cannot open bag {path}: {problem}; reading it without its '
-                               f'index failed too: {recovery_err}') from err
+                               f'index failed too: {err}') from err
             logger.warning('%s cannot be opened (%s); read without its index: %s', path,
                            problem, '; '.join(self.recovered.damage) or 'the data is whole')
         self.is2 = self.reader.is2

@@ -10,11 +10,15 @@ for the three storage formats):
   zstd and lz4 chunks, a cut chunk up to its cut), until the file ends or a record is cut.
 * sqlite3: every page of the file that is a table leaf, its rows recognised by their shape
   (``messages``: id, topic_id, timestamp, data; ``topics``: id, name, type, ...), each blob
-  followed through its overflow pages; rows whose pages are gone are counted as lost.
+  followed through its overflow pages; rows whose pages are gone are counted as lost. A
+  write-ahead log left beside the file (a recorder in WAL mode that died) is applied first by
+  SQLite, to a temporary copy; rows of the log it cannot apply are counted as lost.
 * ROS 1: the records from the start of the file, chunk by chunk (none, bz2, lz4), until the
   file ends or a record is cut.
 
-A message whose start survived but whose end did not is counted as lost for its topic. Where
+A split recording without metadata.yaml (``split_recording``) is read file after file, in
+split order. A message whose start survived but whose end did not is counted as lost for its
+topic. Where
 the bag folder's ``metadata.yaml`` survived, its message counts say how many messages were
 recorded, so the messages after the damage are counted too; without it only the cut ones are
 known. ``RecoveredReader`` offers the part of rosbags' ``AnyReader`` interface that
@@ -25,7 +29,11 @@ from __future__ import annotations
 import bz2
 import logging
 import mmap
+import re
+import shutil
+import sqlite3
 import struct
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -193,23 +201,132 @@ def _varint(data: Any, pos: int) -> tuple[int, int]:
 
 
 _INT_SIZES = {1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8}
+WAL_MAGICS = (0x377F0682, 0x377F0683)  # big- / little-endian checksums (sqlite.org/fileformat)
+WAL_HEADER, WAL_FRAME_HEADER = 32, 24  # bytes
+# Written at the end of every page of the copy that the database file lacks (cut short): a page
+# that still ends with it after the checkpoint is missing (no WAL frame wrote it).
+_ABSENT_MARK = b'lightglue_ros:no page here\x00\x00\x00\x00\x00\x00'
+
+
+def pending_wal(db: Path) -> Path | None:
+    """The write-ahead log of an sqlite3 file that holds frames (``x.db3-wal``): left by a
+    recorder in WAL mode (rosbag2's ``resilient`` preset) that did not close the bag; its
+    transactions are not in the database file. None when there is none (or only a header)."""
+    wal = db.with_name(db.name + '-wal')
+    try:
+        return wal if wal.stat().st_size > WAL_HEADER else None
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class _WalFrame:
+    page: int  # the database page this frame holds
+    commit_pages: int  # the database size in pages after this commit; 0: not a commit frame
+    data: bytes  # the page (whole frames only)
+
+
+def _wal_frames(wal: Path, page_size: int) -> Iterator[_WalFrame]:
+    """The whole frames of a write-ahead log in file order, checksums not checked: what
+    SQLite applies of them is its to decide (``_SqliteFile._checkpointed``); these count the
+    rows it could not apply. Frames of an older log generation (another salt) are included:
+    their rows are in the database already."""
+    with wal.open('rb') as f:
+        header = f.read(WAL_HEADER)
+        if len(header) == WAL_HEADER and int.from_bytes(header[:4], 'big') in WAL_MAGICS:
+            page_size = int.from_bytes(header[8:12], 'big') or page_size
+        while len(frame := f.read(WAL_FRAME_HEADER + page_size)) == WAL_FRAME_HEADER + page_size:
+            yield _WalFrame(int.from_bytes(frame[:4], 'big'), int.from_bytes(frame[4:8], 'big'),
+                            frame[WAL_FRAME_HEADER:])
 
 
 class _SqliteFile:
     """An sqlite3 rosbag2 file read page by page, without SQLite (whose b-tree walk fails on
-    the first missing page)."""
+    the first missing page). A write-ahead log beside it (``pending_wal``) is applied first by
+    SQLite itself, to a copy of both in a temporary folder (the bag is never written); the
+    rows of its frames that SQLite could not apply (uncommitted, cut short) are counted as
+    lost."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.wal = pending_wal(path)
+        self._copy: tempfile.TemporaryDirectory[str] | None = None
+        self._source: Path | None = None  # what is read: the file, or the checkpointed copy
+        self._absent: set[int] = set()  # pages of the copy that neither file holds
+        self._wal_problem = ''
 
     def walk(self, scan: _Scan, with_data: bool) -> Iterator[Message]:
+        if self.path.stat().st_size < 100:
+            raise BagError(f'{self.path}: not an sqlite3 file (too short)')
         with self.path.open('rb') as f:
-            if self.path.stat().st_size < 100:
-                raise BagError(f'{self.path}: not an sqlite3 file (too short)')
+            if f.read(16) != SQLITE_MAGIC:
+                raise BagError(f'{self.path}: not an sqlite3 file')
+        if self._source is None:
+            self._source = self.path if self.wal is None else self._checkpointed()
+        with self._source.open('rb') as f:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                if data[:16] != SQLITE_MAGIC:
-                    raise BagError(f'{self.path}: not an sqlite3 file')
                 yield from self._walk(data, scan, with_data)
+
+    def close(self) -> None:
+        if self._copy is not None:
+            self._copy.cleanup()
+            self._copy, self._source = None, None
+
+    def _checkpointed(self) -> Path:
+        """A copy of the database with its write-ahead log's committed transactions written
+        into it by SQLite (``PRAGMA wal_checkpoint``). SQLite refuses a log whose database
+        file is much shorter than the log's commits say (a file cut short): the copy is
+        extended to that size first, each added page marked (``_ABSENT_MARK``) so that the
+        pages no frame wrote are known to be missing. On failure the file is read as it is
+        (``_wal_problem``)."""
+        assert self.wal is not None
+        size = self.path.stat().st_size
+        with self.path.open('rb') as f:
+            page_size = int.from_bytes(f.read(18)[16:18], 'big')
+        page_size = 65536 if page_size == 1 else page_size
+        commit_pages = max((frame.commit_pages for frame in _wal_frames(self.wal, page_size)),
+                           default=0)
+        self._copy = tempfile.TemporaryDirectory(prefix='lightglue_ros_wal_')
+        folder = Path(self._copy.name)
+        need = size + self.wal.stat().st_size
+        if shutil.disk_usage(folder).free < need:
+            self.close()
+            raise BagError(f'{self.path}: applying its write-ahead log needs a copy of {need} '
+                           f'bytes and {folder.parent} has less free (TMPDIR names another '
+                           'folder)')
+        copy = folder / self.path.name
+        shutil.copyfile(self.path, copy)
+        shutil.copyfile(self.wal, copy.with_name(copy.name + '-wal'))
+        added = range(size // page_size + 1, commit_pages + 1)  # pages the file lacks
+        if added:
+            with copy.open('r+b') as f:
+                for page in added:
+                    f.seek(page * page_size - len(_ABSENT_MARK))
+                    f.write(_ABSENT_MARK)
+        try:
+            connection = sqlite3.connect(copy)
+            try:
+                connection.execute('SELECT count(*) FROM sqlite_master').fetchone()
+                busy, _, _ = connection.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone()
+                mode = connection.execute('PRAGMA journal_mode=DELETE').fetchone()[0]
+            finally:
+                connection.close()
+            if busy or mode != 'delete':
+                raise sqlite3.OperationalError(f'checkpoint busy={busy}, journal_mode={mode}')
+        except sqlite3.Error as err:
+            logger.warning('%s: SQLite cannot apply its write-ahead log (%s); reading the file '
+                           'as it is', self.path, err)
+            self._wal_problem = f'{type(err).__name__}: {err}'
+            self.close()
+            return self.path
+        with copy.open('rb') as f:
+            pages = copy.stat().st_size // page_size
+            for page in added:
+                if page <= pages:
+                    f.seek(page * page_size - len(_ABSENT_MARK))
+                    if f.read(len(_ABSENT_MARK)) == _ABSENT_MARK:
+                        self._absent.add(page)
+        return copy
 
     def _walk(self, data: Any, scan: _Scan, with_data: bool) -> Iterator[Message]:
         page_size = int.from_bytes(data[16:18], 'big')
@@ -218,22 +335,30 @@ class _SqliteFile:
         self.pages = len(data) // page_size
         rows: dict[int, tuple[int, int, int, int]] = {}  # rowid -> topic, time, page, cell
         for page in range(1, self.pages + 1):
-            for cell, (rowid, values) in self._leaf_cells(data, page):
-                kinds = [kind for kind, _ in values]
-                if kinds[:1] == ['null'] and kinds[1:] == ['int', 'int', 'blob']:
-                    rows.setdefault(rowid, (values[1][1], values[2][1], page, cell))
-                elif (len(kinds) >= 5 and kinds[0] == 'null' and kinds[1:3] == ['text', 'text']
-                      and str(values[1][1]).startswith('/') and '/' in str(values[2][1])):
-                    scan.topics.setdefault(rowid, (values[1][1], values[2][1]))
-        whole = len(data) == self.pages * page_size and self._header_pages(data) <= self.pages
+            if page in self._absent:
+                continue
+            base = (page - 1) * page_size
+            for cell, (rowid, values) in self._leaf_cells(data, base, page == 1):
+                self._take(rowid, values, scan, rows, page, cell)
+        whole = (len(data) == self.pages * page_size and self._header_pages(data) <= self.pages
+                 and not self._absent)
+        damage = []
         if not whole:
-            scan.damage = (f'{self.path.name}: {len(data)} bytes, '
-                           f'{self._header_pages(data)} pages recorded in its header '
-                           f'of {page_size} bytes; read page by page')
+            damage.append(f'{self.path.name}: {self.path.stat().st_size} bytes, '
+                          f'{self._header_pages(data)} pages recorded in its header of '
+                          f'{page_size} bytes; read page by page')
+        if self.wal is not None:
+            damage.append(f'{self.wal.name}: ' + (
+                f'its write-ahead log cannot be applied ({self._wal_problem}); the rows only in '
+                'it are counted as lost' if self._wal_problem else
+                "its write-ahead log's committed transactions applied (the recorder did not "
+                'close the bag)'))
+            self._count_wal_rows(scan, rows)
+        scan.damage = '; '.join(damage)
         # By time, then by insertion: the order rosbags reads an intact file in.
         for _, (topic_id, stamp, page, cell) in sorted(rows.items(),
                                                        key=lambda r: (r[1][1], r[0])):
-            blob = self._blob(data, page, cell)
+            blob = self._blob(data, (page - 1) * page_size + cell)
             if blob is None:
                 scan.lost[topic_id] += 1
                 continue
@@ -241,24 +366,50 @@ class _SqliteFile:
             yield topic_id, stamp, blob if with_data else b''
 
     @staticmethod
+    def _take(rowid: int, values: list[tuple[str, Any]], scan: _Scan,
+              rows: dict[int, tuple[int, int, int, int]], page: int, cell: int) -> None:
+        """A table row recognised by its shape: a message (id, topic_id, timestamp, data) or a
+        topic (id, name, type, ...)."""
+        kinds = [kind for kind, _ in values]
+        if kinds[:1] == ['null'] and kinds[1:] == ['int', 'int', 'blob']:
+            rows.setdefault(rowid, (values[1][1], values[2][1], page, cell))
+        elif (len(kinds) >= 5 and kinds[0] == 'null' and kinds[1:3] == ['text', 'text']
+              and str(values[1][1]).startswith('/') and '/' in str(values[2][1])):
+            scan.topics.setdefault(rowid, (values[1][1], values[2][1]))
+
+    def _count_wal_rows(self, scan: _Scan, rows: dict[int, tuple[int, int, int, int]]) -> None:
+        """Count as lost the messages whose rows are in a frame of the write-ahead log but not
+        in what was read (a transaction that never committed, or one SQLite could not apply);
+        the rows of a frame cut short are not known."""
+        assert self.wal is not None
+        in_wal: dict[int, int] = {}  # rowid -> topic id
+        for frame in _wal_frames(self.wal, self.page_size):
+            found: dict[int, tuple[int, int, int, int]] = {}
+            for cell, (rowid, values) in self._leaf_cells(frame.data, 0, frame.page == 1):
+                self._take(rowid, values, scan, found, frame.page, cell)
+            in_wal.update({rowid: topic for rowid, (topic, _, _, _) in found.items()})
+        for rowid, topic_id in in_wal.items():
+            if rowid not in rows:
+                scan.lost[topic_id] += 1
+
+    @staticmethod
     def _header_pages(data: Any) -> int:
         return int.from_bytes(data[28:32], 'big')
 
-    def _leaf_cells(self, data: Any, page: int
+    def _leaf_cells(self, data: Any, base: int, first_page: bool
                     ) -> Iterator[tuple[int, tuple[int, list[tuple[str, Any]]]]]:
-        """(cell offset, (rowid, [(kind, value)] of the columns in the cell's local bytes)) of
-        a table leaf page; nothing for any other page."""
-        base = (page - 1) * self.page_size
-        header = base + (100 if page == 1 else 0)
+        """(cell offset in its page, (rowid, [(kind, value)] of the columns in the cell's local
+        bytes)) of the table leaf page at ``base`` in ``data``; nothing for any other page."""
+        header = base + (100 if first_page else 0)
         if data[header] != 0x0D:
             return
         cells = int.from_bytes(data[header + 3:header + 5], 'big')
         for i in range(cells):
             try:
-                cell = base + int.from_bytes(data[header + 8 + 2 * i:header + 10 + 2 * i], 'big')
-                if not header + 8 <= cell < base + self.usable:
+                cell = int.from_bytes(data[header + 8 + 2 * i:header + 10 + 2 * i], 'big')
+                if not header - base + 8 <= cell < self.usable:
                     continue
-                yield cell, self._record_head(data, cell)
+                yield cell, self._record_head(data, base + cell)
             except (IndexError, ValueError, UnicodeDecodeError):
                 continue  # not a cell after all (a damaged or stale page)
 
@@ -296,9 +447,9 @@ class _SqliteFile:
                 raise ValueError(f'serial type {serial}')
         return rowid, values
 
-    def _blob(self, data: Any, page: int, cell: int) -> bytes | None:
-        """The last column (the message data) of a messages row, or None where one of its
-        overflow pages is missing."""
+    def _blob(self, data: Any, cell: int) -> bytes | None:
+        """The last column (the message data) of the messages row at byte ``cell``, or None
+        where one of its overflow pages is missing."""
         size, pos = _varint(data, cell)
         _, pos = _varint(data, pos)
         usable = self.usable
@@ -313,7 +464,7 @@ class _SqliteFile:
             remaining = size - local
             next_page = int.from_bytes(data[pos + local:pos + local + 4], 'big')
             while remaining > 0:
-                if not 1 <= next_page <= self.pages:
+                if not 1 <= next_page <= self.pages or next_page in self._absent:
                     return None
                 base = (next_page - 1) * self.page_size
                 take = min(remaining, usable - 4)
@@ -450,15 +601,42 @@ class _Ros1File:
 # The reader.
 # ------------------------------------------------------------------------------------------------
 
+STORAGE_SUFFIXES = ('.mcap', '.db3')  # the storage files of a rosbag2 folder
+
+
+def _split_number(path: Path) -> int | None:
+    """N of a file named as rosbag2 names a bag's splits, ``<bag folder>_<N>.<storage>``."""
+    match = re.fullmatch(re.escape(path.parent.name) + r'_(\d+)', path.stem)
+    return int(match.group(1)) if match else None
+
+
+def split_recording(folder: Path) -> list[Path] | None:
+    """The files of a split recording without metadata.yaml, in split order (by number:
+    ``rec_2`` before ``rec_10``): a folder holding no folder and several storage files of one
+    format, each named ``<folder name>_<N>`` as rosbag2 names splits (``rec/rec_0.mcap``,
+    ``rec/rec_1.mcap``). None for anything else (one file, a folder of bags, a rosbag2 folder
+    with its metadata.yaml)."""
+    if not folder.is_dir() or (folder / 'metadata.yaml').exists():
+        return None
+    entries = list(folder.iterdir())
+    files = [p for p in entries if p.suffix in STORAGE_SUFFIXES]
+    if (len(files) < 2 or any(p.is_dir() for p in entries) or len({p.suffix for p in files}) > 1
+            or any(_split_number(p) is None for p in files)):
+        return None
+    return sorted(files, key=lambda p: (_split_number(p), p.name))
+
+
 def _storage_files(path: Path) -> tuple[list[Path], dict[str, int] | None]:
-    """The storage files of a bag (in recording order) and the message counts per topic of
-    its metadata.yaml (None without a readable one)."""
+    """The storage files of a bag (in recording order: as metadata.yaml lists them, else in
+    split order) and the message counts per topic of its metadata.yaml (None without a
+    readable one)."""
     if path.is_file():
         metadata = path.parent / 'metadata.yaml'
         files = [path]
     else:
         metadata = path / 'metadata.yaml'
-        files = sorted(p for p in path.iterdir() if p.suffix in ('.mcap', '.db3'))
+        files = sorted((p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES),
+                       key=lambda p: (_split_number(p) is None, _split_number(p) or 0, p.name))
     listed = None
     try:
         info = yaml.safe_load(metadata.read_text(encoding='utf-8'))['rosbag2_bagfile_information']
@@ -493,11 +671,15 @@ class RecoveredReader:
         if not self.files:
             raise BagError(f'{path}: no .mcap or .db3 file to recover')
         self.scans = [_Scan() for _ in self.files]
-        for file, scan in zip(self.files, self.scans):
-            for _ in file.walk(scan, with_data=False):
-                pass
-        if not any(scan.topics for scan in self.scans):
-            raise BagError(f'{path}: nothing readable (no topic record survived)')
+        try:
+            for file, scan in zip(self.files, self.scans):
+                for _ in file.walk(scan, with_data=False):
+                    pass
+            if not any(scan.topics for scan in self.scans):
+                raise BagError(f'{path}: nothing readable (no topic record survived)')
+        except BaseException:
+            self.close()  # temporary copies (sqlite3 with its write-ahead log)
+            raise
         read: Counter[str] = Counter()
         cut: Counter[str] = Counter()
         types: dict[str, str] = {}
@@ -513,6 +695,9 @@ class RecoveredReader:
             for i, (topic, msgtype) in enumerate(sorted(types.items()))]
         self.topics = {c.topic: TopicInfo(c.msgtype, c.msgcount) for c in self.connections}
         self.damage = [scan.damage for scan in self.scans if scan.damage]
+        if path.is_dir() and listed is None and len(self.files) > 1:
+            self.damage.insert(0, f'{path.name}: a split recording of {len(self.files)} files '
+                                  'without metadata.yaml, read in split order')
         self.listed = listed
         self._typestore: Any = None
 
@@ -536,4 +721,7 @@ class RecoveredReader:
         return self._typestore.deserialize_ros1(raw, msgtype)
 
     def close(self) -> None:
-        """Nothing stays open between passes."""
+        """Nothing stays open between passes but temporary copies (an sqlite3 file with its
+        write-ahead log applied): removed here."""
+        for file in self.files:
+            getattr(file, 'close', lambda: None)()

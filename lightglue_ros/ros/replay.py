@@ -338,6 +338,12 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
                            summary.frames, image_topic, total)
         summary.complete = (failure is None and not summary.interrupted
                             and summary.frames >= total)
+        # What a damaged bag gives, all of it: replaying it again reads nothing more.
+        summary.partial_complete = (
+            allow_partial and not summary.complete and not summary.interrupted
+            and (summary.frames > 0 or allow_empty)
+            and (isinstance(failure, _ReadError) or (failure is None and loop is not None
+                                                     and loop.exhausted)))
     finally:
         bag.close()
 
