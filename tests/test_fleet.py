@@ -406,6 +406,46 @@ def test_interrupted_fleet_resumes_where_it_stopped(bags, references, tmp_path, 
         assert_same_output(tmp_path / 'out' / name, references / reference)
 
 
+# A replay killed while it writes (SIGKILL, as the OOM killer or a power loss ends it): its
+# output folder holds the storage file and no metadata.yaml or summary.
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from lightglue_ros.ros.bag_io import OutputBag
+from lightglue_ros.ros.replay import output_topics
+bag = OutputBag(Path(sys.argv[1]), 'mcap', output_topics(), Path(sys.argv[2]))
+bag.end_frame()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_output_of_a_killed_replay_is_replayed_on_resume(bags, references, tmp_path, config):
+    """A bag's output left by a killed replay is that bag's unfinished output: the resumed fleet
+    replays it (was: 'not a replay output', failed until removed by hand); one left by another
+    bag's killed replay is replaced only with --overwrite."""
+    import subprocess
+
+    root = tmp_path / 'out'
+    jobs = fleet.discover_bags([bags / 'seq1', bags / 'seq2'], root)
+    root.mkdir()
+    for job, writer_of in zip(jobs, (bags / 'seq1', bags / 'day2' / 'seq3')):
+        proc = subprocess.run([sys.executable, '-c', KILLED_WRITER, str(job.output),
+                               str(writer_of)], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, 'PYTHONPATH': os.pathsep.join(sys.path)})
+        assert proc.returncode == -9, proc.stderr
+        assert not (Path(job.output) / 'metadata.yaml').exists()
+    summary = fleet.run_fleet(jobs, root, config=config, options=options(), workers=1,
+                              progress=False)
+    assert [b.status for b in summary.bags] == ['done', 'failed']
+    assert 'holds the replay of another bag' in summary.bags[1].reason
+    assert str((bags / 'day2' / 'seq3').resolve()) in summary.bags[1].reason
+    assert_same_output(root / 'seq1', references / 'seq1')
+    summary = fleet.run_fleet(jobs[1:], root, config=config, options=options(), workers=1,
+                              overwrite=True, progress=False)
+    assert summary.bags[0].status == 'done'
+    assert_same_output(root / 'seq2', references / 'seq2')
+
+
 def test_foreign_folder_at_an_output_is_never_replaced(bags, references, tmp_path, config):
     """A folder of one's own is left alone even with --overwrite; another bag's replay output
     under the same name is replaced only with --overwrite."""

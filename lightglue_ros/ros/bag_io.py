@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import sqlite3
@@ -47,6 +48,11 @@ BAG_VERSION = 8  # rosbag2 metadata version 8: read by Jazzy and Kilted (and ros
 # Written into the output bag's metadata.yaml (custom_data): --overwrite replaces only a folder
 # that carries it, i.e. an earlier replay's output.
 MARKER_KEY = 'lightglue_ros.replay'
+# Lies in the output folder while a replay writes it, naming the input, and is removed once
+# metadata.yaml is written: a replay killed before that (SIGKILL, a power loss) leaves a folder
+# that is still known as the unfinished output of that input (replaced by --overwrite and by
+# a resumed fleet), not as somebody else's folder.
+WRITING_NAME = '.replay_writing.json'
 
 
 class OutputExistsError(BagError, FileExistsError):
@@ -224,12 +230,15 @@ def not_our_output(path: Path) -> str | None:
         files = {str(Path(name).name) for name in info['relative_file_paths']}
         marked = MARKER_KEY in (info.get('custom_data') or {})
     except FileNotFoundError:
-        return 'it is not a rosbag2 folder (no metadata.yaml)'
+        if unfinished_input(path) is None:
+            return 'it is not a rosbag2 folder (no metadata.yaml)'
+        files = {p.name for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES}
+        marked = True
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as err:
         return f'its metadata.yaml is not a rosbag2 one ({type(err).__name__})'
     if not marked:
         return 'it is a rosbag2 that was not written by a replay'
-    allowed = {'metadata.yaml', SUMMARY_NAME, f'{SUMMARY_NAME}.tmp'} | files
+    allowed = {'metadata.yaml', SUMMARY_NAME, f'{SUMMARY_NAME}.tmp', WRITING_NAME} | files
     allowed |= {f'{name}{suffix}' for name in files for suffix in ('-shm', '-wal', '-journal')}
     foreign = sorted(p.name for p in path.iterdir()
                      if p.name not in allowed and not (p.name == PLOTS_NAME and p.is_dir()))
@@ -240,6 +249,15 @@ def not_our_output(path: Path) -> str | None:
     if foreign:
         return f'it holds files that are not from a replay ({", ".join(foreign[:5])})'
     return None
+
+
+def unfinished_input(path: Path) -> str | None:
+    """The input bag of a replay that began writing the output folder ``path`` and never
+    closed it (``WRITING_NAME``), or None."""
+    try:
+        return str(json.loads((path / WRITING_NAME).read_text(encoding='utf-8'))['input'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -296,7 +314,8 @@ class OutputBag:
     bag holds and ``state`` says, in words, what was checked.
     """
 
-    def __init__(self, path: Path, storage: str, topics: dict[str, str]) -> None:
+    def __init__(self, path: Path, storage: str, topics: dict[str, str],
+                 input_path: Path | None = None) -> None:
         plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
         typestore = get_typestore(Stores.ROS2_KILTED)
         self.path, self.storage = path, storage
@@ -307,6 +326,9 @@ class OutputBag:
         except OSError as err:
             raise BagError(f'cannot write the output bag {path}: {err.strerror or err}') from err
         try:
+            (path / WRITING_NAME).write_text(json.dumps(
+                {'input': str(Path(input_path).resolve()) if input_path else None,
+                 'version': __version__}), encoding='utf-8')
             self.connections = {topic: self.writer.add_connection(topic, msgtype,
                                                                   typestore=typestore)
                                 for topic, msgtype in topics.items()}
@@ -367,15 +389,24 @@ class OutputBag:
         if self.failure is None:
             try:
                 self.writer.close()
+                self._finished_writing()
                 return
             except (OSError, sqlite3.Error) as err:
                 self._failed(err)
         written = sum(self.counts.values())
         self.state = self._salvage()
+        self._finished_writing()
         reason = getattr(self.failure, 'strerror', None) or str(self.failure)
         raise OutputWriteError(f'writing the output bag {self.path} failed: {reason}; '
                                f'{self.state} ({sum(self.counts.values())} of {written} '
                                'messages written)') from self.failure
+
+    def _finished_writing(self) -> None:
+        """metadata.yaml now says the folder is a replay's output: the marker goes (when
+        salvaging could not write metadata.yaml, it stays, still naming the folder ours)."""
+        if (self.path / 'metadata.yaml').exists():
+            with contextlib.suppress(OSError):
+                (self.path / WRITING_NAME).unlink()
 
     def _salvage(self) -> str:
         """Make the bag readable with what its file holds; returns what is true of it."""

@@ -189,11 +189,12 @@ def output_state(job: BagJob, max_frames: int | None = None, allow_partial: bool
     can be: ``partial_complete``); ('partial', summary) for such a finished replay that needed
     --allow-partial (damaged: ``damage`` or ``missing_frames``) when ``allow_partial`` is not
     given, because a replay without it fails that bag; ('unfinished', summary or None) for a
-    replay's output that did not finish; ('other input', summary) for a replay of another bag
+    replay's output that did not finish; ('other input', summary or None: a killed replay's
+    output) for a replay of another bag
     (replaced only with overwrite); or ('foreign', None) for anything else (never replaced)."""
     from lightglue_ros.replay_summary import ReplaySummary
     from lightglue_ros.defaults import SUMMARY_NAME
-    from lightglue_ros.ros.bag_io import not_our_output
+    from lightglue_ros.ros.bag_io import not_our_output, unfinished_input
 
     out = Path(job.output)
     if not out.exists() and not out.is_symlink():
@@ -203,6 +204,9 @@ def output_state(job: BagJob, max_frames: int | None = None, allow_partial: bool
     try:
         summary = ReplaySummary.load(out / SUMMARY_NAME)
     except (OSError, ValueError, TypeError):
+        writing = unfinished_input(out)  # a replay killed before it wrote its summary
+        if writing is not None and Path(writing).resolve() != Path(job.input).resolve():
+            return 'other input', None
         return 'unfinished', None
     if Path(summary.input).resolve() != Path(job.input).resolve():
         return 'other input', summary
@@ -245,7 +249,7 @@ def run_fleet(jobs: Sequence[BagJob], root: str | Path, *, config: TrackerConfig
     ``on_result`` sees each result as it comes. Ctrl-C / SIGTERM: the bags in flight finish
     their frame and close their output (interrupted), no new bag starts; the summary says so.
     """
-    from lightglue_ros.ros.bag_io import check_writable, not_our_output
+    from lightglue_ros.ros.bag_io import check_writable, not_our_output, unfinished_input
 
     root_path = Path(root)
     if root_path.exists() and not root_path.is_dir():
@@ -276,10 +280,10 @@ def run_fleet(jobs: Sequence[BagJob], root: str | Path, *, config: TrackerConfig
                 'without --allow-partial it fails (--allow-partial accepts that replay, '
                 '--overwrite replays it)')
         elif state == 'other input' and not overwrite:
-            assert previous is not None
+            other = previous.input if previous else unfinished_input(Path(job.output))
             results[job.index].status = FAILED
             results[job.index].reason = (f'{job.output} holds the replay of another bag, '
-                                         f'{previous.input} (--overwrite replaces it)')
+                                         f'{other} (--overwrite replaces it)')
         elif state == 'foreign':
             results[job.index].status = FAILED
             results[job.index].reason = (f'{job.output} exists and is not a replay output: '

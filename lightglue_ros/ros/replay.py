@@ -304,7 +304,7 @@ def replay_bag(input: str | Path, output: str | Path, *, image_topic: str,  # no
         stop = _Stop()
         failure: BaseException | None = None
         loop: _Loop | None = None
-        out = OutputBag(output_path, storage, topics)
+        out = OutputBag(output_path, storage, topics, input_path)
         start = time.perf_counter()
         try:  # from here on the output bag is always closed (and so valid)
             loop = _Loop(frames, bag, out, summary, cameras, prefix=topic_prefix,
