@@ -1,10 +1,13 @@
 """Compare the relative-pose estimators on real ALIKED + LightGlue matches (ScanNet, Freiburg).
 
+One concept, over 500 lines: the relative-pose benchmark (its data sets, runs and report).
+
 Usage:
     python benchmarks/bench_pose.py [--json] [--runs 10] [--shared-dir ../shared]
                                     [--cache-dir /tmp/lightglue_ros_bench_pose]
                                     [--methods poselib ...] [--before bfffafd]
-                                    [--poselib-variants 20:1 ...] [--pose-timing]
+                                    [--poselib-variants 20:1 ...]
+                                    [--pose-timing [--profile]]
 
 --before REF adds, for every method, the estimator as it was at git revision REF
 (lightglue_ros/geometry.py of that commit, imported under another name in this process) and
@@ -15,7 +18,8 @@ report records the CPUs it was allowed to use and the thread variables).
 --poselib-variants MIN:MULT adds PoseLib runs with other stopping settings (minimum RANSAC
 iterations, multiplier of its stopping bound). --pose-timing only times the default
 estimator on the freiburg pairs (``pose_ms_p50``, issue #19; bench_realtime.py runs it on one
-pinned core).
+pinned core); with --before, the revision's estimator alternately beside it, and with --profile
+where the time of each goes.
 
 (a) The 15 ScanNet pairs of <shared>/data/scannet_pairs, resized to 640x480 with K scaled:
     AUC of max(rotation error, translation direction error) at 5/10/20 deg, averaged over
@@ -25,7 +29,8 @@ pinned core).
     over the shuffles and agreement with the mean of the three methods. (c) Synthetic scenes
     with exact ground truth (as tests/test_geometry.py), the time on 500 random matches (the
     worst case: RANSAC runs to max_iterations), and a sweep of the translation error against
-    the measured parallax that sets min_parallax_deg.
+    the measured parallax that sets min_parallax_deg. (d) Errors and time against the
+    outlier ratio on synthetic scenes of 700 matches.
 
 Matches come from kornia's ALIKED (aliked-n16, 1024 keypoints, top-k) and kornia's LightGlue
 on the real weights in <shared>/weights; they are computed once and cached in --cache-dir
@@ -34,9 +39,11 @@ on the real weights in <shared>/weights; they are computed once and cached in --
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import platform
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -55,8 +62,8 @@ from common import cpu_name  # noqa: E402
 from lightglue_ros import geometry  # noqa: E402
 from lightglue_ros.camera import CameraModel  # noqa: E402
 from lightglue_ros.defaults import DEFAULT_MAX_KEYPOINTS  # noqa: E402
-from lightglue_ros.geometry import (estimate_relative_pose, pose_auc,  # noqa: E402
-                                    pose_error_deg, rotation_angle_deg)
+from lightglue_ros.geometry import (pose_auc, pose_error_deg,  # noqa: E402
+                                    rotation_angle_deg)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCANNET_SIZE = (640, 480)  # (width, height) the ScanNet images are resized to, as in SuperGlue
@@ -340,13 +347,10 @@ def synthetic_scene(rng: np.random.Generator, cam: CameraModel, n: int = 500,
     return p0, p1, R, t
 
 
-def run_synthetic(variants: Variants, scenes: int = 50) -> dict:
-    cam = CameraModel.from_intrinsics(535.4, 539.2, 320.1, 247.6, 640, 480)
-    data = [synthetic_scene(np.random.default_rng(seed), cam) for seed in range(scenes)]
-    rng = np.random.default_rng(12345)
-    random = [(rng.uniform([0, 0], [639, 479], (500, 2)), rng.uniform([0, 0], [639, 479],
-                                                                      (500, 2)))
-              for _ in range(5)]
+def synthetic_errors(variants: Variants, data: list, cam: CameraModel
+                     ) -> tuple[dict[str, list], dict[str, list], dict[str, list]]:
+    """Per variant: (rotation, translation) errors in degrees (inf when it failed), wall
+    and CPU ms of each synthetic scene of ``data``, the variants run alternately."""
     errs: dict[str, list] = {name: [] for name in variants}
     times: dict[str, list] = {name: [] for name in variants}
     cpu_times: dict[str, list] = {name: [] for name in variants}
@@ -355,6 +359,17 @@ def run_synthetic(variants: Variants, scenes: int = 50) -> dict:
             r = variant.estimate(p0, p1, cam, cam, times[name], cpu_times[name])
             errs[name].append(pose_error_deg(r.R_kf_to_cur, r.t_kf_to_cur, R, t)
                               if r.success else (np.inf, np.inf))
+    return errs, times, cpu_times
+
+
+def run_synthetic(variants: Variants, scenes: int = 50) -> dict:
+    cam = CameraModel.from_intrinsics(535.4, 539.2, 320.1, 247.6, 640, 480)
+    data = [synthetic_scene(np.random.default_rng(seed), cam) for seed in range(scenes)]
+    rng = np.random.default_rng(12345)
+    random = [(rng.uniform([0, 0], [639, 479], (500, 2)), rng.uniform([0, 0], [639, 479],
+                                                                      (500, 2)))
+              for _ in range(5)]
+    errs, times, cpu_times = synthetic_errors(variants, data, cam)
     r_times: dict[str, list] = {name: [] for name in variants}
     r_cpu: dict[str, list] = {name: [] for name in variants}
     r_success = dict.fromkeys(variants, 0)
@@ -376,9 +391,35 @@ def run_synthetic(variants: Variants, scenes: int = 50) -> dict:
     return results
 
 
-def run_parallax_sweep(scenes: int = 30) -> list[dict]:
+OUTLIER_RATIOS = (0.2, 0.4, 0.5, 0.6, 0.7)
+
+
+def run_outlier_sweep(variants: Variants, scenes: int = 40, n: int = 700) -> dict:
+    """Errors and CPU time against the outlier ratio, on synthetic scenes of ``n`` matches
+    (as many as the freiburg pairs have): where PoseLib's first stage on a subset (#19) is
+    used (most inliers) and where it is not."""
+    cam = CameraModel.from_intrinsics(535.4, 539.2, 320.1, 247.6, 640, 480)
+    results: dict[str, list] = {name: [] for name in variants}
+    for ratio in OUTLIER_RATIOS:
+        data = [synthetic_scene(np.random.default_rng(seed), cam, n=n, outlier_ratio=ratio)
+                for seed in range(scenes)]
+        errs, _, cpu_times = synthetic_errors(variants, data, cam)
+        for name in variants:
+            e = np.array(errs[name])
+            results[name].append({
+                'outlier_ratio': ratio, 'failures': int(np.sum(~np.isfinite(e[:, 0]))),
+                'median_rot_err_deg': float(np.median(e[:, 0])),
+                'p90_rot_err_deg': float(np.percentile(e[:, 0], 90)),
+                'median_trans_err_deg': float(np.median(e[:, 1])),
+                'p90_trans_err_deg': float(np.percentile(e[:, 1], 90)),
+                'median_cpu_ms': float(np.median(cpu_times[name]))})
+    return results
+
+
+def run_parallax_sweep(scenes: int = 30, module: types.ModuleType = geometry) -> list[dict]:
     """Translation direction error of the default method against the measured parallax, for
-    choosing min_parallax_deg: small translations in front of a 1-4 m scene."""
+    choosing min_parallax_deg: small translations in front of a 1-4 m scene. ``module``: the
+    geometry that runs it (today's or a --before revision's)."""
     cam = CameraModel.from_intrinsics(535.4, 539.2, 320.1, 247.6, 640, 480)
     rows = []
     for t_norm in (0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.08):
@@ -386,7 +427,7 @@ def run_parallax_sweep(scenes: int = 30) -> list[dict]:
         for seed in range(scenes):
             p0, p1, R, t = synthetic_scene(np.random.default_rng(seed), cam,
                                            translation=(t_norm, t_norm), depth=(1.0, 4.0))
-            r = estimate_relative_pose(p0, p1, cam, cam, min_parallax_deg=0.0)
+            r = module.estimate_relative_pose(p0, p1, cam, cam, min_parallax_deg=0.0)
             parallax.append(r.median_parallax_deg)
             if t_norm > 0 and r.success:
                 t_err.append(pose_error_deg(r.R_kf_to_cur, r.t_kf_to_cur, R, t)[1])
@@ -396,35 +437,75 @@ def run_parallax_sweep(scenes: int = 30) -> list[dict]:
     return rows
 
 
-def run_pose_timing(shared: Path, cache: Path, matcher_factory, repeats: int) -> dict:
+def run_pose_timing(shared: Path, cache: Path, matcher_factory, repeats: int, *,
+                    before: types.ModuleType | None = None, profile: bool = False) -> dict:
     """Time of the default estimate_relative_pose on the 16 consecutive freiburg pairs
     (ALIKED 1024 keypoints + LightGlue: 540-750 matches), `repeats` shuffles each: the
     ``pose_ms_p50`` that issue #19 targets (<= 1.5 ms on one core for ~700 matches). Run it
-    pinned (bench_realtime.py does: one CPU, BLAS/OpenMP threads 1)."""
+    pinned (bench_realtime.py does: one CPU, BLAS/OpenMP threads 1). ``before``: the
+    geometry module of another revision, timed alternately on the same shuffles
+    (``pose_before``). ``profile``: then the same estimates once more under cProfile, the
+    functions that take time per estimate (``pose_profile``; the profiler adds ~10 %)."""
     root = shared / 'data' / 'freiburg_sequence'
     cam = CameraModel.from_yaml(root / 'camera_info.yaml')
     frames = sorted(root.glob('*.png'))
     pairs = [cached_matches(cache, f'freiburg_{f0.stem}_{f1.stem}', matcher_factory,
                             cv2.imread(str(f0)), cv2.imread(str(f1)))
              for f0, f1 in zip(frames[:-1], frames[1:])]
-    estimate_relative_pose(*pairs[0], cam, cam)  # warm-up: imports, first-call costs
-    times, cpu_times = [], []
+    modules = {'': geometry, **({} if before is None else {'before': before})}
+    for module in modules.values():  # warm-up: imports, first-call costs
+        module.estimate_relative_pose(*pairs[0], cam, cam)
+    inputs = []
     for run in range(repeats):
         rng = np.random.default_rng(run)
         for p0, p1 in pairs:
             perm = rng.permutation(len(p0))
+            inputs.append((p0[perm], p1[perm]))
+    times: dict[str, list] = {key: [] for key in modules}
+    cpu_times: dict[str, list] = {key: [] for key in modules}
+    for p0, p1 in inputs:
+        for key, module in modules.items():  # alternately: load hits all alike
             cpu = time.process_time()
-            times.append(estimate_relative_pose(p0[perm], p1[perm], cam, cam).elapsed_ms)
-            cpu_times.append((time.process_time() - cpu) * 1e3)
+            times[key].append(module.estimate_relative_pose(p0, p1, cam, cam).elapsed_ms)
+            cpu_times[key].append((time.process_time() - cpu) * 1e3)
+
+    def summary(key: str) -> dict:
+        return {'pose_ms_p50': float(np.median(times[key])),
+                'pose_ms_p90': float(np.percentile(times[key], 90)),
+                'pose_cpu_ms_p50': float(np.median(cpu_times[key]))}
+
     matches = [len(p0) for p0, _ in pairs]
-    return {'pose_ms_p50': float(np.median(times)), 'pose_ms_p90': float(np.percentile(times, 90)),
-            'pose_cpu_ms_p50': float(np.median(cpu_times)), 'pose_estimates': len(times),
-            'pose_matches_median': float(np.median(matches)),
-            'pose_matches_range': [min(matches), max(matches)],
-            'pose_cpus': sorted(os.sched_getaffinity(0)),
-            'pose_threads_env': {k: os.environ.get(k) for k in ('OPENBLAS_NUM_THREADS',
-                                                                'OMP_NUM_THREADS')},
-            'pose_load_average': list(os.getloadavg())}
+    report = {**summary(''), 'pose_estimates': len(inputs),
+              'pose_matches_median': float(np.median(matches)),
+              'pose_matches_range': [min(matches), max(matches)],
+              'pose_cpus': sorted(os.sched_getaffinity(0)),
+              'pose_threads_env': {k: os.environ.get(k) for k in ('OPENBLAS_NUM_THREADS',
+                                                                  'OMP_NUM_THREADS')},
+              'pose_load_average': list(os.getloadavg())}
+    if before is not None:
+        report['pose_before'] = summary('before')
+    if profile:
+        report['pose_profile'] = {key or 'after': profile_estimates(module, inputs, cam)
+                                  for key, module in modules.items()}
+    return report
+
+
+def profile_estimates(module: types.ModuleType, inputs: list, cam: CameraModel,
+                      min_ms: float = 0.02) -> list[dict]:
+    """cProfile of module.estimate_relative_pose over ``inputs``: per function that takes at
+    least ``min_ms`` per estimate, its calls, own time and time with callees per estimate."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for p0, p1 in inputs:
+        module.estimate_relative_pose(p0, p1, cam, cam)
+    profiler.disable()
+    rows = []
+    for (path, line, name), (_, calls, own, total, _) in pstats.Stats(profiler).stats.items():
+        if total * 1e3 / len(inputs) >= min_ms and 'cProfile' not in name:
+            rows.append({'function': f'{Path(path).name}:{line}({name})',
+                         'calls': calls / len(inputs), 'own_ms': own * 1e3 / len(inputs),
+                         'total_ms': total * 1e3 / len(inputs)})
+    return sorted(rows, key=lambda row: -row['total_ms'])
 
 
 def machine() -> str:
@@ -451,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pose-timing', action='store_true',
                         help='only time the default estimator on the freiburg pairs '
                              '(pose_ms_p50; bench_realtime.py runs this pinned to one core)')
+    parser.add_argument('--sweep-scenes', type=int, default=30,
+                        help='synthetic scenes per translation of the parallax sweep')
+    parser.add_argument('--profile', action='store_true',
+                        help='with --pose-timing: also where the time goes (cProfile)')
     parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS),
                         help='estimators to run (default: all three)')
     parser.add_argument('--before', metavar='REV', default=None,
@@ -473,16 +558,25 @@ def main(argv: list[str] | None = None) -> int:
         return matcher[0]
 
     if args.pose_timing:
-        timing_report = run_pose_timing(shared, args.cache_dir, matcher_factory, args.runs)
+        timing_report = run_pose_timing(
+            shared, args.cache_dir, matcher_factory, args.runs, profile=args.profile,
+            before=None if args.before is None else geometry_at(args.before))
         if args.json:
             print(json.dumps(timing_report))
-        else:
-            print(f"estimate_relative_pose on {timing_report['pose_estimates']} freiburg "
-                  f"estimates ({timing_report['pose_matches_median']:.0f} matches median): "
-                  f"p50 {timing_report['pose_ms_p50']:.2f} ms, p90 "
-                  f"{timing_report['pose_ms_p90']:.2f} ms, CPU p50 "
-                  f"{timing_report['pose_cpu_ms_p50']:.2f} ms, CPUs {timing_report['pose_cpus']}, "
-                  f"load {timing_report['pose_load_average']}")
+            return 0
+        print(f"estimate_relative_pose on {timing_report['pose_estimates']} freiburg "
+              f"estimates ({timing_report['pose_matches_median']:.0f} matches median), "
+              f"CPUs {timing_report['pose_cpus']}, load {timing_report['pose_load_average']}")
+        for label, row in (('today', timing_report),
+                           (args.before, timing_report.get('pose_before'))):
+            if row is not None:
+                print(f"  {label:10s} p50 {row['pose_ms_p50']:.2f} ms, p90 "
+                      f"{row['pose_ms_p90']:.2f} ms, CPU p50 {row['pose_cpu_ms_p50']:.2f} ms")
+        for label, rows in timing_report.get('pose_profile', {}).items():
+            print(f'cProfile ({label}), ms per estimate: with callees, own, calls')
+            for row in rows:
+                print(f"  {row['total_ms']:7.3f} {row['own_ms']:7.3f} {row['calls']:6.1f}  "
+                      f"{row['function']}")
         return 0
     common = {'threshold_px': args.threshold_px, 'confidence': 0.99999}
     if args.max_iterations is not None:
@@ -520,11 +614,13 @@ def main(argv: list[str] | None = None) -> int:
         'scannet': run_scannet(shared, args.cache_dir, matcher_factory, args.runs, variants),
         'freiburg': run_freiburg(shared, args.cache_dir, matcher_factory, args.runs, variants),
         'synthetic': run_synthetic(variants),
+        'outlier_sweep': run_outlier_sweep(variants),
     }
     geometry.POSELIB_MIN_ITERATIONS = default_min_iter
     geometry.POSELIB_TRIALS_MULT = default_mult
-    report['parallax_sweep'] = run_parallax_sweep()
-    geometry.POSELIB_MIN_ITERATIONS = default_min_iter
+    report['parallax_sweep'] = run_parallax_sweep(args.sweep_scenes)
+    if before is not None:
+        report['parallax_sweep_before'] = run_parallax_sweep(args.sweep_scenes, before)
     if before is not None:
         report['before_after'] = before_after(report, args.methods, args.before)
     report['wall_s'] = time.perf_counter() - start
@@ -558,12 +654,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['median_trans_err_deg']:.3f}/{s['max_trans_err_deg']:.3f}  "
               f"{s['median_ms']:7.2f} {s['median_cpu_ms']:7.2f}  "
               f"{s['random_median_ms']:7.1f} {s['random_median_cpu_ms']:7.1f}")
-    print(f'Parallax sweep ({geometry.DEFAULT_METHOD}, 500 matches, 0.5 px, 20 % outliers, '
-          'depth 1-4 m): |t| m, median parallax deg, translation error median/p90 deg')
-    for row in report['parallax_sweep']:
-        err = ('-' if row['median_t_err_deg'] is None else
-               f"{row['median_t_err_deg']:.2f}/{row['p90_t_err_deg']:.2f}")
-        print(f"  {row['t_norm_m']:.3f}  {row['median_parallax_deg']:.3f}  {err}")
+    print('Outlier sweep (40 synthetic scenes of 700 matches per ratio, 0.5 px): outlier '
+          'ratio, rot err median/p90, trans err median/p90 (deg), failures, median CPU ms')
+    for m in variants:
+        for row in report['outlier_sweep'][m]:
+            print(f"  {m:18s} {row['outlier_ratio']:.1f}  {row['median_rot_err_deg']:.3f}/"
+                  f"{row['p90_rot_err_deg']:.3f}  {row['median_trans_err_deg']:.3f}/"
+                  f"{row['p90_trans_err_deg']:.3f}  {row['failures']}  "
+                  f"{row['median_cpu_ms']:7.2f}")
+    print(f'Parallax sweep ({geometry.DEFAULT_METHOD}, {args.sweep_scenes} scenes of 500 '
+          'matches, 0.5 px, 20 % outliers, depth 1-4 m): |t| m, median parallax deg, '
+          'translation error median/p90 deg')
+    for key, label in (('parallax_sweep', ''), ('parallax_sweep_before', args.before)):
+        for row in report.get(key, []):
+            err = ('-' if row['median_t_err_deg'] is None else
+                   f"{row['median_t_err_deg']:.2f}/{row['p90_t_err_deg']:.2f}")
+            print(f"  {label or 'today':8s} {row['t_norm_m']:.3f}  "
+                  f"{row['median_parallax_deg']:.3f}  {err}")
     if before is not None:
         print(f'Before ({args.before}) / after, run alternately: ScanNet AUC@5/10/20 (%), '
               'Freiburg and synthetic median CPU ms and rotation repeatability p90 (deg); '
