@@ -94,6 +94,9 @@ def main() -> int:
                         help='JUnit XML of the pytest run of tests/test_cuda.py to include')
     parser.add_argument('--tests-rc', type=int, default=None, help="that run's exit status")
     parser.add_argument('--command', default=None, help='the command line to record')
+    parser.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None,
+                        help='first measure the tracker with torch_compile on (compile time, '
+                             'then per frame; default: on CUDA only, ~1 min there, CPU ~2 min)')
     args = parser.parse_args()
     started = time.monotonic()
     if args.device == 'cuda' and not torch.cuda.is_available():
@@ -132,10 +135,24 @@ def main() -> int:
         'frames': {'files': [p.name for p in paths], 'size': list(images[0].shape[1::-1]),
                    'timed': frames, 'warmup': warmup, 'match_pair': list(MATCH_PAIR)},
         'tests': read_tests(args.tests_xml, args.tests_rc),
-        'extraction': [], 'cells': [], 'targets': []}
+        'extraction': [], 'cells': [], 'targets': [], 'compiled': NA}
     args.out.mkdir(parents=True, exist_ok=True)
     counter = SyncCounter(cuda)
     timing = Timing(device, frames, warmup)
+    if cuda if args.compile is None else args.compile:
+        # First: compiling (empty cache on a fresh machine) costs about a minute, which the
+        # time budget then takes from the last cells rather than cutting this one off.
+        size = TARGET_CELL['keypoints'] if TARGET_CELL['keypoints'] in sizes else sizes[0]
+        precision = TARGET_CELL['precision'] if cuda else 'fp32'
+        print(f'gpu_check: torch_compile on, {size} keypoints, {precision}', flush=True)
+        try:
+            report['compiled'] = measure_compiled(images, camera, weights, size, precision,
+                                                  TARGET_CELL['mode'], device, timing)
+        except Exception as err:  # the cells below still run
+            traceback.print_exc()
+            report['compiled'] = {'status': 'error', 'note': f'{type(err).__name__}: {err}'[:300]}
+        write_report(report, args.out)
+        release(device)
 
     for size in sizes:
         if time.monotonic() - started > args.budget_s:
@@ -379,6 +396,57 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
         cell['syncs_per_frame'] = NA
         cell['sync_sites'] = NA
     return cell
+
+
+def measure_compiled(images: list[np.ndarray], camera: CameraModel, weights: Path, size: int,
+                     precision: str, mode: str, device: torch.device, timing: Timing
+                     ) -> dict[str, Any]:
+    """The tracker on the static path with torch_compile on (CUDA graphs of the compiled
+    code on CUDA): compile time per part (the inductor cache as this machine has it: empty on
+    a fresh one), the first two frames (compile + capture), then per frame as the cells."""
+    from torch._dynamo.utils import counters
+
+    extractor = build_extractor(EXTRACTOR, weights=weights / 'aliked-n16.pth',
+                                max_keypoints=size, device=device)
+    matcher = LightGlue(EXTRACTOR, weights=weights / f'{EXTRACTOR}_lightglue.pth',
+                        precision=precision, **MODES[mode]).to(device)
+    config = TrackerConfig(extractor=EXTRACTOR, device=str(device), precision=precision,
+                           max_keypoints=size, cuda_graphs='on', torch_compile='on',
+                           depth_confidence=MODES[mode]['depth_confidence'],
+                           width_confidence=MODES[mode]['width_confidence'])
+    tracker = Tracker(config, extractor=extractor, matcher=matcher)
+    order = itertools.cycle(list(range(len(images))) + list(range(len(images) - 2, 0, -1)))
+    stamp = itertools.count(STAMP_STEP_NS, STAMP_STEP_NS)
+    results = []
+
+    def frame() -> None:
+        results.append(tracker.process(images[next(order)], next(stamp), camera))
+
+    start = time.perf_counter()
+    frame()  # extraction and prepare compile here, the match on the second frame
+    frame()
+    first_s = time.perf_counter() - start
+    fixed = tracker.fixed_extractor
+    compile_s = {**(fixed.compile_seconds() if fixed is not None else {}),
+                 **tracker.runner.compile_seconds()}
+    tracker_ms = timing.samples({'tracker': frame})['tracker']
+    timed = results[-timing.frames:]
+    return {'status': 'ok', 'keypoints': size, 'precision': precision, 'mode': mode,
+            'compile_s': {k: round(v, 2) for k, v in compile_s.items()},
+            'compile_total_s': round(sum(compile_s.values()), 2),
+            'first_two_frames_s': round(first_s, 2),
+            'fx_graph_cache': {k: counters['inductor'][f'fxgraph_cache_{k}']
+                               for k in ('hit', 'miss')},
+            'fallback': {'compile': [f.fallback_reason for f in (
+                tracker.runner._prepare_net, tracker.runner._match_net,
+                *((fixed._extract,) if fixed is not None else ()))
+                if getattr(f, 'fallback_reason', None)],
+                'graphs': tracker.runner.fallback_reason},
+            'tracker_ms': stats(tracker_ms),
+            'tracker_parts_ms': {part: round(float(np.median(
+                [getattr(r.timings, f'{part}_ms') for r in timed])), 3)
+                for part in ('extract', 'match', 'pose')},
+            'tracker_matches_p50': float(np.median([r.num_matches for r in timed]))}
 
 
 def profile_frames(frame: Callable[[], None], device: torch.device, frames: int
@@ -689,6 +757,20 @@ def markdown(report: dict[str, Any]) -> str:
                      ','.join(map(str, c['exit_layers']['dynamic'])),
                      _syncs(c['syncs_per_frame'], ('match', 'match_static')),
                      c['static']['fallback']] for c in ok])
+    c = r.get('compiled', NA)
+    lines += ['', '## torch_compile on (static path; CUDA graphs of the compiled code on CUDA)',
+              '']
+    if isinstance(c, dict) and c.get('status') == 'ok':
+        parts = ', '.join(f'{k} {v} s' for k, v in c['compile_s'].items())
+        lines += [f"{c['keypoints']} keypoints, {c['precision']}, {c['mode']}: compile "
+                  f"{c['compile_total_s']} s ({parts}; "
+                  f"FX graph cache {c['fx_graph_cache']}), first two frames "
+                  f"{c['first_two_frames_s']} s; tracker p50 {c['tracker_ms']['p50']} ms, "
+                  f"p99 {c['tracker_ms']['p99']} ms, extract/match/pose p50 "
+                  f"{'/'.join(fmt(v) for v in c['tracker_parts_ms'].values())} ms; "
+                  f"fallback {c['fallback']}"]
+    else:
+        lines += [f'{fmt(c)}']
     lines += ['', '## Whole tracker (numpy image in -> matches + pose, ms per frame)', '']
     lines += table(['kpts', 'prec', 'mode', 'path', 'p50', 'p99', 'eager p50',
                     'extract/match/pose p50', 'matches',

@@ -11,10 +11,13 @@ max_keypoints, no host read), captured once per image size (``GraphedExtractor``
   eagerly, and the reason is logged once;
 - ``auto``: ``on`` for a CUDA device, ``off`` elsewhere (on the CPU the dynamic path is faster:
   early exit and pruning shrink the work there, masks do not).
-The matches are the same whichever runs (tests/test_lightglue_static.py).
+The matches are the same whichever runs (tests/test_lightglue_static.py). With the setting
+``torch_compile`` on, the functions that run (or are captured) are compiled first
+(``lightglue_ros.compiled``).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 
+from lightglue_ros.compiled import compile_seconds, maybe_compiled
 from lightglue_ros.defaults import CUDA_GRAPHS_MODES
 from lightglue_ros.errors import ConfigError
 from lightglue_ros.features import Features, FixedFeatures
@@ -47,12 +51,18 @@ def has_fixed_path(extractor: torch.nn.Module) -> bool:
 
 
 def build_matcher_runner(matcher: LightGlue, mode: str, num_keypoints: int,
-                         device: torch.device) -> LightGlue | GraphedMatcher:
+                         device: torch.device, *, compile: bool = False
+                         ) -> LightGlue | GraphedMatcher:
     """The matcher object the tracker calls (both have prepare_features, match_prepared,
-    match, set_thresholds and conf)."""
+    match, set_thresholds and conf). compile: torch.compile the static path (setting
+    torch_compile); the dynamic path is never compiled (its shapes change every layer)."""
     if not uses_static_path(mode, device):
+        if compile:
+            logger.warning('torch_compile: on, but cuda_graphs=%s on %s selects the dynamic '
+                           'matcher, which is not compiled; set cuda_graphs on to compile',
+                           mode, device)
         return matcher
-    return GraphedMatcher(matcher, num_keypoints)
+    return GraphedMatcher(matcher, num_keypoints, compile=compile)
 
 
 class _Graph:
@@ -133,45 +143,66 @@ class GraphCache:
 
 class GraphedExtractor:
     """An extractor's fixed-count path (``extract_fixed``), replayed from a CUDA graph per
-    image size (captured on first use, again on a size change; logged) or run eagerly."""
+    image size (captured on first use, again on a size change; logged) or run eagerly;
+    compiled first when ``compile`` (setting torch_compile)."""
 
-    def __init__(self, extractor: torch.nn.Module) -> None:
+    def __init__(self, extractor: torch.nn.Module, *, compile: bool = False) -> None:
         if not has_fixed_path(extractor):
             raise ConfigError(f'{getattr(extractor, "name", extractor)} has no fixed-count path')
         self.extractor = extractor
-        self.graphs = GraphCache(f'{getattr(extractor, "name", "extractor")} extractor')
+        what = f'{getattr(extractor, "name", "extractor")} extractor'
+        self.graphs = GraphCache(what)
+        # extract_fixed without its inference_mode decorator (dynamo cannot trace into that
+        # decorator; extract_fixed below enters the mode around the call instead).
+        raw = inspect.unwrap(type(extractor).extract_fixed)
+
+        def extract(image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = raw(extractor, image)
+            return out.keypoints, out.scores, out.descriptors, out.valid
+
+        self._extract = maybe_compiled(extract, compile, what, self._describe)
+
+    def _describe(self, inputs: tuple[torch.Tensor, ...]) -> str:
+        h, w = inputs[0].shape[-2:]
+        return f'{w}x{h} / {self.extractor.conf["max_keypoints"]} keypoints'
 
     @property
     def fallback_reason(self) -> str | None:
         return self.graphs.fallback_reason
 
+    def compile_seconds(self) -> dict[str, float]:
+        """torch_compile: seconds per compiled image size (empty when off)."""
+        return compile_seconds(self._extract)
+
+    @torch.inference_mode()
     def extract_fixed(self, image: torch.Tensor) -> FixedFeatures:
         """image: [C x H x W] float in [0, 1] on the extractor's device."""
-        extractor = self.extractor
-        if not self.graphs.usable(image.device):
-            return extractor.extract_fixed(image)
-        sizes: list[tuple[int, int]] = []
-
-        def run(buffer: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            out = extractor.extract_fixed(buffer)
-            sizes.append(out.image_size)
-            return out.keypoints, out.scores, out.descriptors, out.valid
-
+        if self.graphs.usable(image.device):
+            outputs = self.graphs.call('extract', self._extract, (image,), clone=True,
+                                       detail=self._describe((image,)))
+        else:
+            outputs = self._extract(image)
         h, w = image.shape[-2:]
-        keypoints, scores, descriptors, valid = self.graphs.call(
-            'extract', run, (image,), clone=True,
-            detail=f'{w}x{h}, {extractor.conf["max_keypoints"]} keypoints')
-        return FixedFeatures(keypoints, scores, descriptors, valid, (int(w), int(h)))
+        return FixedFeatures(*outputs, (int(w), int(h)))
 
 
 class GraphedMatcher:
     """The static-shape LightGlue at ``num_keypoints``, replayed from CUDA graphs where it can
     be; eager (static path) otherwise. Interface of LightGlue as the tracker uses it."""
 
-    def __init__(self, matcher: LightGlue, num_keypoints: int) -> None:
+    def __init__(self, matcher: LightGlue, num_keypoints: int, *, compile: bool = False
+                 ) -> None:
         self.matcher = matcher
         self.static = StaticLightGlue(matcher, num_keypoints)
         self.graphs = GraphCache('matcher')
+
+        def describe(inputs: tuple[torch.Tensor, ...]) -> str:
+            return f'{inputs[0].shape[1]} keypoints'
+
+        # The two fixed-shape parts, compiled when ``compile`` (setting torch_compile).
+        self._prepare_net = maybe_compiled(self.static.prepare_padded, compile,
+                                              'matcher prepare', describe)
+        self._match_net = maybe_compiled(self.static, compile, 'matcher', describe)
 
     # -- LightGlue's interface ---------------------------------------------------------------
     @property
@@ -185,6 +216,10 @@ class GraphedMatcher:
     @property
     def fallback_reason(self) -> str | None:
         return self.graphs.fallback_reason
+
+    def compile_seconds(self) -> dict[str, float]:
+        """torch_compile: seconds per compiled part and budget (empty when off)."""
+        return compile_seconds(self._prepare_net, self._match_net)
 
     def set_thresholds(self, **values: float | None) -> None:
         self.matcher.set_thresholds(**values)  # the static path copies them to the device
@@ -221,10 +256,10 @@ class GraphedMatcher:
     def _prepare_padded(self, points: torch.Tensor, descriptors: torch.Tensor,
                         valid: torch.Tensor, num_points: int | None) -> PaddedFeatures:
         if self._usable():
-            tokens, encoding = self.graphs.call('prepare', self.static.prepare_padded,
+            tokens, encoding = self.graphs.call('prepare', self._prepare_net,
                                                 (points, descriptors, valid), clone=True)
         else:
-            tokens, encoding = self.static.prepare_padded(points, descriptors, valid)
+            tokens, encoding = self._prepare_net(points, descriptors, valid)
         return PaddedFeatures(tokens, encoding, valid, num_points)
 
     def match(self, features0: Features, features1: Features) -> MatchResult:
@@ -242,8 +277,8 @@ class GraphedMatcher:
         inputs = (prepared0.tokens, prepared0.encoding, prepared0.valid,
                   prepared1.tokens, prepared1.encoding, prepared1.valid)
         if self._usable():
-            return self.graphs.call('match', static, inputs, clone=False)
-        return static(*inputs)
+            return self.graphs.call('match', self._match_net, inputs, clone=False)
+        return self._match_net(*inputs)
 
     @torch.inference_mode()
     def match_prepared(self, prepared0: PaddedFeatures, prepared1: PaddedFeatures

@@ -22,6 +22,10 @@ DEFAULT_RESIZE = 1024  # longer image side the extractor sees, downscale only (N
 # auto = on for a CUDA device, off (the dynamic eager matcher) elsewhere.
 CUDA_GRAPHS_MODES = ('auto', 'on', 'off')
 DEFAULT_CUDA_GRAPHS = 'auto'
+# torch_compile: the static path's fixed-shape functions compiled by torch.compile (inductor),
+# cached on disk; off = as they are (compiled.py). Applies where the static path runs.
+TORCH_COMPILE_MODES = ('off', 'on')
+DEFAULT_TORCH_COMPILE = 'off'
 
 # -- the node and the replay -----------------------------------------------------------------
 NODE_NAME = 'lightglue_matcher'

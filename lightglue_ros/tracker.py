@@ -30,7 +30,8 @@ from lightglue_ros.camera import CameraModel
 from lightglue_ros.cuda_graphs import (GraphedExtractor, GraphedMatcher, build_matcher_runner,
                                        has_fixed_path)
 from lightglue_ros.defaults import (CUDA_GRAPHS_MODES, DEFAULT_CUDA_GRAPHS, DEFAULT_EXTRACTOR,
-                                    DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE, EXTRACTORS,
+                                    DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE,
+                                    DEFAULT_TORCH_COMPILE, EXTRACTORS, TORCH_COMPILE_MODES,
                                     check_max_keypoints)
 from lightglue_ros.errors import CalibrationError, ConfigError, TimestampError
 from lightglue_ros.features import Features, FixedFeatures
@@ -78,6 +79,9 @@ class TrackerConfig:
     # Static-shape matcher replayed from CUDA graphs at max_keypoints: auto (on for CUDA) |
     # on | off (the dynamic eager matcher); lightglue_ros.cuda_graphs.
     cuda_graphs: str = DEFAULT_CUDA_GRAPHS
+    # off | on: torch.compile the static path (where cuda_graphs selects it), compiled code
+    # cached on disk; lightglue_ros.compiled.
+    torch_compile: str = DEFAULT_TORCH_COMPILE
     depth_confidence: float = _MATCHER_DEFAULTS['depth_confidence']  # early exit; -1 = off
     width_confidence: float = _MATCHER_DEFAULTS['width_confidence']  # point pruning; -1 = off
     filter_threshold: float = _MATCHER_DEFAULTS['filter_threshold']  # minimum match score
@@ -92,7 +96,8 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         for name, choices in (('extractor', EXTRACTORS), ('precision', PRECISIONS),
-                              ('cuda_graphs', CUDA_GRAPHS_MODES)):
+                              ('cuda_graphs', CUDA_GRAPHS_MODES),
+                              ('torch_compile', TORCH_COMPILE_MODES)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f'{name} must be one of {", ".join(choices)}, '
                                   f'got {getattr(self, name)!r}')
@@ -362,13 +367,15 @@ class Tracker:
         self.device = resolve_device(self.config.device)
         self.extractor, self.matcher = extractor, matcher
         # What matches: the matcher itself, or its static-shape path (cuda_graphs setting).
+        compile = self.config.torch_compile == 'on'
         self.runner: LightGlue | GraphedMatcher = build_matcher_runner(
-            matcher, self.config.cuda_graphs, self.config.max_keypoints, self.device)
+            matcher, self.config.cuda_graphs, self.config.max_keypoints, self.device,
+            compile=compile)
         # On the static path an extractor with a fixed-count path (not DISK) feeds the matcher
         # fixed shapes: no host read from image upload to the frame's one copy.
         self.fixed_extractor: GraphedExtractor | None = (
-            GraphedExtractor(extractor) if isinstance(self.runner, GraphedMatcher)
-            and has_fixed_path(extractor) else None)
+            GraphedExtractor(extractor, compile=compile)
+            if isinstance(self.runner, GraphedMatcher) and has_fixed_path(extractor) else None)
         self.reset()
 
     def reset(self) -> None:

@@ -98,9 +98,11 @@ def nms_mask(scores: torch.Tensor, radius: int) -> torch.Tensor:
     """
     if radius < 0:
         raise ConfigError(f'nms_radius must be >= 0, got {radius}')
-    if scores.device.type == 'cpu' and scores.dtype in (torch.float32, torch.float64):
+    compiling = torch.compiler.is_compiling()  # torch.compile traces torch, not numpy
+    if (scores.device.type == 'cpu' and scores.dtype in (torch.float32, torch.float64)
+            and not compiling):
         return torch.from_numpy(_nms_mask_numpy(scores.detach().numpy(), radius))
-    if scores.device.type == 'cuda':
+    if scores.device.type == 'cuda' or compiling:  # one pooling kernel each (fused by inductor)
         return _nms_mask_torch(scores, radius, pool=_max_pool_kernel)
     return _nms_mask_torch(scores, radius)
 

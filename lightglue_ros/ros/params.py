@@ -18,7 +18,8 @@ from lightglue_ros.defaults import (CUDA_GRAPHS_MODES, DEFAULT_BACKWARDS_RESET_F
                                     DEFAULT_FEATURES_INLIERS_ONLY, DEFAULT_FEATURES_LAYOUT,
                                     DEFAULT_ODOM_FRAME, DEFAULT_PIPELINED,
                                     DEFAULT_THREADS_PER_STAGE, EXTRACTORS,
-                                    FEATURES_LAYOUTS, MAX_KEYPOINTS_LIMIT, NODE_NAME)
+                                    FEATURES_LAYOUTS, MAX_KEYPOINTS_LIMIT, NODE_NAME,
+                                    TORCH_COMPILE_MODES)
 from lightglue_ros.errors import ConfigError
 from lightglue_ros.geometry import POSE_METHODS
 from lightglue_ros.models.lightglue import PRECISIONS
@@ -156,6 +157,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'graphs: auto (on for a CUDA device, off elsewhere), on (on the CPU it runs '
               'eagerly), off (the dynamic eager matcher). Same matches either way.',
               choices=CUDA_GRAPHS_MODES, read_only=True, tracker_key='cuda_graphs'),
+    ParamSpec('torch_compile', _T('torch_compile'),
+              'torch.compile the static-shape path (where cuda_graphs selects it) at its first '
+              'frame per image size, logged with the time; compiled code is cached on disk '
+              '(~/.cache/lightglue_ros/torch_compile) for the next start. If compiling fails, '
+              'one line says why and it runs eagerly. Same matches either way.',
+              choices=TORCH_COMPILE_MODES, read_only=True, tracker_key='torch_compile'),
     # -- matcher and keyframe thresholds (run-time) -------------------------------------------
     ParamSpec('depth_confidence', _T('depth_confidence'),
               'LightGlue early exit: stop after the layer where this fraction of points is '
@@ -240,7 +247,10 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
     ok_type = isinstance(value, spec.type) and (spec.type is bool
                                                  or not isinstance(value, bool))
     if not ok_type:
-        return f'{name} must be a {spec.type.__name__}, got {value!r}'
+        # YAML (parameter files, ros2 launch/run arguments) reads an unquoted on/off as a bool.
+        hint = (" (YAML reads on/off as booleans: quote the value, 'on')"
+                if isinstance(value, bool) and 'on' in spec.choices else '')
+        return f'{name} must be a {spec.type.__name__}, got {value!r}{hint}'
     if isinstance(value, float) and not math.isfinite(value):
         return f'{name} must be finite, got {value!r}'
     if spec.min is not None and spec.max is not None and not spec.min <= value <= spec.max:
