@@ -285,6 +285,9 @@ def build_candidates(names: list[str], models: Models, config: TrackerConfig,
         elif matcher_kind != 'torch':
             settings = {'cuda_graphs': 'on'}  # the static path (eager on the CPU)
         tracker = Tracker(replace(config, **settings), extractor=extractor, matcher=matcher)
+        # The static path would also switch XFeat to its fixed-count extraction (every pixel
+        # scored, for CUDA graphs); the sparse one, as today, keeps the matcher the only change.
+        tracker.fixed_extractor = None
         if matcher_kind in ('ort', 'openvino', 'ort_int8'):
             tracker.runner.static = BackendStatic(matcher, config.max_keypoints,
                                                   runtimes[f'match_{matcher_kind}'])
