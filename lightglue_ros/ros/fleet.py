@@ -333,6 +333,17 @@ def run_fleet(jobs: Sequence[BagJob], root: str | Path, *, config: TrackerConfig
     finally:
         bar.close()
     for job, _ in todo:
+        if results[job.index].status in (NOT_RUN, INTERRUPTED):
+            # A stop can end a worker after its bag's replay finished but before its result
+            # came back: the output's own summary decides, so that what was done is not
+            # reported as interrupted (and then 'skipped' by the next run).
+            state, previous = output_state(job, max_frames, allow_partial)
+            if state == 'complete' and previous is not None:
+                counted = results[job.index].processed  # by done(), for an interrupted one
+                results[job.index].take(previous)
+                results[job.index].status, results[job.index].reason = DONE, ''
+                fleet.frames_processed += results[job.index].processed - counted
+                continue
         if results[job.index].status == NOT_RUN:
             results[job.index].reason = 'the fleet was interrupted before this bag'
     fleet.bags = [results[job.index] for job in jobs]
