@@ -597,6 +597,31 @@ def test_ctrl_c_stops_the_pool_and_the_next_run_resumes(tmp_path, capsys, monkey
     assert second == {name: 'skipped' if first[name] == 'done' else 'done' for name in names}
 
 
+def test_a_bag_done_before_a_stop_cut_off_its_result_is_reported_done(tmp_path, monkeypatch):
+    """A stop that ends the workers after a bag's replay finished but before its result came
+    back: the bag is reported done from its own summary (was: 'not run', then 'skipped' by the
+    next run), its frames counted once."""
+    from fleet_helpers import StubWorker
+
+    from lightglue_ros.ros import fleet_workers
+
+    monkeypatch.setattr(fleet_workers, 'Worker', StubWorker)
+    write_tiny_bags(tmp_path / 'bags', ('1_ok', '2_ok'))
+    jobs = fleet.discover_bags([tmp_path / 'bags'], tmp_path / 'out')
+
+    def finish_then_stop(todo: Any, make_worker: Any, done: Any) -> None:
+        job, overwrite = todo[0]
+        make_worker().run(job, overwrite)  # the replay finishes and writes its summary ...
+        raise KeyboardInterrupt  # ... and the stop comes before its result is handed back
+
+    monkeypatch.setattr(fleet_workers, 'run_here', finish_then_stop)
+    summary = fleet.run_fleet(jobs, tmp_path / 'out', config=UNLOADED, options=options(),
+                              workers=1, progress=False)
+    assert [b.status for b in summary.bags] == ['done', 'not run']
+    assert summary.interrupted and summary.bags[0].processed > 0
+    assert summary.frames_processed == summary.bags[0].processed
+
+
 def test_resume_with_allow_partial(tmp_path, monkeypatch):
     """A damaged bag replayed with --allow-partial is complete for that input: the next run
     with --allow-partial skips it and keeps its lost count. A run without --allow-partial
