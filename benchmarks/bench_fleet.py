@@ -12,7 +12,12 @@ machine hits all of them alike, each into a fresh output root:
   sequential: one worker in this process (torch's default threads: every core);
   jobs2:      two spawned worker processes (--jobs 2; one torch thread each on 2 cores);
   ray:        two Ray actors on a local Ray instance started once before the rounds (a cluster
-              is normally up before a fleet is sent to it; its start is reported as ray_init_s).
+              is normally up before a fleet is sent to it; its start is reported as ray_init_s);
+  one_thread: the sequential run with a --jobs 2 worker's settings (one torch thread, stages
+              not pipelined), to show what 2 cores allow: two such workers side by side can at
+              best double it, so ceiling_jobs2_vs_sequential = 2 x fps_one_thread /
+              fps_sequential bounds ratio_jobs2_vs_sequential on this machine (it is low where
+              torch's threads already scale well inside one process). --no-one-thread skips it.
 
 Throughput = frames processed / wall time of the run_fleet call (worker start and model loads
 included). Reported: frames/s of each (median of the rounds), ratio_jobs2_vs_sequential (target
@@ -30,7 +35,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,6 +57,18 @@ TARGET_JOBS2 = 1.7  # --jobs 2 against one sequential process, on 2 cores
 TARGET_RAY = 0.9  # Ray local against --jobs 2 (within 10 %)
 
 
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch threads (None: as it is), then restore the count."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--json', action='store_true', help='print one JSON object')
@@ -58,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--max-keypoints', type=int, default=512)
     parser.add_argument('--resize', type=int, default=480, help='0: native size')
     parser.add_argument('--plots', action='store_true', help="write each bag's plots too")
+    parser.add_argument('--no-one-thread', action='store_true',
+                        help='skip the one-thread run (and the ceiling it gives)')
     args = parser.parse_args(argv)
 
     shared = shared_dir()
@@ -89,9 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
             ray_init_s = round(time.perf_counter() - start, 2)
-        modes = {'sequential': {'workers': 1}, 'jobs2': {'workers': 2}}
+        modes: dict[str, dict] = {'sequential': {'workers': 1}, 'jobs2': {'workers': 2}}
         if ray is not None:
             modes['ray'] = {'workers': 2, 'ray_address': ''}
+        if not args.no_one_thread:
+            modes['one_thread'] = {'workers': 1}
+        # What fleet_workers.Worker(threads=1) sets in a pool process, here in this one.
+        one_thread_options = {**options, 'pipelined': False, 'threads_per_stage': 1}
         fps: dict[str, list[float]] = {name: [] for name in modes}
         loads: dict[str, int] = {}
         load_avg = [round(v, 2) for v in os.getloadavg()]
@@ -100,8 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                 root = work / f'out_{name}_{round_index}'
                 jobs = fleet.discover_bags([work / 'bags'], root)
                 start = time.perf_counter()
-                summary = fleet.run_fleet(jobs, root, config=config, options=options,
-                                          progress=False, **kwargs)
+                one_thread = name == 'one_thread'
+                with torch_threads(1 if one_thread else None):
+                    summary = fleet.run_fleet(
+                        jobs, root, config=config,
+                        options=one_thread_options if one_thread else options,
+                        progress=False, **kwargs)
                 elapsed = time.perf_counter() - start
                 assert summary.outcome == 'all', [b.reason for b in summary.bags]
                 fps[name].append(summary.frames_processed / elapsed)
@@ -126,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         'ratio_jobs2_vs_sequential': round(median['jobs2'] / median['sequential'], 3),
         'ratio_ray_vs_jobs2': (round(median['ray'] / median['jobs2'], 3)
                                if 'ray' in median else None),
+        'fps_one_thread': median.get('one_thread'),
+        'thread_scaling': (round(median['sequential'] / median['one_thread'], 3)
+                           if 'one_thread' in median else None),
+        'ceiling_jobs2_vs_sequential': (round(2 * median['one_thread'] / median['sequential'], 3)
+                                        if 'one_thread' in median else None),
         'fps_rounds': {name: [round(v, 3) for v in values] for name, values in fps.items()},
         'model_loads': loads, 'ray_init_s': ray_init_s,
         'target_ratio_jobs2_vs_sequential': TARGET_JOBS2, 'target_ratio_ray_vs_jobs2': TARGET_RAY,
