@@ -6,6 +6,7 @@ Plain helpers that tests call are in helpers.py (and ros_helpers.py for ROS ones
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,22 @@ if str(PROJECT_ROOT) not in sys.path:
 
 # Tests measure numbers, not speed: keep them deterministic and polite on small machines.
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    restore_sigint()
+
+
+def restore_sigint() -> None:
+    """Give SIGINT its Python handler back when this process inherited it ignored.
+
+    A shell without job control starts a background command (``pytest ... &``, nohup, some CI
+    runners) with SIGINT ignored, and every child inherits that: the tests that stop a node,
+    a launch or a replay with SIGINT (Ctrl-C) would then see it ignored, and a launch's nodes
+    outlive it. exec resets a handled signal to its default action but keeps an ignored one
+    ignored, so with a handler here the children start as from a terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

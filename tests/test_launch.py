@@ -234,14 +234,16 @@ def launch_env(launch_base_env: dict[str, str], weights_dir: Path,
 
 
 class Launch:
-    """One LaunchService process; its output goes to a file (read at any time)."""
+    """One LaunchService process; its output goes to a file (read at any time). It leads a
+    process group of its own with its nodes, so that a launch a test gave up on is killed
+    with its nodes (left running, they would load the machine for every later test)."""
 
     def __init__(self, arguments: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         with open(log, 'wb') as out:
             self.process = subprocess.Popen([sys.executable, '-c', DRIVER, *arguments],
                                             env=env, cwd=log.parent, stdout=out,
-                                            stderr=subprocess.STDOUT)
+                                            stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self) -> str:
         return self.log.read_text(encoding='utf-8', errors='replace')
@@ -250,10 +252,17 @@ class Launch:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
             raise AssertionError(f'launch did not end within {timeout:.0f} s:\n'
                                  f'{self.output()[-4000:]}') from None
+
+    def kill(self) -> None:
+        """SIGKILL to the launch process and every node it started that is still running."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the whole group has ended
+            pass
+        self.process.wait()
 
     def stop(self) -> int:
         """SIGINT to the launch process only, as Ctrl-C in `ros2 launch` reaches it."""
@@ -282,10 +291,8 @@ def launches(launch_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     folder = tmp_path_factory.mktemp('launches')
     started = {name: _start(name, launch_env, folder) for name in SCENARIOS}
     yield started
-    for launch in started.values():  # those a failed test left running
-        if launch.process.poll() is None:
-            launch.process.kill()
-            launch.process.wait()
+    for launch in started.values():  # those a failed test left running, with their nodes
+        launch.kill()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -745,6 +745,22 @@ def test_signal_while_importing_exits_130_in_one_line(tmp_path, frames, camera, 
     assert not output.exists()
 
 
+def test_signal_tests_hold_when_pytest_starts_with_sigint_ignored(tmp_path: Path,
+                                                                  shared_dir: Path) -> None:
+    """A pytest started in the background by a shell without job control (``pytest &`` in a
+    script, nohup) inherits SIGINT ignored and passed it on to every child: 12 signal tests
+    failed and a launch test left its nodes running. conftest.restore_sigint gives the
+    children a SIGINT they act on; the test above, run that way, must still pass."""
+    test = ('tests/test_replay.py::test_signal_while_importing_exits_130_in_one_line'
+            f'[0.3-{int(signal.SIGINT)}-module]')
+    run = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-q', test, '--shared-dir', str(shared_dir),
+         '--basetemp', str(tmp_path / 'basetemp')],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert run.returncode == 0 and '1 passed' in run.stdout, run.stdout[-3000:]
+
+
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
 def test_signal_while_loading_models_exits_130_in_one_line(tmp_path, frames, camera,
                                                            weights_dir, signum):
