@@ -33,10 +33,6 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    restore_sigint()
-
-
-def restore_sigint() -> None:
     """Give SIGINT its Python handler back when this process inherited it ignored.
 
     A shell without job control starts a background command (``pytest ... &``, nohup, some CI

@@ -749,7 +749,7 @@ def test_signal_tests_hold_when_pytest_starts_with_sigint_ignored(tmp_path: Path
                                                                   shared_dir: Path) -> None:
     """A pytest started in the background by a shell without job control (``pytest &`` in a
     script, nohup) inherits SIGINT ignored and passed it on to every child: 12 signal tests
-    failed and a launch test left its nodes running. conftest.restore_sigint gives the
+    failed and a launch test left its nodes running. conftest.pytest_configure gives the
     children a SIGINT they act on; the test above, run that way, must still pass."""
     test = ('tests/test_replay.py::test_signal_while_importing_exits_130_in_one_line'
             f'[0.3-{int(signal.SIGINT)}-module]')
