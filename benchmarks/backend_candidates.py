@@ -109,8 +109,8 @@ class BackendStatic(StaticLightGlue):
         self.runtime = runtime
 
     def forward(self, tokens0: torch.Tensor, encoding0: torch.Tensor, valid0: torch.Tensor,
-                tokens1: torch.Tensor, encoding1: torch.Tensor, valid1: torch.Tensor, *,
-                read_exit: bool = False) -> StaticMatch:
+                tokens1: torch.Tensor, encoding1: torch.Tensor, valid1: torch.Tensor
+                ) -> StaticMatch:
         arrays = [t.numpy() for t in (tokens0, torch.view_as_real(encoding0), valid0, tokens1,
                                       torch.view_as_real(encoding1), valid1)]
         return StaticMatch(*(torch.from_numpy(a) for a in self.runtime(*arrays)))

@@ -326,7 +326,7 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
                             'status': 'ok', 'note': ''}
     cell.update(measure_matchers(ours, features, matcher_file, precision, mode, timing))
     cell['exit_layers'] = exit_layers(extractor, ours, images[:3] if timing.frames <= 2 else
-                                      images, size, device)
+                                      images, size, device, timing)
     match_syncs: Any = NA
     if counter.enabled:
         f0, f1 = (features[i] for i in MATCH_PAIR)
@@ -337,6 +337,10 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
                                                                   ours.prepare_features(f1)))
         static_syncs: Any = counter.measure(lambda: static.match_prepared(
             static_keyframe, static.prepare_features(f1)))
+        skip = GraphedMatcher(ours, size, early_exit='skip')
+        skip_keyframe = skip.prepare_features(f0)
+        skip_syncs: Any = counter.measure(lambda: skip.match_prepared(
+            skip_keyframe, skip.prepare_features(f1)))
     release(device)  # the peers are gone; their memory must not count for the tracker
 
     config = TrackerConfig(extractor=EXTRACTOR, device=str(device), precision=precision,
@@ -365,11 +369,22 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
     if type(tracker.runner) is not type(eager.runner):  # on the CPU auto is already eager
         candidates['tracker_eager'] = lambda: eager.process(images[next(eager_order)],
                                                             next(eager_stamp), camera)
+    if isinstance(tracker.runner, GraphedMatcher):  # the static path (CUDA): mask vs skip
+        skip = Tracker(replace(config, static_early_exit='skip'), extractor=extractor,
+                       matcher=ours)
+        skip_order = itertools.cycle(list(range(len(images)))
+                                     + list(range(len(images) - 2, 0, -1)))
+        skip_stamp = itertools.count(STAMP_STEP_NS, STAMP_STEP_NS)
+        skip.process(images[next(skip_order)], next(skip_stamp), camera)
+        candidates['tracker_skip'] = lambda: skip.process(images[next(skip_order)],
+                                                          next(skip_stamp), camera)
     tracker_samples = timing.samples(candidates)
     tracker_ms = tracker_samples['tracker']
     timed = results[-timing.frames:]
     cell['tracker_ms'] = stats(tracker_ms)
     cell['tracker_eager_ms'] = stats(tracker_samples.get('tracker_eager', tracker_ms))
+    cell['tracker_skip_ms'] = (stats(tracker_samples['tracker_skip'])
+                               if 'tracker_skip' in tracker_samples else NA)
     cell['tracker_path'] = type(tracker.runner).__name__
     cell['tracker_parts_ms'] = {
         part: round(float(np.median([getattr(r.timings, f'{part}_ms') for r in timed])), 3)
@@ -396,6 +411,7 @@ def measure_cell(extractor: torch.nn.Module, features: dict[int, Any], images: l
             frame()
         cell['syncs_per_frame'] = {'upload': upload, 'extract': extract, 'match': match_syncs,
                                    'match_static': static_syncs,
+                                   'match_static_skip': skip_syncs,
                                    'tracker': sum(sites.values())}
         cell['sync_sites'] = dict(sites.most_common(20))
     else:
@@ -528,14 +544,21 @@ def measure_matchers(ours: LightGlue, features: dict[int, Any], matcher_file: Pa
         return call
 
     # The static-shape path (CUDA graphs on CUDA; eager on the CPU), keyframe cached.
-    static = GraphedMatcher(ours, max(ours_budget(f0), ours_budget(f1)))
+    # static_early_exit mask (one graph, every layer run) and skip (a graph per layer).
+    budget = max(ours_budget(f0), ours_budget(f1))
+    static = GraphedMatcher(ours, budget)
     static_keyframe = static.prepare_features(f0)
     static_result = static.match_prepared(static_keyframe, static.prepare_features(f1))
+    skip = GraphedMatcher(ours, budget, early_exit='skip')
+    skip_keyframe = skip.prepare_features(f0)
+    skip_result = skip.match_prepared(skip_keyframe, skip.prepare_features(f1))
     candidates: dict[str, Callable[[], object]] = {
         'ours': lambda: ours.match(f0, f1),
         'ours_cached': lambda: ours.match_prepared(keyframe, ours.prepare_features(f1)),
         'ours_static_cached': lambda: static.match_prepared(static_keyframe,
-                                                            static.prepare_features(f1))}
+                                                            static.prepare_features(f1)),
+        'ours_static_skip_cached': lambda: skip.match_prepared(skip_keyframe,
+                                                               skip.prepare_features(f1))}
     peer_matches: dict[str, torch.Tensor] = {}
     errors: dict[str, str] = {}
     for peer, build in (('kornia', kornia_call), ('transformers', transformers_call)):
@@ -565,6 +588,13 @@ def measure_matchers(ours: LightGlue, features: dict[int, Any], matcher_file: Pa
                    'stop_layer': static_result.stop_layer,
                    'ratio': round(matcher_ms['ours_static_cached']['p50']
                                   / matcher_ms['ours_cached']['p50'], 3)},
+        'static_skip': {'graphs': skip.fallback_reason is None and timing.device.type == 'cuda',
+                        'fallback': skip.fallback_reason or '',
+                        'agreement': round(agreement(reference.matches, skip_result.matches), 4),
+                        'stop_layer': skip_result.stop_layer,
+                        'layers_run': skip.last_layers_run, 'exit_waits': skip.last_exit_waits,
+                        'ratio_vs_mask': round(matcher_ms['ours_static_skip_cached']['p50']
+                                               / matcher_ms['ours_static_cached']['p50'], 3)},
         'stop_layer': reference.stop_layer}
 
 
@@ -575,14 +605,38 @@ def ours_budget(features: Any) -> int:
 
 
 def exit_layers(extractor: torch.nn.Module, matcher: LightGlue, images: list[np.ndarray],
-                size: int, device: torch.device) -> dict[str, Any]:
-    """Stop layers of consecutive freiburg frames (i, i + 1), dynamic and static path."""
+                size: int, device: torch.device, timing: Timing) -> dict[str, Any]:
+    """Stop layers of consecutive freiburg frames (i, i + 1), the easy pairs, on the dynamic
+    path and on the static one with static_early_exit mask and skip; the static matches of
+    these pairs timed (keyframe prepared, current frame prepared in the call), mask and skip
+    in turns, each call the next pair."""
     features = [extractor.extract(image_to_tensor(im, device=device)) for im in images]
-    static = GraphedMatcher(matcher, size)
-    dynamic = [matcher.match(a, b).stop_layer for a, b in zip(features, features[1:])]
-    fixed = [static.match(a, b).stop_layer for a, b in zip(features, features[1:])]
-    return {'pairs': [[i, i + 1] for i in range(len(images) - 1)], 'dynamic': dynamic,
-            'static': fixed, 'histogram': dict(sorted(Counter(dynamic).items()))}
+    pairs = list(zip(range(len(images) - 1), range(1, len(images))))
+    dynamic = [matcher.match(features[i], features[j]).stop_layer for i, j in pairs]
+    out: dict[str, Any] = {'pairs': [list(p) for p in pairs], 'dynamic': dynamic,
+                           'histogram': dict(sorted(Counter(dynamic).items()))}
+    candidates: dict[str, Callable[[], object]] = {}
+    for name, early_exit in (('static', 'mask'), ('static_skip', 'skip')):
+        static = GraphedMatcher(matcher, size, early_exit=early_exit)
+        prepared = [static.prepare_features(f) for f in features]
+        out[name], layers_run = [], []
+        for i, j in pairs:
+            out[name].append(static.match_prepared(prepared[i], prepared[j]).stop_layer)
+            layers_run.append(static.last_layers_run)
+        if early_exit == 'skip':
+            out['layers_run_skip'] = layers_run  # mask runs every layer
+        order = itertools.cycle(pairs)
+
+        def call(static: GraphedMatcher = static, prepared: list = prepared,
+                 order: Iterator = order) -> object:
+            i, j = next(order)
+            return static.match_prepared(prepared[i], static.prepare_features(features[j]))
+
+        candidates[f'{name}_ms'] = call
+    for name, values in timing.samples(candidates).items():
+        out[name] = stats(values)
+    out['skip_vs_mask'] = round(out['static_skip_ms']['p50'] / out['static_ms']['p50'], 3)
+    return out
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -763,6 +817,24 @@ def markdown(report: dict[str, Any]) -> str:
                      ','.join(map(str, c['exit_layers']['dynamic'])),
                      _syncs(c['syncs_per_frame'], ('match', 'match_static')),
                      c['static']['fallback']] for c in ok])
+    lines += ['', '## Early exit on the static path: mask (one graph, every layer runs) vs skip '
+              '(a graph per layer, no layer launched after the exit)', '']
+    lines += table(['kpts', 'prec', 'mode', 'pair 0-4 mask p50', 'skip p50', 'skip/mask',
+                    'layers run', 'exit waits', 'agreement', 'easy pairs mask p50', 'skip p50',
+                    'skip/mask', 'stop layers skip', 'layers run skip', 'tracker p50',
+                    'tracker skip p50',
+                    'syncs match skip', 'fallback'],
+                   [[c['keypoints'], c['precision'], c['mode'],
+                     _p(c, 'ours_static_cached', 'p50'), _p(c, 'ours_static_skip_cached', 'p50'),
+                     c['static_skip']['ratio_vs_mask'], c['static_skip']['layers_run'],
+                     c['static_skip']['exit_waits'], c['static_skip']['agreement'],
+                     c['exit_layers']['static_ms']['p50'],
+                     c['exit_layers']['static_skip_ms']['p50'], c['exit_layers']['skip_vs_mask'],
+                     ','.join(map(str, c['exit_layers']['static_skip'])),
+                     ','.join(map(str, c['exit_layers']['layers_run_skip'])),
+                     c['tracker_ms']['p50'], _entry(c['tracker_skip_ms'], 'p50'),
+                     _syncs(c['syncs_per_frame'], ('match_static_skip',)),
+                     c['static_skip']['fallback']] for c in ok])
     c = r.get('compiled', NA)
     lines += ['', '## torch_compile on (static path; CUDA graphs of the compiled code on CUDA)',
               '']
@@ -819,15 +891,18 @@ def markdown(report: dict[str, Any]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def _entry(value: Any, key: str) -> Any:
+    """value[key], or value itself where it is a text (n/a, an error)."""
+    return value[key] if isinstance(value, dict) else value
+
+
 def _p(cell: dict[str, Any], name: str, key: str) -> Any:
     """A matcher's percentile, or its error text."""
-    entry = cell['matcher_ms'][name]
-    return entry[key] if isinstance(entry, dict) else entry
+    return _entry(cell['matcher_ms'][name], key)
 
 
 def _profiled(cell: dict[str, Any], key: str) -> Any:
-    profile = cell['tracker_profile']
-    return profile[key] if isinstance(profile, dict) else profile
+    return _entry(cell['tracker_profile'], key)
 
 
 def _syncs(value: Any, keys: tuple[str, ...]) -> str:

@@ -8,7 +8,9 @@ max_keypoints, no host read), captured once per image size (``GraphedExtractor``
   per-image ``prepare_padded`` and the match) are captured as CUDA graphs on first use, once per
   budget (image size is outside the graphs), and replayed; a change of budget or descriptor
   size captures anew. Where capture is impossible (CPU) or fails, the same static path runs
-  eagerly, and the reason is logged once;
+  eagerly, and the reason is logged once. Setting ``static_early_exit``: ``mask``, the match is
+  one graph and the layers after an early exit run masked; ``skip``, a graph per layer and the
+  host stops launching them once it reads the exit flag;
 - ``auto``: ``on`` for a CUDA device, ``off`` elsewhere (on the CPU the dynamic path is faster:
   early exit and pruning shrink the work there, masks do not).
 The matches are the same whichever runs (tests/test_lightglue_static.py). With the setting
@@ -17,6 +19,7 @@ The matches are the same whichever runs (tests/test_lightglue_static.py). With t
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import time
@@ -25,16 +28,22 @@ from typing import Any
 
 import torch
 
-from lightglue_ros.compiled import compile_seconds, maybe_compiled
-from lightglue_ros.defaults import CUDA_GRAPHS_MODES
+from lightglue_ros.compiled import CompiledFunction, compile_seconds, maybe_compiled
+from lightglue_ros.defaults import (CUDA_GRAPHS_MODES, DEFAULT_STATIC_EARLY_EXIT,
+                                    STATIC_EARLY_EXIT_MODES)
 from lightglue_ros.errors import ConfigError
 from lightglue_ros.features import Features, FixedFeatures
 from lightglue_ros.models.lightglue import LightGlue, MatchResult
-from lightglue_ros.models.lightglue_static import PaddedFeatures, StaticLightGlue, StaticMatch
+from lightglue_ros.models.lightglue_static import (LayerState, PaddedFeatures, StaticLightGlue,
+                                                   StaticMatch)
 
 logger = logging.getLogger(__name__)
 
 WARM_UP_CALLS = 3  # eager calls on a side stream before capture (cuBLAS/cuDNN workspaces)
+# static_early_exit skip on CUDA: the host waits for the exit flag of the layer this many
+# layers behind the one it launches next, so that the GPU always has a layer queued while the
+# host waits (after an exit, this many layers run masked: a no-op on the tokens).
+EXIT_FLAG_LAG = 1
 
 
 def uses_static_path(mode: str, device: torch.device) -> bool:
@@ -51,31 +60,42 @@ def has_fixed_path(extractor: torch.nn.Module) -> bool:
 
 
 def build_matcher_runner(matcher: LightGlue, mode: str, num_keypoints: int,
-                         device: torch.device, *, compile: bool = False
+                         device: torch.device, *, compile: bool = False,
+                         early_exit: str = DEFAULT_STATIC_EARLY_EXIT
                          ) -> LightGlue | GraphedMatcher:
     """The matcher object the tracker calls (both have prepare_features, match_prepared,
     match, set_thresholds and conf). compile: torch.compile the static path (setting
-    torch_compile); the dynamic path is never compiled (its shapes change every layer)."""
+    torch_compile); the dynamic path is never compiled (its shapes change every layer).
+    early_exit: how the static path stops after an exit (setting static_early_exit)."""
     if not uses_static_path(mode, device):
         if compile:
             logger.warning('torch_compile: on, but cuda_graphs=%s on %s selects the dynamic '
                            'matcher, which is not compiled; set cuda_graphs on to compile',
                            mode, device)
         return matcher
-    return GraphedMatcher(matcher, num_keypoints, compile=compile)
+    return GraphedMatcher(matcher, num_keypoints, compile=compile, early_exit=early_exit)
 
 
 class _Graph:
-    """One captured callable: static input buffers, the graph, its outputs."""
+    """One captured callable: static input buffers, the graph, its outputs.
+
+    shared: the inputs are the buffers themselves (another graph's outputs, which this one
+    reads and changes in place), not copied into buffers of its own."""
 
     def __init__(self, fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...],
-                 pool: Any) -> None:
-        self.inputs = tuple(t.clone() for t in inputs)
+                 pool: Any, *, shared: bool = False) -> None:
+        self.shared = shared
+        self.inputs = inputs if shared else tuple(t.clone() for t in inputs)
+        # Shared inputs hold a match in progress, which fn may change in place: they are saved
+        # before the warm-up calls and put back after them.
+        saved = tuple(t.clone() for t in inputs) if shared else ()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(WARM_UP_CALLS):
                 fn(*self.inputs)
+            for buffer, value in zip(self.inputs, saved):
+                buffer.copy_(value)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: the node extracts the next frame on another thread meanwhile.
@@ -83,8 +103,12 @@ class _Graph:
             self.outputs = fn(*self.inputs)
 
     def __call__(self, *inputs: torch.Tensor) -> Any:
-        for buffer, value in zip(self.inputs, inputs):
-            buffer.copy_(value, non_blocking=True)
+        if self.shared:
+            if any(a is not b for a, b in zip(self.inputs, inputs)):
+                raise RuntimeError('a shared-input CUDA graph was called with other tensors')
+        else:
+            for buffer, value in zip(self.inputs, inputs):
+                buffer.copy_(value, non_blocking=True)
         self.graph.replay()
         return self.outputs
 
@@ -115,30 +139,39 @@ class GraphCache:
                        self.what)
 
     def call(self, name: str, fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], *,
-             clone: bool, detail: str = '') -> Any:
+             clone: bool, detail: str = '', shared: bool = False) -> Any:
         """fn(*inputs), replayed from its graph for these input shapes (captured now if new).
-        clone: copy the outputs (the next replay overwrites the graph's)."""
-        if self.fallback_reason is None:
-            key = (name, *((tuple(t.shape), t.dtype) for t in inputs))
-            graph = self._graphs.get(key)
-            if graph is None:
-                start = time.perf_counter()
-                try:
-                    if self._pool is None:
-                        self._pool = torch.cuda.graph_pool_handle()
-                    graph = _Graph(fn, inputs, self._pool)
-                except Exception as err:  # noqa: BLE001 - any capture failure: eager
-                    self._fall_back(f'capturing {self.what} {name} failed '
-                                    f'({type(err).__name__}: {err})')
-                else:
-                    self._graphs[key] = graph
-                    self.captures += 1
-                    logger.info('cuda_graphs: captured %s %s for %s in %.0f ms', self.what,
-                                name, detail or key[1:], (time.perf_counter() - start) * 1e3)
-            if graph is not None:
-                out = graph(*inputs)
-                return tuple(t.clone() for t in out) if clone else out
-        return fn(*inputs)
+        clone: copy the outputs (the next replay overwrites the graph's). shared: the inputs
+        are always these same tensors (an earlier graph's outputs), used in place."""
+        graph = self.capture(name, fn, inputs, detail=detail, shared=shared)
+        if graph is None:
+            return fn(*inputs)
+        out = graph(*inputs)
+        return tuple(t.clone() for t in out) if clone else out
+
+    def capture(self, name: str, fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...], *,
+                detail: str = '', shared: bool = False) -> _Graph | None:
+        """The graph of fn for these input shapes, captured now if new (not replayed);
+        None once capture has failed."""
+        if self.fallback_reason is not None:
+            return None
+        key = (name, *((tuple(t.shape), t.dtype) for t in inputs))
+        graph = self._graphs.get(key)
+        if graph is None:
+            start = time.perf_counter()
+            try:
+                if self._pool is None:
+                    self._pool = torch.cuda.graph_pool_handle()
+                graph = _Graph(fn, inputs, self._pool, shared=shared)
+            except Exception as err:  # noqa: BLE001 - any capture failure: eager
+                self._fall_back(f'capturing {self.what} {name} failed '
+                                f'({type(err).__name__}: {err})')
+                return None
+            self._graphs[key] = graph
+            self.captures += 1
+            logger.info('cuda_graphs: captured %s %s for %s in %.0f ms', self.what, name,
+                        detail or key[1:], (time.perf_counter() - start) * 1e3)
+        return graph
 
 
 class GraphedExtractor:
@@ -188,21 +221,55 @@ class GraphedExtractor:
 
 class GraphedMatcher:
     """The static-shape LightGlue at ``num_keypoints``, replayed from CUDA graphs where it can
-    be; eager (static path) otherwise. Interface of LightGlue as the tracker uses it."""
+    be; eager (static path) otherwise. Interface of LightGlue as the tracker uses it.
 
-    def __init__(self, matcher: LightGlue, num_keypoints: int, *, compile: bool = False
-                 ) -> None:
+    early_exit (setting ``static_early_exit``): ``mask``, the match is one graph and the
+    layers after an exit run masked (no host read, but an exit saves no work); ``skip``, a
+    graph per layer (and one to begin, one to finish) and the host launches no layer after an
+    exit: it reads each layer's exit flag, on CUDA ``EXIT_FLAG_LAG`` layers late (a pinned copy
+    and an event wait while the GPU runs the next layer), elsewhere at once. Same matches."""
+
+    def __init__(self, matcher: LightGlue, num_keypoints: int, *, compile: bool = False,
+                 early_exit: str = DEFAULT_STATIC_EARLY_EXIT) -> None:
+        if early_exit not in STATIC_EARLY_EXIT_MODES:
+            raise ConfigError(f'static_early_exit must be one of '
+                              f'{", ".join(STATIC_EARLY_EXIT_MODES)}, got {early_exit!r}')
         self.matcher = matcher
         self.static = StaticLightGlue(matcher, num_keypoints)
         self.graphs = GraphCache('matcher')
+        self.early_exit = early_exit
+        # static_early_exit skip, the last match: layers launched, exit-flag waits.
+        self.last_layers_run = 0
+        self.last_exit_waits = 0
+        self._exit_flags: _ExitFlags | None = None
+        self._layers_ready: set[tuple] = set()  # state shapes whose layers are captured/compiled
 
         def describe(inputs: tuple[torch.Tensor, ...]) -> str:
             return f'{inputs[0].shape[1]} keypoints'
 
-        # The two fixed-shape parts, compiled when ``compile`` (setting torch_compile).
+        def describe_state(state: tuple[torch.Tensor, ...]) -> str:
+            return f'{state[0].shape[1] // 2} keypoints'  # both images' tokens
+
+        # The fixed-shape parts, compiled when ``compile`` (setting torch_compile).
         self._prepare_net = maybe_compiled(self.static.prepare_padded, compile,
                                               'matcher prepare', describe)
         self._match_net = maybe_compiled(self.static, compile, 'matcher', describe)
+        n_layers = matcher.conf['n_layers']
+        if compile and early_exit == 'skip':
+            import torch._dynamo
+
+            # One program per layer of the same run_layer code: dynamo's default limit (8
+            # per function) would leave LightGlue's ninth layer uncompiled.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
+                                                       n_layers + 1)
+        self._begin_net = maybe_compiled(self.static.begin, compile and early_exit == 'skip',
+                                         'matcher begin', describe)
+        self._finish_net = maybe_compiled(self.static.finish, compile and early_exit == 'skip',
+                                          'matcher finish', describe_state)
+        self._layer_nets = [maybe_compiled(functools.partial(self.static.run_layer, layer),
+                                           compile and early_exit == 'skip',
+                                           f'matcher layer {layer}', describe_state)
+                            for layer in range(n_layers)]
 
     # -- LightGlue's interface ---------------------------------------------------------------
     @property
@@ -219,7 +286,8 @@ class GraphedMatcher:
 
     def compile_seconds(self) -> dict[str, float]:
         """torch_compile: seconds per compiled part and budget (empty when off)."""
-        return compile_seconds(self._prepare_net, self._match_net)
+        return compile_seconds(self._prepare_net, self._match_net, self._begin_net,
+                               *self._layer_nets, self._finish_net)
 
     def set_thresholds(self, **values: float | None) -> None:
         self.matcher.set_thresholds(**values)  # the static path copies them to the device
@@ -276,9 +344,60 @@ class GraphedMatcher:
         static.stacked_heads()  # built outside any capture; reused by replays
         inputs = (prepared0.tokens, prepared0.encoding, prepared0.valid,
                   prepared1.tokens, prepared1.encoding, prepared1.valid)
+        if self.early_exit == 'skip':
+            return self._match_skipping(inputs)
         if self._usable():
             return self.graphs.call('match', self._match_net, inputs, clone=False)
         return self._match_net(*inputs)
+
+    def _match_skipping(self, inputs: tuple[torch.Tensor, ...]) -> StaticMatch:
+        """static_early_exit skip: begin, the layers until the host sees the exit flag, the
+        assignment; on CUDA each part replays its graph, the layers in place on the begin
+        graph's outputs (so any number of them may run before the assignment's graph)."""
+        graphed = self._usable()
+        if graphed:
+            state = self.graphs.call('begin', self._begin_net, inputs, clone=False)
+        else:
+            state = self._begin_net(*inputs)
+        key = tuple((tuple(t.shape), t.dtype, t.device) for t in state)
+        if key not in self._layers_ready:
+            self._ready_every_layer(state, graphed)
+            self._layers_ready.add(key)
+        n_layers = self.conf['n_layers']
+        if self._exit_flags is None or self._exit_flags.device != state.x.device:
+            self._exit_flags = _ExitFlags(n_layers, state.x.device,
+                                          exit_flag_lag(state.x.device))
+        flags, ran = self._exit_flags, 0
+        flags.waits = 0
+        for layer in range(n_layers):
+            if flags.exited_before(layer):
+                break
+            if graphed:
+                self.graphs.call(f'layer {layer}', _InPlace(self._layer_nets[layer]), state,
+                                 clone=False, shared=True)
+            else:
+                state = self._layer_nets[layer](*state)
+            ran += 1
+            if layer < n_layers - 1:
+                flags.record(layer, state.done)
+        self.last_layers_run, self.last_exit_waits = ran, flags.waits
+        if graphed:
+            return self.graphs.call('finish', self._finish_net, state, clone=False, shared=True)
+        return self._finish_net(*state)
+
+    def _ready_every_layer(self, state: LayerState, graphed: bool) -> None:
+        """Capture (CUDA) or compile (torch_compile) every layer at the first match of these
+        shapes, the node's warm-up, not at the first live frame that runs deeper than the
+        frames before it (a compile takes seconds). The state comes out unchanged."""
+        if graphed:
+            for layer, net in enumerate(self._layer_nets):
+                self.graphs.capture(f'layer {layer}', _InPlace(net), state, shared=True)
+            self.graphs.capture('finish', self._finish_net, state, shared=True)
+        elif any(isinstance(net, CompiledFunction) for net in self._layer_nets):
+            scratch = state
+            for net in self._layer_nets:  # functional: the state itself is not changed
+                scratch = net(*scratch)
+            self._finish_net(*scratch)
 
     @torch.inference_mode()
     def match_prepared(self, prepared0: PaddedFeatures, prepared1: PaddedFeatures
@@ -286,3 +405,58 @@ class GraphedMatcher:
         # to_result copies what it keeps: the next replay may overwrite the graph's outputs.
         return self.match_static(prepared0, prepared1).to_result(prepared0.num_points,
                                                                  prepared1.num_points)
+
+
+class _InPlace:
+    """A layer that writes its new state into the state it was given (what a graph per layer
+    needs: every layer's graph reads and writes the begin graph's output buffers)."""
+
+    def __init__(self, layer: Callable[..., LayerState]) -> None:
+        self.layer = layer
+
+    def __call__(self, *state: torch.Tensor) -> None:
+        for old, new in zip(state, self.layer(*state)):
+            if new is not old:
+                old.copy_(new)
+
+
+def exit_flag_lag(device: torch.device) -> int:
+    """How many layers behind the next one the host reads the exit flag: ``EXIT_FLAG_LAG`` on
+    CUDA (the GPU keeps a layer queued), 0 elsewhere (a layer has run when its call returns)."""
+    return EXIT_FLAG_LAG if device.type == 'cuda' else 0
+
+
+class _ExitFlags:
+    """Each layer's exit flag as the host sees it (static_early_exit skip). On CUDA the flag
+    is copied to page-locked memory behind the layer and an event recorded, and reading it
+    waits for that event; elsewhere the flag tensor itself is kept and read. Before launching
+    a layer the host reads the flag ``lag`` layers further back than the previous layer."""
+
+    def __init__(self, n_layers: int, device: torch.device, lag: int) -> None:
+        self.device = device
+        self.lag = lag
+        self.waits = 0  # host waits for a flag in the current match
+        self._flags: list[torch.Tensor | None] = [None] * n_layers
+        if device.type == 'cuda':
+            self._host = torch.zeros(n_layers, dtype=torch.bool, pin_memory=True)
+            self._host_view = self._host.numpy()  # read without a tensor op
+            self._events = [torch.cuda.Event() for _ in range(n_layers)]
+
+    def record(self, layer: int, done: torch.Tensor) -> None:
+        if self.device.type == 'cuda':
+            self._host[layer].copy_(done, non_blocking=True)
+            self._events[layer].record()
+        else:
+            self._flags[layer] = done
+
+    def exited_before(self, layer: int) -> bool:
+        """Whether the match exited by the layer whose flag the host reads before launching
+        ``layer`` (False while there is none yet)."""
+        seen = layer - 1 - self.lag
+        if seen < 0:
+            return False
+        self.waits += 1
+        if self.device.type == 'cuda':
+            self._events[seen].synchronize()
+            return bool(self._host_view[seen])
+        return bool(self._flags[seen])

@@ -22,6 +22,11 @@ DEFAULT_RESIZE = 1024  # longer image side the extractor sees, downscale only (N
 # auto = on for a CUDA device, off (the dynamic eager matcher) elsewhere.
 CUDA_GRAPHS_MODES = ('auto', 'on', 'off')
 DEFAULT_CUDA_GRAPHS = 'auto'
+# static_early_exit: how the static path stops after LightGlue's early exit: mask = one graph,
+# the layers after the exit run masked (no host read); skip = a graph per layer, the host
+# reads each layer's exit flag and launches no more layers (cuda_graphs.GraphedMatcher).
+STATIC_EARLY_EXIT_MODES = ('mask', 'skip')
+DEFAULT_STATIC_EARLY_EXIT = 'mask'
 # torch_compile: the static path's fixed-shape functions compiled by torch.compile (inductor),
 # cached on disk; off = as they are (compiled.py). Applies where the static path runs.
 TORCH_COMPILE_MODES = ('off', 'on')

@@ -31,7 +31,8 @@ from lightglue_ros.cuda_graphs import (GraphedExtractor, GraphedMatcher, build_m
                                        has_fixed_path)
 from lightglue_ros.defaults import (CUDA_GRAPHS_MODES, DEFAULT_CUDA_GRAPHS, DEFAULT_EXTRACTOR,
                                     DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE,
-                                    DEFAULT_TORCH_COMPILE, EXTRACTORS, TORCH_COMPILE_MODES,
+                                    DEFAULT_STATIC_EARLY_EXIT, DEFAULT_TORCH_COMPILE, EXTRACTORS,
+                                    STATIC_EARLY_EXIT_MODES, TORCH_COMPILE_MODES,
                                     check_max_keypoints)
 from lightglue_ros.errors import CalibrationError, ConfigError, TimestampError
 from lightglue_ros.features import Features, FixedFeatures
@@ -82,6 +83,9 @@ class TrackerConfig:
     # off | on: torch.compile the static path (where cuda_graphs selects it), compiled code
     # cached on disk; lightglue_ros.compiled.
     torch_compile: str = DEFAULT_TORCH_COMPILE
+    # mask | skip: how the static path ends at an early exit (layers after it run masked in
+    # one graph, or are not launched: a graph per layer); lightglue_ros.cuda_graphs.
+    static_early_exit: str = DEFAULT_STATIC_EARLY_EXIT
     depth_confidence: float = _MATCHER_DEFAULTS['depth_confidence']  # early exit; -1 = off
     width_confidence: float = _MATCHER_DEFAULTS['width_confidence']  # point pruning; -1 = off
     filter_threshold: float = _MATCHER_DEFAULTS['filter_threshold']  # minimum match score
@@ -97,7 +101,8 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         for name, choices in (('extractor', EXTRACTORS), ('precision', PRECISIONS),
                               ('cuda_graphs', CUDA_GRAPHS_MODES),
-                              ('torch_compile', TORCH_COMPILE_MODES)):
+                              ('torch_compile', TORCH_COMPILE_MODES),
+                              ('static_early_exit', STATIC_EARLY_EXIT_MODES)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f'{name} must be one of {", ".join(choices)}, '
                                   f'got {getattr(self, name)!r}')
@@ -370,7 +375,7 @@ class Tracker:
         compile = self.config.torch_compile == 'on'
         self.runner: LightGlue | GraphedMatcher = build_matcher_runner(
             matcher, self.config.cuda_graphs, self.config.max_keypoints, self.device,
-            compile=compile)
+            compile=compile, early_exit=self.config.static_early_exit)
         # On the static path an extractor with a fixed-count path (not DISK) feeds the matcher
         # fixed shapes: no host read from image upload to the frame's one copy.
         self.fixed_extractor: GraphedExtractor | None = (

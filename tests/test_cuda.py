@@ -394,6 +394,37 @@ def test_keyframe_cache_is_identical_on_cuda(weights_dir, aliked, images, camera
 
 
 @needs_cuda
+@pytest.mark.parametrize('mode', list(MODES))
+def test_skip_graphs_give_the_one_graph_matches_on_cuda(weights_dir, cuda_features, mode,
+                                                        record_property):
+    """static_early_exit skip in CUDA graphs (begin, a graph per layer, the assignment): the
+    one-graph (mask) match sets, stop layers and per-point layers on consecutive frames and
+    0->4; the host launches min(stop layer + EXIT_FLAG_LAG, 9) layers (it reads each flag
+    one layer late) and reads one flag per layer launched after the first lag + 1."""
+    from lightglue_ros.cuda_graphs import EXIT_FLAG_LAG, GraphedMatcher
+
+    matcher = make_matcher(weights_dir, 'cuda', mode)
+    n_layers = matcher.conf['n_layers']
+    size = max(len(f) for f in cuda_features)
+    mask = GraphedMatcher(matcher, size)
+    skip = GraphedMatcher(matcher, size, early_exit='skip')
+    stops = []
+    for i, j in [(0, 1), (1, 2), (2, 3), (3, 4), (0, 4), (1, 2)]:  # (1, 2) again: replayed
+        a = mask.match(cuda_features[i], cuda_features[j])
+        b = skip.match(cuda_features[i], cuda_features[j])
+        assert torch.equal(a.matches, b.matches) and a.stop_layer == b.stop_layer
+        assert torch.equal(a.layers0, b.layers0) and torch.equal(a.layers1, b.layers1)
+        assert float((a.scores - b.scores).abs().max()) <= 1e-6 if len(a) else True
+        ran = min(b.stop_layer + EXIT_FLAG_LAG, n_layers)
+        assert skip.last_layers_run == ran
+        assert skip.last_exit_waits == ran - 1 - EXIT_FLAG_LAG + (ran < n_layers)
+        stops.append(b.stop_layer)
+    assert skip.fallback_reason is None and mask.fallback_reason is None
+    assert skip.graphs.captures == 1 + 1 + n_layers + 1  # prepare, begin, layers, finish
+    record_property('stop_layers', ','.join(map(str, stops)))
+
+
+@needs_cuda
 def test_tracker_copies_each_frame_to_the_host_once(weights_dir, aliked, images, camera):
     matcher = make_matcher(weights_dir, 'cuda', 'adaptive', 'fp16')
     tracker = Tracker(TrackerConfig(extractor='aliked', device='cuda', precision='fp16'),

@@ -158,33 +158,44 @@ def test_static_tracker_equals_dynamic_and_copies_once_per_frame(aliked_models,
     """cuda_graphs=on (eager on the CPU): fixed-count extraction -> static matcher -> one
     packed copy. Same matches (as point pairs), inliers, stop layers and pruned counts as the
     dynamic tracker; per frame no host read from the image upload to that copy, and exactly
-    one conversion to the host (item 5; on CUDA gpu_check counts the real synchronisations)."""
+    one conversion to the host (item 5; on CUDA gpu_check counts the real synchronisations).
+    With static_early_exit skip the same results, and the only other reads are the exit
+    flags, one per layer after the first (the CPU reads each at once)."""
     extractor, matcher = aliked_models
     frames = [read_image(p) for p in freiburg_frames[:4]]
+    configs = {'on': {'cuda_graphs': 'on'},
+               'skip': {'cuda_graphs': 'on', 'static_early_exit': 'skip'},
+               'off': {'cuda_graphs': 'off'}}
     runs = {}
-    for mode in ('on', 'off'):
-        tracker = Tracker(TrackerConfig(extractor='aliked', device='cpu', cuda_graphs=mode),
+    for name, config in configs.items():
+        tracker = Tracker(TrackerConfig(extractor='aliked', device='cpu', **config),
                           extractor=extractor, matcher=matcher)
-        assert (tracker.fixed_extractor is not None) == (mode == 'on')
+        assert (tracker.fixed_extractor is not None) == (name != 'off')
         results, reads = [], []
         for i, image in enumerate(frames):
             with host_reads() as counts:
                 results.append(tracker.process(image, i + 1, camera))
             reads.append(dict(counts))
-        runs[mode] = (results, reads)
-    static, dynamic = runs['on'][0], runs['off'][0]
+        runs[name] = (results, reads)
+    dynamic = runs['off'][0]
     for reads in runs['on'][1]:
         assert reads == {'numpy': 1}, reads  # the one packed copy, nothing else
+    for result, reads in zip(*runs['skip']):
+        # A matched frame reads the flags of the layers it ran but the last (stop layer - 1
+        # of them, the exit's included); the first frame matches nothing.
+        flags = max(result.stop_layer - 1, 0) + (0 < result.stop_layer < 9)
+        assert reads == ({'numpy': 1, 'is_nonzero': flags} if flags else {'numpy': 1}), reads
     assert all(sum(r.values()) > 5 for r in runs['off'][1][1:])  # per-layer decisions
-    for a, b in zip(static, dynamic):
-        assert (a.num_keypoints, a.reason, a.keyframe_index) == (b.num_keypoints, b.reason,
-                                                                 b.keyframe_index)
-        assert (a.stop_layer, a.num_pruned_keyframe, a.num_pruned_current) == (
-            b.stop_layer, b.num_pruned_keyframe, b.num_pruned_current)
-        pairs_a = {tuple(r) for r in np.concatenate([a.kf_points, a.points], 1).tolist()}
-        pairs_b = {tuple(r) for r in np.concatenate([b.kf_points, b.points], 1).tolist()}
-        assert pairs_a == pairs_b and a.num_inliers == b.num_inliers
-    assert static[-1].num_matches > 300 and 1 < static[-1].stop_layer < 9
+    for static in (runs['on'][0], runs['skip'][0]):
+        for a, b in zip(static, dynamic):
+            assert (a.num_keypoints, a.reason, a.keyframe_index) == (b.num_keypoints, b.reason,
+                                                                     b.keyframe_index)
+            assert (a.stop_layer, a.num_pruned_keyframe, a.num_pruned_current) == (
+                b.stop_layer, b.num_pruned_keyframe, b.num_pruned_current)
+            pairs_a = {tuple(r) for r in np.concatenate([a.kf_points, a.points], 1).tolist()}
+            pairs_b = {tuple(r) for r in np.concatenate([b.kf_points, b.points], 1).tolist()}
+            assert pairs_a == pairs_b and a.num_inliers == b.num_inliers
+        assert static[-1].num_matches > 300 and 1 < static[-1].stop_layer < 9
 
 
 def test_static_tracker_handles_too_few_keypoints(aliked_models, freiburg_frames, camera):

@@ -14,7 +14,8 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = PROJECT_ROOT / 'benchmarks' / 'gpu_check.sh'
 STATS = {'p50', 'p99', 'mean', 'n'}
-MATCHERS = {'ours', 'ours_cached', 'ours_static_cached', 'kornia', 'transformers'}
+MATCHERS = {'ours', 'ours_cached', 'ours_static_cached', 'ours_static_skip_cached', 'kornia',
+            'transformers'}
 
 
 def leaves(value: Any, path: str = '') -> list[tuple[str, Any]]:
@@ -85,6 +86,20 @@ def test_cpu_quick_run_writes_a_complete_report(shared_dir: Path, tmp_path: Path
         assert cell['static']['stop_layer'] == cell['stop_layer']
         assert len(cell['exit_layers']['dynamic']) == len(cell['exit_layers']['pairs'])
         assert cell['exit_layers']['static'] == cell['exit_layers']['dynamic']
+        # static_early_exit skip: the same matches; the layers up to the exit (the CPU reads
+        # each flag at once), one flag read per layer after the first, and the easy pairs
+        # timed beside mask.
+        skip = cell['static_skip']
+        assert skip['agreement'] == 1.0 and skip['stop_layer'] == cell['stop_layer']
+        assert skip['layers_run'] == cell['stop_layer'] and not skip['graphs']
+        assert skip['exit_waits'] == skip['layers_run'] - (mode == 'full'), skip
+        assert skip['ratio_vs_mask'] > 0
+        assert cell['exit_layers']['static_skip'] == cell['exit_layers']['dynamic']
+        assert cell['exit_layers']['layers_run_skip'] == cell['exit_layers']['dynamic']
+        for name in ('static_ms', 'static_skip_ms'):
+            assert_stats(cell['exit_layers'][name], frames)
+        assert cell['exit_layers']['skip_vs_mask'] > 0
+        assert cell['tracker_skip_ms'] == 'n/a'  # the CPU tracker runs the dynamic path
         assert_stats(cell['tracker_eager_ms'], frames)
         assert_stats(cell['tracker_ms'], frames)
         for parts in (cell['tracker_parts_ms'], cell['tracker_parts_p99_ms']):

@@ -142,8 +142,7 @@ def test_static_follows_thresholds_changed_at_run_time(freiburg_features, weight
 
 def test_static_match_makes_no_host_read(freiburg_features, weights_dir):
     """The fixed-shape match reads nothing back (no item, bool, nonzero or boolean indexing);
-    turning its result into a MatchResult reads twice (nonzero, the stop layer); with
-    read_exit the host reads the exit flag once per layer that ran before the last."""
+    turning its result into a MatchResult reads twice (nonzero, the stop layer)."""
     matcher = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth')
     static = StaticLightGlue(matcher, 1024)
     p0, p1 = (static.prepare_features(freiburg_features[i]) for i in (0, 4))
@@ -157,15 +156,57 @@ def test_static_match_makes_no_host_read(freiburg_features, weights_dir):
         with host_reads() as reads:
             result = out.to_result(p0.num_points, p1.num_points)
         assert reads['nonzero'] == 1 and reads['item'] == 1, reads
-        with host_reads() as reads:
-            skipped = static(*inputs, read_exit=True)
-        assert reads == {'is_nonzero': result.stop_layer}, reads
     assert 1 < result.stop_layer < 9
-    compare(result, skipped.to_result(p0.num_points, p1.num_points))
     with host_reads() as reads:  # the dynamic path, for contrast: reads after every layer
         matcher.match_prepared(matcher.prepare_features(freiburg_features[0]),
                                matcher.prepare_features(freiburg_features[4]))
     assert sum(reads.values()) >= 2 * (result.stop_layer - 1)
+
+
+@pytest.mark.parametrize('lag', [0, 1])  # 0: the CPU's; 1: CUDA's (EXIT_FLAG_LAG)
+@pytest.mark.parametrize('mode', list(MODES))
+def test_skip_runs_no_layer_after_the_exit(freiburg_features, weights_dir, monkeypatch, mode,
+                                           lag):
+    """static_early_exit skip: the same matches, stop layers and per-point layers as mask
+    (every layer run) and as the dynamic path; the host launches the layers up to the exit
+    plus ``lag`` (the flag it reads is that many layers older), reading one flag before each
+    layer after the first ``lag + 1``; at full depth every layer runs."""
+    import lightglue_ros.cuda_graphs as cuda_graphs
+
+    monkeypatch.setattr(cuda_graphs, 'exit_flag_lag', lambda device: lag)
+    matcher = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth', **MODES[mode])
+    skip = cuda_graphs.GraphedMatcher(matcher, 1024, early_exit='skip')
+    mask = cuda_graphs.GraphedMatcher(matcher, 1024, early_exit='mask')
+    n_layers = matcher.conf['n_layers']
+    keyframe = skip.prepare_features(freiburg_features[0])
+    stops = []
+    for i in (1, 2, 4):
+        current = skip.prepare_features(freiburg_features[i])
+        with host_reads() as reads:
+            result = skip.match_static(keyframe, current)
+        skipped = result.to_result(keyframe.num_points, current.num_points)
+        compare(mask.match_prepared(keyframe, current), skipped)
+        compare(matcher.match(freiburg_features[0], freiburg_features[i]), skipped)
+        ran = min(skipped.stop_layer + lag, n_layers)
+        assert skip.last_layers_run == ran, (skipped.stop_layer, skip.last_layers_run)
+        assert skip.last_exit_waits == ran - 1 - lag + (ran < n_layers)
+        assert reads == ({'is_nonzero': skip.last_exit_waits} if skip.last_exit_waits else {})
+        stops.append(skipped.stop_layer)
+    if mode == 'full':
+        assert stops == [n_layers] * 3
+    else:
+        assert max(stops) < n_layers - lag  # the exits saved layers
+
+
+def test_skip_ends_an_empty_match_after_the_first_layers(weights_dir):
+    """An image without points: stop layer 0, no match, and only the first layer runs (its
+    flag is set before any layer)."""
+    import lightglue_ros.cuda_graphs as cuda_graphs
+
+    matcher = LightGlue('superpoint')
+    skip = cuda_graphs.GraphedMatcher(matcher, 320, early_exit='skip')
+    result = skip.match(_random_features(3, 0), _random_features(4, 300))
+    assert len(result) == 0 and result.stop_layer == 0 and skip.last_layers_run == 1
 
 
 def test_half_precision_weights_are_cast_once(monkeypatch):
@@ -250,3 +291,21 @@ def test_replayed_decisions_give_the_deciding_run_s_matches(freiburg_features, w
     other = eager.match(f0, f1)
     assert (other.stop_layer, other.num_pruned0) != (own.stop_layer, own.num_pruned0)
     compare(other, static.match(f0, f1, replay=other))
+
+
+def test_static_early_exit_setting_is_validated_and_reaches_the_matcher(weights_dir):
+    from lightglue_ros.cuda_graphs import GraphedMatcher, build_matcher_runner
+    from lightglue_ros.errors import ConfigError
+    from lightglue_ros.ros.params import PARAMETERS, check_value
+    from lightglue_ros.tracker import TrackerConfig
+
+    with pytest.raises(ConfigError, match='static_early_exit must be one of mask, skip'):
+        TrackerConfig(static_early_exit='never')
+    matcher = LightGlue('superpoint')
+    with pytest.raises(ConfigError, match='static_early_exit must be one of'):
+        GraphedMatcher(matcher, 64, early_exit='sometimes')
+    runner = build_matcher_runner(matcher, 'on', 64, torch.device('cpu'), early_exit='skip')
+    assert isinstance(runner, GraphedMatcher) and runner.early_exit == 'skip'
+    spec = next(p for p in PARAMETERS if p.name == 'static_early_exit')
+    assert spec.default == 'mask' and spec.read_only
+    assert check_value(spec, 'skip') is None and 'mask' in check_value(spec, 'always')

@@ -125,6 +125,34 @@ def test_compiled_matcher_equals_eager(matched):
         assert float((a.scores0 - b.scores0).abs().max()) <= MATCH_SCORE_TOL
 
 
+def test_compiled_skip_matcher_equals_eager_and_compiles_every_layer_first(matched,
+                                                                           extracted,
+                                                                           weights_dir):
+    """static_early_exit skip compiled: the parts (begin, each layer, the assignment) each
+    compiled, all of them at the first match (which exits early: a later, deeper frame must
+    not stop for seconds to compile its layer), and eager's matches."""
+    eager = matched[0]
+    matcher = LightGlue('aliked', weights=weights_dir / 'aliked_lightglue.pth')
+    compiled = GraphedMatcher(matcher, BUDGET, compile=True, early_exit='skip')
+    prepared = [compiled.prepare_fixed(f) for f in extracted['aliked'][0]]
+    n_layers = matcher.conf['n_layers']
+    for number, (i, j) in enumerate(((0, 1), (1, 2), (0, 2))):
+        result = compiled.match_static(prepared[i], prepared[j])
+        if number == 0:
+            assert compiled.last_layers_run < n_layers  # it exited, yet every layer compiled
+            assert sorted(compiled.compile_seconds()) == sorted(
+                [f'matcher prepare for {BUDGET} keypoints',
+                 f'matcher begin for {BUDGET} keypoints',
+                 f'matcher finish for {BUDGET} keypoints',
+                 *(f'matcher layer {layer} for {BUDGET} keypoints'
+                   for layer in range(n_layers))])
+        a = eager[number]
+        assert torch.equal(a.matches0, result.matches0)
+        assert int(a.stop) == int(result.stop) and torch.equal(a.layers, result.layers)
+        assert float((a.scores0 - result.scores0).abs().max()) <= MATCH_SCORE_TOL
+    assert all(net.fallback_reason is None for net in compiled._layer_nets)
+
+
 class Broken(RuntimeError):
     pass
 

@@ -7,9 +7,11 @@ layer is decided on the device here:
 - padding and pruned points stay in the sequence, masked: attention adds a large negative bias
   to their keys (``lightglue._attend_both``), the assignment sets their rows/columns to -inf;
 - width pruning clears a point's ``active`` bit instead of gathering the survivors;
-- early exit sets a device flag ``done``; later layers still run (a graph has no branches) but
-  leave the tokens as they were, and the assignment head of the exit layer is picked by
-  indexing the stacked heads with the device's stop layer.
+- early exit sets a device flag ``done``; in ``forward`` later layers still run (a graph has no
+  branches) but leave the tokens as they were, and the assignment head of the exit layer is
+  picked by indexing the stacked heads with the device's stop layer. ``begin``, ``run_layer``
+  and ``finish`` are the same match in parts, for a caller that stops launching layers once it
+  reads the flag (``cuda_graphs.GraphedMatcher``, setting ``static_early_exit: skip``).
 Same decisions, same arithmetic per point; only the reduction order inside kernels differs with
 the padded length (scores agree to ~1e-6 in fp32; tests/test_lightglue_static.py measures it).
 
@@ -19,6 +21,7 @@ keeps its meaning (the same matches), though masked points cost the same as acti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +77,29 @@ class StaticMatch:
         matches = torch.stack([index, self.matches0[index]], -1)
         return MatchResult(matches, self.scores0[index].float(), int(self.stop),
                            self.layers[:num0].clone(), self.layers[k:k + num1].clone())
+
+
+class LayerState(NamedTuple):
+    """What one layer hands the next on the device (K: the budget, T = 2K tokens).
+
+    x:        [1 x T x C] tokens, image 0's K then image 1's K.
+    encoding: [1 x 1 x T x C/H/2] rotary encoding (unchanged by the layers).
+    active:   [T] bool, points neither padding nor pruned.
+    total:    [] long, the images' own points (the exit test's denominator).
+    layers:   [T] long, the layer a pruned point left at (0 while active).
+    empty:    [] bool, an image has no active point: no match.
+    done:     [] bool, exited (or emptied): later layers leave the tokens as they are.
+    stop:     [] long, the layers that count (the exit layer, or all once the last ran).
+    """
+
+    x: torch.Tensor
+    encoding: torch.Tensor
+    active: torch.Tensor
+    total: torch.Tensor
+    layers: torch.Tensor
+    empty: torch.Tensor
+    done: torch.Tensor
+    stop: torch.Tensor
 
 
 class StaticLightGlue(nn.Module):
@@ -231,69 +257,86 @@ class StaticLightGlue(nn.Module):
 
     def forward(self, tokens0: torch.Tensor, encoding0: torch.Tensor, valid0: torch.Tensor,
                 tokens1: torch.Tensor, encoding1: torch.Tensor, valid1: torch.Tensor, *,
-                read_exit: bool = False,
                 decisions: tuple[torch.Tensor, torch.Tensor] | None = None) -> StaticMatch:
-        """The match at fixed shapes (a graph captures this; call ``sync_settings`` first).
+        """The match at fixed shapes, every layer run (a graph captures this; call
+        ``sync_settings`` first). No host read.
 
         tokens*: [1 x K x C]; encoding*: [1 x 1 x K x C/H/2]; valid*: [K] bool.
-        read_exit: the host reads the exit flag after each layer and skips the layers after
-        an exit (one host wait per layer; without it, no host read at all).
         decisions: (stop layer [], per-point layers [2K], as ``decisions_of``) to replay
         instead of deciding: the exit at that layer, each point pruned after the layer it
         left at. Compares devices like with like: their arithmetic differs by rounding, and a
         borderline point flips a decision (tests/test_cuda.py).
         """
-        matcher = self.matcher
-        k, n_layers = tokens0.shape[1], matcher.conf['n_layers']
-        depth, keep_above, threshold, do_exit, do_prune = self.settings.unbind()
-        do_exit, do_prune = do_exit > 0, do_prune > 0
-        pruning_min = PRUNING_MIN_POINTS.get(tokens0.device.type, -1)
+        state = self.begin(tokens0, encoding0, valid0, tokens1, encoding1, valid1)
+        for layer in range(self.matcher.conf['n_layers']):
+            state = self.run_layer(layer, *state, decisions=decisions)
+        return self.finish(*state)
+
+    # The match in parts (begin, one call per layer, finish): ``forward`` chains them; the
+    # ``static_early_exit: skip`` runner (cuda_graphs.GraphedMatcher) stops calling
+    # run_layer once the exit flag is set.
+    def begin(self, tokens0: torch.Tensor, encoding0: torch.Tensor, valid0: torch.Tensor,
+              tokens1: torch.Tensor, encoding1: torch.Tensor, valid1: torch.Tensor
+              ) -> LayerState:
+        """The state before layer 0 (inputs as ``forward``'s)."""
+        k = tokens0.shape[1]
         x = torch.cat([tokens0, tokens1], 1)
-        encoding = torch.cat([encoding0, encoding1], 2)
         active = torch.cat([valid0, valid1])
-        total = active.sum()
-        layers = torch.zeros(2 * k, dtype=torch.long, device=x.device)
         # An image without points: nothing to match, stop layer 0 (as the dynamic path).
         empty = (valid0.sum() == 0) | (valid1.sum() == 0)
-        done = empty.clone()
-        stop = torch.zeros((), dtype=torch.long, device=x.device)
-        for layer in range(n_layers):
-            block = matcher.transformers[layer]
-            bias = _key_bias(active, x.dtype)
-            y = block.self_attn(x, encoding, k, bias) if layer > 0 else x
-            y = block.cross_attn(y, k, bias)
-            running = ~done
-            x = torch.where(running, y, x)  # after an exit the tokens stay as they were
-            if layer == n_layers - 1:
-                stop = torch.where(running, n_layers, stop)
-                break
-            token = matcher.token_confidence[layer](x)[0]
-            low = self.layer_thresholds[layer]
-            # The dynamic path's test, over the points still active, of all the images' points.
-            unconfident = ((token < low) & active).sum()
-            exit_now = running & do_exit & (1.0 - unconfident.float() / total > depth)
-            if decisions is not None:
-                exit_now = running & (decisions[0] == layer + 1)
-            stop = torch.where(exit_now, layer + 1, stop)
-            prune0, prune1 = active[:k].sum() > pruning_min, active[k:].sum() > pruning_min
-            keep = matcher.log_assignment[layer].matchability_prob(x)[0] > keep_above
-            keep |= do_exit & (token <= low)  # low-confidence points are never pruned
-            keep |= torch.cat([(~prune0).expand(k), (~prune1).expand(k)])
-            pruned = active & ~keep & (running & ~exit_now & do_prune & (prune0 | prune1))
-            if decisions is not None:
-                pruned = active & running & ~exit_now & (decisions[1] == layer + 1)
-            layers = torch.where(pruned, layer + 1, layers)
-            active = active & ~pruned
-            emptied = running & ~exit_now & ((active[:k].sum() == 0) | (active[k:].sum() == 0))
-            stop = torch.where(emptied, layer + 1, stop)
-            empty = empty | emptied
-            done = done | exit_now | emptied
-            if read_exit and bool(done):
-                break
+        return LayerState(x, torch.cat([encoding0, encoding1], 2), active, active.sum(),
+                          torch.zeros(2 * k, dtype=torch.long, device=x.device), empty,
+                          empty.clone(), torch.zeros((), dtype=torch.long, device=x.device))
+
+    def run_layer(self, layer: int, *state: torch.Tensor,
+                  decisions: tuple[torch.Tensor, torch.Tensor] | None = None) -> LayerState:
+        """One transformer layer and its exit and pruning decisions, on the device: the
+        state after ``layer`` (a no-op on the tokens once ``done``)."""
+        x, encoding, active, total, layers, empty, done, stop = state
+        matcher = self.matcher
+        k, n_layers = x.shape[1] // 2, matcher.conf['n_layers']
+        depth, keep_above, _, do_exit, do_prune = self.settings.unbind()
+        do_exit, do_prune = do_exit > 0, do_prune > 0
+        block = matcher.transformers[layer]
+        bias = _key_bias(active, x.dtype)
+        y = block.self_attn(x, encoding, k, bias) if layer > 0 else x
+        y = block.cross_attn(y, k, bias)
+        running = ~done
+        x = torch.where(running, y, x)  # after an exit the tokens stay as they were
+        if layer == n_layers - 1:
+            return LayerState(x, encoding, active, total, layers, empty, done,
+                              torch.where(running, n_layers, stop))
+        token = matcher.token_confidence[layer](x)[0]
+        low = self.layer_thresholds[layer]
+        # The dynamic path's test, over the points still active, of all the images' points.
+        unconfident = ((token < low) & active).sum()
+        exit_now = running & do_exit & (1.0 - unconfident.float() / total > depth)
+        if decisions is not None:
+            exit_now = running & (decisions[0] == layer + 1)
+        stop = torch.where(exit_now, layer + 1, stop)
+        pruning_min = PRUNING_MIN_POINTS.get(x.device.type, -1)
+        prune0, prune1 = active[:k].sum() > pruning_min, active[k:].sum() > pruning_min
+        keep = matcher.log_assignment[layer].matchability_prob(x)[0] > keep_above
+        keep |= do_exit & (token <= low)  # low-confidence points are never pruned
+        keep |= torch.cat([(~prune0).expand(k), (~prune1).expand(k)])
+        pruned = active & ~keep & (running & ~exit_now & do_prune & (prune0 | prune1))
+        if decisions is not None:
+            pruned = active & running & ~exit_now & (decisions[1] == layer + 1)
+        layers = torch.where(pruned, layer + 1, layers)
+        active = active & ~pruned
+        emptied = running & ~exit_now & ((active[:k].sum() == 0) | (active[k:].sum() == 0))
+        stop = torch.where(emptied, layer + 1, stop)
+        return LayerState(x, encoding, active, total, layers, empty | emptied,
+                          done | exit_now | emptied, stop)
+
+    def finish(self, *state: torch.Tensor) -> StaticMatch:
+        """The assignment of the stop layer's head: the match after the last layer run."""
+        x, _, active, _, layers, empty, _, stop = state
+        k = x.shape[1] // 2
         # Points that ran to the end count the stop layer; an emptied match leaves them at 0
         # (as the dynamic path does).
         layers = torch.where(active & ~empty, stop, layers)
-        matches0, scores0 = self._assign(x, active, stop, threshold, k)
+        matches0, scores0 = self._assign(x, active, stop, self.settings[2], k)
         matches0 = torch.where(empty, -1, matches0)
         return StaticMatch(matches0, torch.where(empty, 0.0, scores0), stop, layers)
 

@@ -19,7 +19,7 @@ from lightglue_ros.defaults import (CUDA_GRAPHS_MODES, DEFAULT_BACKWARDS_RESET_F
                                     DEFAULT_ODOM_FRAME, DEFAULT_PIPELINED,
                                     DEFAULT_THREADS_PER_STAGE, EXTRACTORS,
                                     FEATURES_LAYOUTS, MAX_KEYPOINTS_LIMIT, NODE_NAME,
-                                    TORCH_COMPILE_MODES)
+                                    STATIC_EARLY_EXIT_MODES, TORCH_COMPILE_MODES)
 from lightglue_ros.errors import ConfigError
 from lightglue_ros.geometry import POSE_METHODS
 from lightglue_ros.models.lightglue import PRECISIONS
@@ -163,6 +163,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '(~/.cache/lightglue_ros/torch_compile) for the next start. If compiling fails, '
               'one line says why and it runs eagerly. Same matches either way.',
               choices=TORCH_COMPILE_MODES, read_only=True, tracker_key='torch_compile'),
+    ParamSpec('static_early_exit', _T('static_early_exit'),
+              "How the static-shape path ends at LightGlue's early exit: mask (one graph, the "
+              'layers after the exit run masked, no host read) or skip (a graph per layer; the '
+              "host reads each layer's exit flag, one layer late on CUDA, and launches no "
+              'more layers). Same matches either way.',
+              choices=STATIC_EARLY_EXIT_MODES, read_only=True, tracker_key='static_early_exit'),
     # -- matcher and keyframe thresholds (run-time) -------------------------------------------
     ParamSpec('depth_confidence', _T('depth_confidence'),
               'LightGlue early exit: stop after the layer where this fraction of points is '
