@@ -37,6 +37,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every clean-up path written for Ctrl-C runs for it."""
 
 
+def signal_name(interrupt: KeyboardInterrupt) -> str:
+    """The signal an interrupt stands for: SIGTERM (``Terminated``) or SIGINT."""
+    return 'SIGTERM' if isinstance(interrupt, Terminated) else 'SIGINT'
+
+
 def _module_run() -> str | None:
     """MODULE of ``python -m MODULE``: __main__'s spec once MODULE runs; before that, while
     Python imports MODULE's package (``python -m lightglue_ros.cli`` imports the package, and so

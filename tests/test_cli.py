@@ -506,7 +506,10 @@ def test_demo_in_latest_mode_accounts_for_every_frame(monkeypatch, weights_env, 
     assert [f['index'] for f in frames] == list(range(8))
     processed = [f['index'] for f in frames if f['processed']]
     assert len(processed) == summary['frames_processed']
-    assert processed[0] == 0 and processed[-1] == 7  # the newest frame is never superseded
+    # The newest frame is never superseded. The first may be: frames come 2 ms apart, and on a
+    # loaded 2-core machine frame 1 can arrive before the worker thread has taken frame 0
+    # (seen once in a full suite run, 2026-12-06), which is what latest mode is for.
+    assert processed[-1] == 7
     for frame in frames:
         assert (frame['latency_ms'] is not None) == frame['processed']
         assert frame['processed'] or (frame['matches'], frame['pose']) == (0, None)

@@ -745,6 +745,27 @@ def test_signal_while_importing_exits_130_in_one_line(tmp_path, frames, camera, 
     assert not output.exists()
 
 
+@pytest.mark.parametrize('interrupt, name', [(KeyboardInterrupt(), 'SIGINT'),
+                                             ('terminated', 'SIGTERM')])
+def test_signal_between_imports_and_the_command_names_the_signal(monkeypatch, capsys,
+                                                                interrupt, name):
+    """A signal after the start-up guard is gone but before the command's own handler (the
+    command line being parsed, the command's imports): the same one line as everywhere else,
+    naming the signal. It said 'replay: interrupted' without the name, which failed the test
+    above on a slow machine (the signal at 0.3 s landed in that window)."""
+    from lightglue_ros import startup
+
+    error = startup.Terminated('SIGTERM') if interrupt == 'terminated' else interrupt
+
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001, ANN202
+        raise error
+
+    monkeypatch.setattr('argparse.ArgumentParser.parse_args', parse_args)
+    code = replay_main(['in.mcap', '--image-topic', '/a', '--output', 'out'])
+    assert code == 130
+    assert capsys.readouterr().err.strip().splitlines() == [f'replay: interrupted ({name})']
+
+
 def test_signal_tests_hold_when_pytest_starts_with_sigint_ignored(tmp_path: Path,
                                                                   shared_dir: Path) -> None:
     """A pytest started in the background by a shell without job control (``pytest &`` in a

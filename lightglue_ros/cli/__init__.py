@@ -78,8 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DemoError as err:
         _error(args, err)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print(f'{PROG}: interrupted', file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f'{PROG}: interrupted ({startup.signal_name(err)})', file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

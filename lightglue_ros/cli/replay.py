@@ -289,8 +289,7 @@ def replay_command(args: argparse.Namespace) -> int:
         print(f'replay: error: {_one_line(err)}', file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt as err:  # outside the loop (loading the models, say)
-        signal_name = 'SIGTERM' if isinstance(err, startup.Terminated) else 'SIGINT'
-        print(f'replay: interrupted ({signal_name})', file=sys.stderr)
+        print(f'replay: interrupted ({startup.signal_name(err)})', file=sys.stderr)
         return EXIT_INTERRUPTED
     skipped = ', '.join(f'{k} {v}' for k, v in summary.skipped_by_reason.items())
     if not summary.expected_frames_known:  # a damaged bag without index or metadata.yaml
@@ -348,8 +347,7 @@ def fleet_command(args: argparse.Namespace) -> int:
         print(f'replay: error: {_one_line(err)}', file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt as err:  # outside the fleet loop (imports, discovery)
-        signal_name = 'SIGTERM' if isinstance(err, startup.Terminated) else 'SIGINT'
-        print(f'replay: interrupted ({signal_name})', file=sys.stderr)
+        print(f'replay: interrupted ({startup.signal_name(err)})', file=sys.stderr)
         return EXIT_INTERRUPTED
     counts = summary.to_dict()['counts']
     print(f'replay: {len(summary.bags)} bags: '
@@ -378,8 +376,8 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
         with startup.interrupt_on_signals():
             args = parser.parse_args(list(argv) if argv is not None else None)
             return args.handler(args)
-    except KeyboardInterrupt:
-        print('replay: interrupted', file=sys.stderr)
+    except KeyboardInterrupt as err:  # parsing the command line, or the command's own imports
+        print(f'replay: interrupted ({startup.signal_name(err)})', file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
