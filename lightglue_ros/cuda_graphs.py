@@ -242,7 +242,8 @@ class GraphedMatcher:
         self.last_layers_run = 0
         self.last_exit_waits = 0
         self._exit_flags: _ExitFlags | None = None
-        self._layers_ready: set[tuple] = set()  # state shapes whose layers are captured/compiled
+        # static_early_exit skip: (graphed, state shapes) -> the layers and the assignment.
+        self._parts: dict[tuple, tuple[list, Callable[..., StaticMatch]]] = {}
 
         def describe(inputs: tuple[torch.Tensor, ...]) -> str:
             return f'{inputs[0].shape[1]} keypoints'
@@ -355,49 +356,53 @@ class GraphedMatcher:
         assignment; on CUDA each part replays its graph, the layers in place on the begin
         graph's outputs (so any number of them may run before the assignment's graph)."""
         graphed = self._usable()
-        if graphed:
-            state = self.graphs.call('begin', self._begin_net, inputs, clone=False)
-        else:
-            state = self._begin_net(*inputs)
-        key = tuple((tuple(t.shape), t.dtype, t.device) for t in state)
-        if key not in self._layers_ready:
-            self._ready_every_layer(state, graphed)
-            self._layers_ready.add(key)
-        n_layers = self.conf['n_layers']
+        state = (self.graphs.call('begin', self._begin_net, inputs, clone=False) if graphed
+                 else self._begin_net(*inputs))
+        steps, finish = self._parts_for(state, graphed)
         if self._exit_flags is None or self._exit_flags.device != state.x.device:
-            self._exit_flags = _ExitFlags(n_layers, state.x.device,
+            self._exit_flags = _ExitFlags(len(steps), state.x.device,
                                           exit_flag_lag(state.x.device))
-        flags, ran = self._exit_flags, 0
-        flags.waits = 0
-        for layer in range(n_layers):
+        flags = self._exit_flags
+        flags.start()
+        ran = 0
+        for layer, step in enumerate(steps):
             if flags.exited_before(layer):
                 break
-            if graphed:
-                self.graphs.call(f'layer {layer}', _InPlace(self._layer_nets[layer]), state,
-                                 clone=False, shared=True)
-            else:
-                state = self._layer_nets[layer](*state)
+            state = step(*state)
             ran += 1
-            if layer < n_layers - 1:
+            if layer < len(steps) - 1:
                 flags.record(layer, state.done)
         self.last_layers_run, self.last_exit_waits = ran, flags.waits
-        if graphed:
-            return self.graphs.call('finish', self._finish_net, state, clone=False, shared=True)
-        return self._finish_net(*state)
+        return finish(*state)
 
-    def _ready_every_layer(self, state: LayerState, graphed: bool) -> None:
-        """Capture (CUDA) or compile (torch_compile) every layer at the first match of these
-        shapes, the node's warm-up, not at the first live frame that runs deeper than the
-        frames before it (a compile takes seconds). The state comes out unchanged."""
+    def _parts_for(self, state: LayerState, graphed: bool
+                   ) -> tuple[list[Callable[..., LayerState]], Callable[..., StaticMatch]]:
+        """The layers and the assignment to call on this state. On CUDA their graphs, the
+        layers writing the begin graph's buffers in place; elsewhere the functions. All are
+        captured (or, with torch_compile, compiled) at the first match of these shapes, the
+        node's warm-up, not at the first live frame that runs deeper than those before it (a
+        compile takes seconds); the state comes out unchanged."""
+        key = (graphed, *((tuple(t.shape), t.dtype, t.device) for t in state))
+        parts = self._parts.get(key)
+        if parts is not None:
+            return parts
+        steps: list[Callable[..., LayerState]] = list(self._layer_nets)
+        finish: Callable[..., StaticMatch] = self._finish_net
         if graphed:
-            for layer, net in enumerate(self._layer_nets):
-                self.graphs.capture(f'layer {layer}', _InPlace(net), state, shared=True)
-            self.graphs.capture('finish', self._finish_net, state, shared=True)
-        elif any(isinstance(net, CompiledFunction) for net in self._layer_nets):
-            scratch = state
-            for net in self._layer_nets:  # functional: the state itself is not changed
-                scratch = net(*scratch)
-            self._finish_net(*scratch)
+            # A part whose capture failed runs eagerly in place (the cache then runs eagerly).
+            steps = [self.graphs.capture(f'layer {layer}', _InPlace(net), state, shared=True)
+                     or _InPlace(net) for layer, net in enumerate(self._layer_nets)]
+            finish = self.graphs.capture('finish', finish, state, shared=True) or finish
+        else:
+            # Eager from now on (CPU, or capture failed): graphs kept for CUDA are let go.
+            self._parts = {k: v for k, v in self._parts.items() if not k[0]}
+            if any(isinstance(net, CompiledFunction) for net in steps):
+                scratch = state
+                for net in steps:  # functional: the state itself is not changed
+                    scratch = net(*scratch)
+                finish(*scratch)
+        self._parts[key] = (steps, finish)
+        return steps, finish
 
     @torch.inference_mode()
     def match_prepared(self, prepared0: PaddedFeatures, prepared1: PaddedFeatures
@@ -414,10 +419,11 @@ class _InPlace:
     def __init__(self, layer: Callable[..., LayerState]) -> None:
         self.layer = layer
 
-    def __call__(self, *state: torch.Tensor) -> None:
+    def __call__(self, *state: torch.Tensor) -> LayerState:
         for old, new in zip(state, self.layer(*state)):
             if new is not old:
                 old.copy_(new)
+        return LayerState(*state)
 
 
 def exit_flag_lag(device: torch.device) -> int:
@@ -435,12 +441,16 @@ class _ExitFlags:
     def __init__(self, n_layers: int, device: torch.device, lag: int) -> None:
         self.device = device
         self.lag = lag
-        self.waits = 0  # host waits for a flag in the current match
+        self.waits = 0  # host waits for a flag in the current match (start: 0)
         self._flags: list[torch.Tensor | None] = [None] * n_layers
         if device.type == 'cuda':
             self._host = torch.zeros(n_layers, dtype=torch.bool, pin_memory=True)
             self._host_view = self._host.numpy()  # read without a tensor op
             self._events = [torch.cuda.Event() for _ in range(n_layers)]
+
+    def start(self) -> None:
+        """A new match: no flag read yet."""
+        self.waits = 0
 
     def record(self, layer: int, done: torch.Tensor) -> None:
         if self.device.type == 'cuda':
