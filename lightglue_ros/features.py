@@ -44,8 +44,8 @@ class FixedFeatures:
     keypoints:   [K x 2] float32 pixels (x, y) of the original image; 0 in invalid slots.
     scores:      [K] float32; 0 in invalid slots.
     descriptors: [K x D] float32, L2-normalised; 0 in invalid slots.
-    valid:       [K] bool; the valid slots come first (best score first), so the image's
-                 keypoints are the first ``valid.sum()`` slots.
+    valid:       [K] bool; the valid slots come first, in ``extract``'s order (see
+                 ``fixed_slots``), so the image's keypoints are the first ``valid.sum()`` slots.
     image_size:  (width, height) of the original image in pixels.
     """
 
@@ -68,20 +68,34 @@ class FixedFeatures:
                         self.descriptors[:count], self.image_size)
 
 
-def fixed_slots(candidates: torch.Tensor, k: int, *, minimum: float = float('-inf')
+def fixed_slots(candidates: torch.Tensor, k: int, *, minimum: float = float('-inf'),
+                row_major_when_all_fit: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The k best of a flat candidate score vector at a fixed count, no host read.
 
     candidates: [M] float, -inf (or <= ``minimum``) where no keypoint may be.
-    Returns (indices [k] long into candidates, values [k], valid [k] bool): best first, the
-    valid ones before the others; when M < k the tail is invalid (index 0).
+    row_major_when_all_fit: the order of a reference that lists its candidates row-major
+        (``nonzero``) and sorts them by score only when it must choose k of them (SuperPoint,
+        ALIKED's threshold mode): then the valid slots come in index order when at most k
+        candidates exist, best first otherwise. The order is the published order (track ids,
+        the pose's sample order), so the static path keeps it (issue 18 item 6).
+    Returns (indices [k] long into candidates, values [k], valid [k] bool): the valid ones
+    before the others (best first unless reordered as above); when M < k the tail is invalid
+    (index 0).
     """
     values, indices = torch.topk(candidates, min(k, candidates.numel()))
     if values.shape[0] < k:
         missing = k - values.shape[0]
         values = torch.cat([values, values.new_full((missing,), float('-inf'))])
         indices = torch.cat([indices, indices.new_zeros(missing)])
-    return indices, values, values > minimum
+    valid = values > minimum
+    if row_major_when_all_fit:
+        slots = torch.arange(k, device=indices.device)
+        all_fit = (candidates > minimum).sum() <= k  # a device tensor: decided without a read
+        row_major = torch.where(valid, indices, candidates.numel() + slots)  # invalid last
+        order = torch.where(all_fit, row_major, slots).argsort()
+        indices, values, valid = indices[order], values[order], valid[order]
+    return indices, values, valid
 
 
 def device_pair(a: float, b: float, like: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = 'lightglue_ros'
 SMALL_SIZE = (320, 240)  # in-process node tests run on half-size frames with few keypoints
 SCANNET_SIZE = (640, 480)  # the ScanNet pairs are matched at this size
+# Match scores of the static LightGlue vs the dynamic one: rounding only (masked instead of
+# removed points, kernels over another length); measured <= 1.5e-4 adaptive, 0 at full depth
+# (tests/test_lightglue_static.py), the bound the kornia parity uses.
+STATIC_SCORE_TOL = 1e-3
 
 T = TypeVar('T')
 

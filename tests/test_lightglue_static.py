@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-from helpers import SCANNET_SIZE, read_scannet_pairs
+from helpers import SCANNET_SIZE, STATIC_SCORE_TOL, read_scannet_pairs
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lightglue_ros.models.lightglue as lightglue_module
@@ -29,7 +29,6 @@ from lightglue_ros.models.extractors import build_extractor
 from lightglue_ros.models.lightglue import LightGlue, MatchResult
 from lightglue_ros.models.lightglue_static import StaticLightGlue
 
-STATIC_SCORE_TOL = 1e-3
 MODES = {'adaptive': {'depth_confidence': 0.95, 'width_confidence': 0.99},
          'full': {'depth_confidence': -1, 'width_confidence': -1}}
 FREIBURG_FRAMES = 8  # consecutive pairs 0-1 .. 6-7, and 0-4

@@ -115,8 +115,7 @@ class AlikedExtractor(nn.Module):
         """``extract`` at a fixed count K = max_keypoints, with no host read (a CUDA graph
         captures it per image size): kornia's dense network, then its keypoint detection (DKD)
         and descriptor head (SDDH) re-expressed at fixed shapes with the same arithmetic per
-        keypoint (tests/test_fixed_keypoints.py). Threshold mode as ``extract``: the NMS maxima
-        above ``detection_threshold`` (the image's mean score where none is), the best K."""
+        keypoint (tests/test_fixed_keypoints.py), in ``extract``'s order."""
         k = fixed_budget(self.conf, self.name)
         h, w = image.shape[-2:]
         resized, factors = resize_max_edge(to_rgb(image), self.conf['resize'])
@@ -135,9 +134,13 @@ class AlikedExtractor(nn.Module):
 
 def _aliked_detect(dkd: nn.Module, score_map: torch.Tensor, k: int, threshold: float
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """kornia's DKD (threshold mode, sub-pixel) for one image at k slots: keypoints [k x 2]
-    in [-1, 1], scores [k], valid [k]. Candidates as DKD's (its strict-maximum NMS, the border,
-    the threshold or the image's mean), the best k by score instead of ``nonzero`` + sort."""
+    """kornia's DKD (sub-pixel) for one image at k slots: keypoints [k x 2] in [-1, 1], scores
+    [k], valid [k]. The candidates are DKD's NMS maxima off the border; which of them, and in
+    which order, follows the mode kornia's ALIKED picks from ``threshold``:
+    - threshold > 0 (threshold mode): the maxima above it (the image's mean score where none
+      is), row-major, the best k by score when more exist;
+    - threshold <= 0 (top-k mode): the best k maxima, best first, no threshold at all.
+    The best k come from a top-k instead of ``nonzero`` + sort."""
     from kornia.geometry.subpix import nms2d
 
     _, _, h, w = score_map.shape
@@ -147,12 +150,14 @@ def _aliked_detect(dkd: nn.Module, score_map: torch.Tensor, k: int, threshold: f
     is_max[:, :, :, :r] = False
     is_max[:, :, -r:, :] = False
     is_max[:, :, :, -r:] = False
-    mean = score_map.reshape(1, -1).mean(dim=1).reshape(1, 1, 1, 1)
-    masks = is_max & (score_map > mean)
+    masks = is_max
     if threshold > 0:
+        mean = score_map.reshape(1, -1).mean(dim=1).reshape(1, 1, 1, 1)
         above = is_max & (score_map > threshold)
-        masks = torch.where(above.reshape(1, -1).any(dim=1).reshape(1, 1, 1, 1), above, masks)
-    indices, _, valid = fixed_slots(score_map.masked_fill(~masks, -torch.inf).reshape(-1), k)
+        masks = torch.where(above.reshape(1, -1).any(dim=1).reshape(1, 1, 1, 1), above,
+                            is_max & (score_map > mean))
+    indices, _, valid = fixed_slots(score_map.masked_fill(~masks, -torch.inf).reshape(-1), k,
+                                    row_major_when_all_fit=threshold > 0)
     # DKD's sub-pixel refinement: a soft-argmax over the window around each maximum.
     patch_scores = dkd.unfold(score_map)[0].t()[indices]  # [k x window**2]
     xy_nms = torch.stack([indices % w, torch.div(indices, w, rounding_mode='trunc')], dim=1)

@@ -411,8 +411,9 @@ class SuperPoint(nn.Module):
     @torch.inference_mode()
     def extract_fixed(self, image: torch.Tensor) -> FixedFeatures:
         """``extract`` at a fixed count K = max_keypoints, with no host read (a CUDA graph
-        captures it per image size): the same keypoints, scores and descriptors, best score
-        first instead of row-major, unused slots masked (tests/test_fixed_keypoints.py).
+        captures it per image size): the same keypoints, scores and descriptors in the same
+        order (row-major, by score when the budget must choose), unused slots masked
+        (tests/test_fixed_keypoints.py).
 
         image: [C x H x W] float in [0, 1] (C = 1 or 3) on the model's device.
         """
@@ -428,7 +429,7 @@ class SuperPoint(nn.Module):
         heatmap = self._heatmap(features)
         keep = self._candidates(heatmap)[0]
         indices, values, valid = fixed_slots(heatmap[0].masked_fill(~keep, -torch.inf)
-                                             .reshape(-1), k)
+                                             .reshape(-1), k, row_major_when_all_fit=True)
         width = heatmap.shape[-1]
         keypoints = torch.stack([indices % width, indices // width], -1).to(heatmap.dtype)
         descriptors = sample_descriptors(keypoints[None], self._describe(features))[0]
