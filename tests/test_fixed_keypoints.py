@@ -228,6 +228,38 @@ def test_static_tracker_equals_dynamic_and_copies_once_per_frame(resize, aliked_
         assert 1 < static[-1].stop_layer < 9
 
 
+def test_static_tracker_switches_keyframes_as_the_dynamic_one(weights_dir, freiburg_frames,
+                                                                camera, aliked_models):
+    """Keyframe switches on the static path: over 10 freiburg frames with minimums that end a
+    keyframe almost every frame (one re-match, five restarts), the same keyframes, matches in
+    order, track ids and poses as the dynamic tracker; a frame matched again against a
+    promoted earlier frame reads exactly two packed copies, every other frame one."""
+    extractor = build_extractor('aliked', weights=weights_dir / 'aliked-n16.pth',
+                                max_keypoints=512, resize=480)
+    config = {'extractor': 'aliked', 'device': 'cpu', 'max_keypoints': 512, 'resize': 480,
+              'keyframe_min_matches': 300, 'keyframe_min_inliers': 250}
+    frames = [read_image(p) for p in freiburg_frames[:10]]
+    runs = {}
+    for mode in ('on', 'off'):
+        tracker = Tracker(TrackerConfig(cuda_graphs=mode, **config), extractor=extractor,
+                          matcher=aliked_models[1])
+        results, reads = [], []
+        for i, image in enumerate(frames):
+            with host_reads() as counts:
+                results.append(tracker.process(image, i + 1, camera))
+            reads.append(dict(counts))
+        runs[mode] = results, reads
+    assert_same_results(runs['on'][0], runs['off'][0])
+    # An earlier frame promoted: matched again (a second copy); this frame promoted: restart.
+    again = [r.index for r in runs['on'][0] if any(e.frame_index != r.index
+                                                   for e in r.keyframe_events)]
+    restarts = [r.index for r in runs['on'][0][1:] if any(e.frame_index == r.index
+                                                          for e in r.keyframe_events)]
+    assert again and len(restarts) >= 2, (again, restarts)
+    for result, reads in zip(*runs['on']):
+        assert reads == {'numpy': 2 if result.index in again else 1}, (result.index, reads)
+
+
 def test_static_tracker_handles_too_few_keypoints(aliked_models, freiburg_frames, camera):
     """A flat frame on the static path (ALIKED finds 1 keypoint in it): the count arrives
     with the frame's copy, the result says too_few_keypoints, and tracking goes on against the
