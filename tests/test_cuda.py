@@ -425,6 +425,55 @@ def test_skip_graphs_give_the_one_graph_matches_on_cuda(weights_dir, cuda_featur
 
 
 @needs_cuda
+@pytest.mark.parametrize('name', ['superpoint', 'aliked'])
+def test_extractor_graphs_give_extract_in_order_on_cuda(name, weights_dir, images):
+    """GraphedExtractor on CUDA (items 3 and 6): captured at the first image, replayed for the
+    next, captured again at a new size; each output equals the eager extract_fixed's, and its
+    valid slots are the dynamic extract's keypoints in extract's order (a 4096 budget at 320 px
+    leaves slots free: row-major order, where the fixed path re-sorts its top-k)."""
+    from lightglue_ros.cuda_graphs import GraphedExtractor
+    from test_fixed_keypoints import assert_same_features
+
+    budget = 4096
+    extractor = (he_normal_superpoint(max_keypoints=budget, resize=320).to('cuda')
+                 if name == 'superpoint' else
+                 build_extractor('aliked', weights=weights_dir / 'aliked-n16.pth',
+                                 max_keypoints=budget, resize=320, device='cuda'))
+    runner = GraphedExtractor(extractor)
+    inputs = [image_to_tensor(im, device='cuda') for im in (images[0], images[1],
+                                                            images[2][:400, :560])]
+    for image in inputs:
+        graphed = runner.extract_fixed(image)
+        eager = extractor.extract_fixed(image)
+        for a, b in zip((graphed.keypoints, graphed.scores, graphed.descriptors),
+                        (eager.keypoints, eager.scores, eager.descriptors)):
+            assert float((a - b).abs().max()) <= 1e-6
+        assert torch.equal(graphed.valid, eager.valid)
+        assert_same_features(extractor.extract(image), graphed, budget)
+    assert runner.fallback_reason is None
+    assert runner.graphs.captures == 2  # two image sizes
+
+
+@needs_cuda
+def test_graphed_tracker_gives_the_eager_trackers_results_on_cuda(weights_dir, aliked, images,
+                                                                   camera):
+    """cuda_graphs on (extractor and matcher graphs) against off, both on CUDA in fp32 at full
+    depth (no adaptive decision that rounding could flip): the same keyframes, matches in the
+    same order, track ids, inliers and poses (item 6: results published exactly as before)."""
+    from test_fixed_keypoints import assert_same_results
+
+    runs = {}
+    for mode in ('on', 'off'):
+        tracker = Tracker(TrackerConfig(extractor='aliked', device='cuda', cuda_graphs=mode),
+                          extractor=aliked['cuda'], matcher=make_matcher(weights_dir, 'cuda',
+                                                                         'full'))
+        assert (tracker.fixed_extractor is not None) == (mode == 'on')
+        runs[mode] = [tracker.process(im, i + 1, camera) for i, im in enumerate(images)]
+    assert_same_results(runs['on'], runs['off'])
+    assert all(r.ok for r in runs['on'][1:])
+
+
+@needs_cuda
 def test_tracker_copies_each_frame_to_the_host_once(weights_dir, aliked, images, camera):
     matcher = make_matcher(weights_dir, 'cuda', 'adaptive', 'fp16')
     tracker = Tracker(TrackerConfig(extractor='aliked', device='cuda', precision='fp16'),

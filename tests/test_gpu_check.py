@@ -14,8 +14,8 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = PROJECT_ROOT / 'benchmarks' / 'gpu_check.sh'
 STATS = {'p50', 'p99', 'mean', 'n'}
-MATCHERS = {'ours', 'ours_cached', 'ours_static_cached', 'ours_static_skip_cached', 'kornia',
-            'transformers'}
+MATCHERS = {'ours', 'ours_cached', 'ours_static', 'ours_static_cached', 'ours_static_skip_cached',
+            'kornia', 'transformers'}
 
 
 def leaves(value: Any, path: str = '') -> list[tuple[str, Any]]:
@@ -75,8 +75,9 @@ def test_cpu_quick_run_writes_a_complete_report(shared_dir: Path, tmp_path: Path
         assert set(cell['matcher_ms']) == MATCHERS
         for stats in cell['matcher_ms'].values():
             assert_stats(stats, frames)
-        assert set(cell['ratio']) == {'kornia', 'transformers'}
-        assert all(r > 0 for r in cell['ratio'].values())
+        for ratios in (cell['ratio'], cell['ratio_static']):
+            assert set(ratios) == {'kornia', 'transformers'}
+            assert all(r > 0 for r in ratios.values())
         assert cell['matches']['ours'] > 100
         # fp32 on the CPU: the peers find exactly our matches (tests/test_lightglue.py)
         assert all(a >= 0.99 for a in cell['agreement'].values()), cell['agreement']
@@ -114,7 +115,10 @@ def test_cpu_quick_run_writes_a_complete_report(shared_dir: Path, tmp_path: Path
         assert cell['tracker_matches_p50'] > 100 and cell['tracker_inliers_p50'] > 50
         for key in ('syncs_per_frame', 'sync_sites', 'gpu_peak_mib'):
             assert cell[key] == 'n/a', key
-    assert [t['value'] for t in report['targets']] == ['n/a'] * 3
+    assert [t['name'] for t in report['targets']] == [
+        'tracker_p50_ms', 'tracker_p99_ms', 'static_over_kornia', 'adaptive_over_full',
+        'adaptive_skip_over_full', 'fp16_over_fp32', 'gpu_busy_share']
+    assert {(t['value'], t['met']) for t in report['targets']} == {('n/a', 'n/a')}  # CUDA only
 
     markdown = (out / 'report.md').read_text()
     for heading in ('## CUDA tests', '## Extractor', '## Matcher', '## Static-shape matcher',
@@ -133,3 +137,42 @@ def test_tracker_fps_keeps_its_precision_on_a_slow_machine(monkeypatch: pytest.M
 
     for frame_ms in (2355.69, 61234.5, 33.8, 0.731):
         assert math.isclose(frames_per_second(frame_ms), 1e3 / frame_ms, rel_tol=1e-3)
+
+
+def test_targets_read_the_target_cell_and_the_worst_pair_of_cells(monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    """Issue 18's targets from a CUDA report's cells (made up here): the single-cell ones from
+    1024 kpts fp16 adaptive, the 'worst cell' ones the largest ratio over the cells that differ
+    in the compared setting only; a missing cell or a peer's error text gives n/a, not a crash."""
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / 'benchmarks'))
+    from gpu_check import targets
+
+    def cell(size: int, precision: str, mode: str, static: float, skip: float, tracker: float,
+             status: str = 'ok') -> dict[str, Any]:
+        return {'keypoints': size, 'precision': precision, 'mode': mode, 'status': status,
+                'matcher_ms': {'ours_static_cached': {'p50': static},
+                               'ours_static_skip_cached': {'p50': skip}},
+                'tracker_ms': {'p50': tracker, 'p99': tracker * 1.5},
+                'ratio_static': {'kornia': 0.2, 'transformers': 'error: x'},
+                'tracker_profile': {'gpu_busy_share': 0.55}}
+
+    cells = [cell(1024, 'fp16', 'adaptive', 1.0, 0.6, 3.0),
+             cell(1024, 'fp16', 'full', 0.9, 0.9, 3.2),  # adaptive 1.0 / 0.9: the worst
+             cell(1024, 'fp32', 'adaptive', 1.5, 0.9, 4.0),
+             cell(1024, 'fp32', 'full', 1.6, 1.6, 4.2),
+             cell(2048, 'fp16', 'adaptive', 2.0, 1.0, 6.0),  # 6.0 / 5.0: the worst fp16/fp32
+             cell(2048, 'fp16', 'full', 2.1, 2.1, 6.5),
+             cell(2048, 'fp32', 'adaptive', 3.0, 2.0, 5.0),
+             cell(2048, 'fp32', 'full', 9.0, 9.0, 9.0, status='error')]  # not paired
+    found = {t['name']: (t['value'], t['met'], t['target']) for t in targets(cells, cuda=True)}
+    assert found == {'tracker_p50_ms': (3.0, True, '<= 4.0'),
+                     'tracker_p99_ms': (4.5, True, '<= 6.0'),
+                     'static_over_kornia': (0.2, True, '<= 0.25'),
+                     'adaptive_over_full': (1.111, False, '<= 1.0'),
+                     'adaptive_skip_over_full': (0.667, True, '<= 1.0'),  # 0.6 / 0.9
+                     'fp16_over_fp32': (1.2, False, '< 1.0'),
+                     'gpu_busy_share': (0.55, False, '>= 0.6')}
+    without_target_cell = {t['name']: t['value'] for t in targets(cells[1:], cuda=True)}
+    assert without_target_cell['tracker_p50_ms'] == 'n/a'
+    assert without_target_cell['adaptive_over_full'] == 0.952  # 2.0 / 2.1 at 2048 fp16
+    assert {t['value'] for t in targets(cells, cuda=False)} == {'n/a'}
