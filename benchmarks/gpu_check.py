@@ -746,6 +746,7 @@ def _number(text: str | None) -> Any:
 def targets(cells: list[dict[str, Any]], cuda: bool) -> list[dict[str, Any]]:
     ok = {(c['keypoints'], c['precision'], c['mode']): c for c in cells if c['status'] == 'ok'}
     cell = ok.get(tuple(TARGET_CELL.values()))
+
     def static(c: dict[str, Any]) -> Any:
         return _p(c, 'ours_static_cached', 'p50')
 
