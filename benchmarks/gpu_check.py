@@ -68,6 +68,7 @@ LAUNCH_CALLS = ('cudaLaunchKernel', 'cuLaunchKernel', 'cudaLaunchKernelExC', 'cu
 # Issue 18's targets on the H200, recorded against the measurements (never asserted):
 # (name, what, comparison, bound). The single-cell ones read TARGET_CELL; 'worst cell' ones the
 # largest ratio over the cells that differ only in the compared setting.
+CELL_SETTINGS = ('keypoints', 'precision', 'mode')  # what tells the report's cells apart
 TARGET_CELL = {'keypoints': 1024, 'precision': 'fp16', 'mode': 'adaptive'}
 TARGETS = (
     ('tracker_p50_ms', 'whole tracker p50 per frame, 1024 kpts, fp16, adaptive', '<=', 4.0),
@@ -744,8 +745,8 @@ def _number(text: str | None) -> Any:
 
 
 def targets(cells: list[dict[str, Any]], cuda: bool) -> list[dict[str, Any]]:
-    ok = {(c['keypoints'], c['precision'], c['mode']): c for c in cells if c['status'] == 'ok'}
-    cell = ok.get(tuple(TARGET_CELL.values()))
+    ok = {cell_key(c): c for c in cells if c['status'] == 'ok'}
+    cell = ok.get(cell_key(TARGET_CELL))
 
     def static(c: dict[str, Any]) -> Any:
         return _p(c, 'ours_static_cached', 'p50')
@@ -776,18 +777,21 @@ def targets(cells: list[dict[str, Any]], cuda: bool) -> list[dict[str, Any]]:
     return out
 
 
+def cell_key(settings: dict[str, Any]) -> tuple:
+    """(keypoints, precision, mode) of a cell (or of TARGET_CELL)."""
+    return tuple(settings[name] for name in CELL_SETTINGS)
+
+
 def _worst_ratio(cells: dict[tuple, dict[str, Any]], setting: str, a: str, b: str,
                  numerator: Callable[[dict[str, Any]], Any],
                  denominator: Callable[[dict[str, Any]], Any]) -> float | str:
     """The largest numerator(cell with ``setting`` a) / denominator(the cell with b, all else
     equal) over the measured cells; n/a where no pair of cells has both numbers."""
-    fields = tuple(TARGET_CELL)  # the order of the cells' keys: keypoints, precision, mode
     ratios = []
-    for key, cell in cells.items():
-        settings = dict(zip(fields, key))
-        if settings[setting] != a:
+    for cell in cells.values():
+        if cell[setting] != a:
             continue
-        other = cells.get(tuple({**settings, setting: b}.values()))
+        other = cells.get(cell_key({**cell, setting: b}))
         top, bottom = numerator(cell), (denominator(other) if other else None)
         if isinstance(top, (int, float)) and isinstance(bottom, (int, float)) and bottom > 0:
             ratios.append(top / bottom)
@@ -931,7 +935,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += table(['kpts', 'prec', 'mode', 'status', 'note'],
                        [[c['keypoints'], c['precision'], c['mode'], c['status'], c['note']]
                         for c in others])
-    target_cell = next((c for c in ok if all(c[k] == v for k, v in TARGET_CELL.items())), None)
+    target_cell = next((c for c in ok if cell_key(c) == cell_key(TARGET_CELL)), None)
     if target_cell is not None and isinstance(target_cell['sync_sites'], dict):
         lines += ['', '## Host syncs of one tracker frame by call site (1024 kpts, fp16, '
                   'adaptive)', '']

@@ -83,15 +83,17 @@ def fixed_slots(candidates: torch.Tensor, k: int, *, minimum: float = float('-in
     before the others (best first unless reordered as above); when M < k the tail is invalid
     (index 0).
     """
-    values, indices = torch.topk(candidates, min(k, candidates.numel()))
-    if values.shape[0] < k:
-        missing = k - values.shape[0]
+    # One more than k: whether the (k+1)-th best is a candidate says if all of them fit.
+    values, indices = torch.topk(candidates, min(k + 1, candidates.numel()))
+    if values.shape[0] <= k:
+        missing = k + 1 - values.shape[0]
         values = torch.cat([values, values.new_full((missing,), float('-inf'))])
         indices = torch.cat([indices, indices.new_zeros(missing)])
+    all_fit = values[k] <= minimum  # a device tensor: decided without a read
+    values, indices = values[:k], indices[:k]
     valid = values > minimum
     if row_major_when_all_fit:
         slots = torch.arange(k, device=indices.device)
-        all_fit = (candidates > minimum).sum() <= k  # a device tensor: decided without a read
         row_major = torch.where(valid, indices, candidates.numel() + slots)  # invalid last
         order = torch.where(all_fit, row_major, slots).argsort()
         indices, values, valid = indices[order], values[order], valid[order]

@@ -28,7 +28,7 @@ from helpers import STATIC_SCORE_TOL, he_normal_superpoint
 import lightglue_ros.models.superpoint as superpoint_module
 from lightglue_ros.cuda_graphs import GraphedExtractor
 from lightglue_ros.cuda_syncs import host_reads
-from lightglue_ros.features import Features, FixedFeatures
+from lightglue_ros.features import Features, FixedFeatures, fixed_slots
 from lightglue_ros.image import image_to_tensor, read_image
 from lightglue_ros.models.extractors import build_extractor
 from lightglue_ros.models.lightglue import LightGlue
@@ -102,6 +102,25 @@ def test_fixed_selection_equals_dynamic_on_freiburg(name, budget, resize, images
         assert min(counts) == budget  # the budget is filled: the top-k decides
     else:
         assert 100 < max(counts) < budget  # padding slots are exercised
+
+
+@pytest.mark.parametrize('count', [3, 4, 5])  # under, at and over the budget of 4
+def test_fixed_slots_order_at_the_budget_boundary(count):
+    """row_major_when_all_fit keeps index order up to exactly k candidates (the references
+    sort only when more than k exist) and best first beyond; the invalid slots come last."""
+    k, scores = 4, torch.tensor([0.5, 0.9, 0.2, 0.7, 0.6])
+    candidates = torch.full((12,), -torch.inf)
+    where = torch.tensor([1, 3, 6, 8, 10])[:count]
+    candidates[where] = scores[:count]
+    indices, values, valid = fixed_slots(candidates, k, row_major_when_all_fit=True)
+    kept = min(count, k)
+    assert valid.tolist() == [True] * kept + [False] * (k - kept)
+    by_score = where[scores[:count].argsort(descending=True)][:k]
+    expected = where if count <= k else by_score
+    assert indices[:kept].tolist() == expected.tolist()
+    assert torch.equal(values[:kept], candidates[indices[:kept]])
+    best_first, _, _ = fixed_slots(candidates, k)
+    assert best_first[:kept].tolist() == by_score.tolist()
 
 
 @pytest.mark.parametrize('name', ['superpoint', 'aliked', 'xfeat'])
